@@ -1,0 +1,107 @@
+# deqode — the only entry points a reader needs.
+#
+#   make book                  execute every notebook (smoke profile) and build the site in _build/html
+#   make book PROFILE=paper    the same at the papers' scale (GPU, datasets on disk)
+#   make test                  ruff, unit tests, every notebook under nbval, book build with -W
+#
+# Setup (a .venv with the pinned dependencies) is part of every target.
+
+PROFILES := smoke paper
+PROFILE ?= smoke
+ifeq ($(filter $(PROFILE),$(PROFILES)),)
+$(error unknown PROFILE '$(PROFILE)'; valid profiles: $(PROFILES))
+endif
+ifneq ($(words $(PROFILE)),1)
+$(error PROFILE must be one word; valid profiles: $(PROFILES))
+endif
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deqode-installed
+
+EXEC_DIR := _build/executed/$(PROFILE)
+STAGE := _build/site/$(PROFILE)
+# smoke renders to _build/html; other profiles to _build/<profile>/_build/html
+ifeq ($(PROFILE),smoke)
+OUTPUT := .
+else
+OUTPUT := _build/$(PROFILE)
+endif
+HTML := $(OUTPUT)/_build/html
+HTML_STAMP := $(HTML)/.deqode-built
+
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+EXECUTED := $(patsubst notebooks/%.ipynb,$(EXEC_DIR)/%.ipynb,$(NOTEBOOKS))
+LIBRARY := $(shell find src -name '*.py' -not -path '*/__pycache__/*') $(wildcard data/reference/*.csv)
+BOOK_SOURCES := _config.yml $(shell find book -type f)
+BENCHMARKS := $(sort $(wildcard benchmarks/bench_*.py))
+BENCH_DIR := results/$(PROFILE)/benchmarks
+BENCH_RESULTS := $(patsubst benchmarks/bench_%.py,$(BENCH_DIR)/%.md,$(BENCHMARKS))
+
+JB_FLAGS := -W -n --keep-going
+
+.PHONY: preflight setup book results benchmarks test lint unit nbval pipeline-test clean help
+
+help:
+	@sed -n '2,8p' Makefile
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+# --- notebooks ----------------------------------------------------------------------------------
+results: $(EXECUTED)
+
+# The paper profile first checks that every dataset is on disk, so that no partial book is built.
+ifeq ($(PROFILE),smoke)
+PREFLIGHT :=
+else
+PREFLIGHT := preflight
+endif
+
+preflight: $(STAMP)
+	$(PY) -m deqode.book preflight --profile $(PROFILE)
+
+$(EXEC_DIR)/%.ipynb: notebooks/%.ipynb $(LIBRARY) $(STAMP) | $(PREFLIGHT)
+	$(PY) -m deqode.book execute $< --profile $(PROFILE) --out $@
+
+# --- benchmarks ---------------------------------------------------------------------------------
+benchmarks: $(BENCH_RESULTS)
+
+$(BENCH_DIR)/%.md: benchmarks/bench_%.py $(LIBRARY) $(STAMP)
+	$(PY) $< --profile $(PROFILE) --out $(BENCH_DIR)
+
+# --- the book -----------------------------------------------------------------------------------
+book: $(HTML_STAMP)
+	@echo "book ($(PROFILE)): $(HTML)/index.html"
+
+$(HTML_STAMP): $(EXECUTED) $(BENCH_RESULTS) $(BOOK_SOURCES) $(STAMP)
+	$(PY) -m deqode.book assemble --profile $(PROFILE) --stage $(STAGE) --executed $(EXEC_DIR)
+	$(VENV)/bin/jupyter-book build $(STAGE) --toc $(abspath $(STAGE))/book/_toc.yml \
+		--config $(abspath $(STAGE))/_config.yml --path-output $(OUTPUT) $(JB_FLAGS)
+	@touch $@
+
+# --- tests --------------------------------------------------------------------------------------
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks notebooks
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests -q
+
+nbval: $(EXECUTED)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg $(EXECUTED)
+
+test: lint unit book nbval
+	@echo "make test: all checks passed (profile $(PROFILE))"
+
+clean:
+	rm -rf _build results

@@ -1,0 +1,26 @@
+"""Validation of names against a closed set of choices, with errors that list the valid ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+PROFILES = ("smoke", "paper")
+
+
+class UnknownChoiceError(ValueError):
+    """A name (profile, model, dataset, parameter, ...) outside its valid set."""
+
+
+def check_choice(kind: str, value: object, choices: Iterable[object]) -> object:
+    """Return ``value`` if it is one of ``choices``; otherwise raise naming every valid choice."""
+    options = list(choices)
+    if value not in options:
+        listed = ", ".join(repr(o) for o in options)
+        raise UnknownChoiceError(f"unknown {kind} {value!r}; valid choices: {listed}")
+    return value
+
+
+def check_profile(profile: str) -> str:
+    """The run profile: ``smoke`` (CPU, minutes, offline) or ``paper`` (GPU, the papers' scale)."""
+    check_choice("profile", profile, PROFILES)
+    return profile

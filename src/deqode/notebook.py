@@ -1,0 +1,140 @@
+"""The notebook contract: validate the papermill parameters, seed, pick the device, save figures.
+
+Every notebook's first code cell (tagged ``parameters``) sets at least ``profile``, ``seed``,
+``device`` and ``results_dir``; the next cell calls :func:`start`, which fails at once on an
+unknown profile or device, naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deqode.choices import check_profile
+from deqode.devices import describe_device, resolve_device
+from deqode.paths import repo_root, resolve, results_dir as _results_dir
+from deqode.results import write_json_atomic
+
+SMOKE_LABEL = "smoke profile — not a reproduction of the paper's numbers"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str:
+    """The checkout's commit (with ``-dirty`` if it has uncommitted changes), or ``unknown``."""
+    root = repo_root()
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def environment_record(device: torch.device) -> dict[str, Any]:
+    """Versions and hardware a run depends on."""
+    import torchdiffeq
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "device": describe_device(device),
+        "cpu_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+
+
+@dataclass
+class Run:
+    """One notebook execution: its profile, device, output folder and helpers."""
+
+    name: str
+    profile: str
+    seed: int
+    device: torch.device
+    out: Path
+    data_root: Path
+    started: float = field(default_factory=time.time)
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.profile == "smoke"
+
+    @property
+    def label(self) -> str:
+        """The caption stamp every figure and table carries."""
+        return SMOKE_LABEL if self.is_smoke else "paper profile"
+
+    def savefig(self, fig, name: str, **kwargs) -> Path:
+        """Save ``fig`` as ``results/<profile>/<notebook>/<name>.png`` (atomically) and return it."""
+        import io
+
+        from deqode.results import write_bytes_atomic
+
+        kwargs.setdefault("dpi", 150)
+        kwargs.setdefault("bbox_inches", "tight")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", **kwargs)
+        return write_bytes_atomic(self.out / f"{name}.png", buffer.getvalue())
+
+    def save_json(self, name: str, record: Any) -> Path:
+        return write_json_atomic(self.out / f"{name}.json", record)
+
+
+def start(
+    name: str,
+    *,
+    profile: str,
+    seed: int = 0,
+    device: str = "auto",
+    results_dir: str | os.PathLike = "results",
+    data_root: str | os.PathLike = "data",
+    float64: bool = False,
+) -> Run:
+    """Validate the notebook parameters and set the run up.
+
+    Raises at once for an unknown profile or device. Relative folders are taken relative to the
+    repository root, so the notebook gives the same result wherever its kernel was started.
+    """
+    check_profile(profile)
+    if not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    dev = resolve_device(device)
+    seed_everything(seed)
+    if float64:
+        torch.set_default_dtype(torch.float64)
+    out = _results_dir(profile, name, root=results_dir)
+    run = Run(name=name, profile=profile, seed=seed, device=dev, out=out, data_root=resolve(data_root))
+    write_json_atomic(
+        out / "run.json",
+        {"notebook": name, "profile": profile, "seed": seed, **environment_record(dev),
+         "argv": sys.argv[:1]},
+    )
+    from deqode import plots
+
+    plots.use_book_style()
+    return run

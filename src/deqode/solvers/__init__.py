@@ -1,0 +1,1 @@
+"""Numerics: fixed-point solvers and homotopy continuation (no nn.Module models)."""
