@@ -100,7 +100,10 @@ nbval: $(EXECUTED)
 	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg $(EXECUTED)
 
-test: lint unit book nbval
+pipeline-test: book
+	DEQODE_BUILT_PROFILE=$(PROFILE) $(VENV)/bin/pytest -q tests/test_build.py
+
+test: lint unit book nbval pipeline-test
 	@echo "make test: all checks passed (profile $(PROFILE))"
 
 clean:

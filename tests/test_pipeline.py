@@ -1,0 +1,83 @@
+"""The notebook contract and the book pipeline (fast checks; no notebook is executed here)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from deqode import book, notebook
+from deqode.choices import UnknownChoiceError
+from deqode.paths import repo_root
+
+ROOT = repo_root()
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_contract(path: Path):
+    nb = nbformat.read(str(path), as_version=4)
+    declared = book.declared_parameters(path)
+    assert declared["profile"] == "smoke", "the default profile must be smoke"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "notebook.start(" in code[1].source, "the second code cell must call notebook.start"
+    for cell in code:
+        assert not cell.get("outputs"), f"{path.name} is committed with outputs"
+        assert cell.get("execution_count") is None, f"{path.name} has execution counts"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_in_the_toc(path: Path):
+    assert path.stem in book.toc_notebooks(ROOT / "book" / "_toc.yml")
+
+
+def test_unknown_override_names_the_declared_parameters():
+    path = NOTEBOOKS[0]
+    with pytest.raises(UnknownChoiceError, match="'profile'") as err:
+        book.check_overrides(path, {"no_such_parameter": 1})
+    assert "no_such_parameter" in str(err.value)
+
+
+def test_unknown_profile_in_a_notebook_fails_at_once(tmp_path):
+    with pytest.raises(UnknownChoiceError, match="'smoke', 'paper'"):
+        notebook.start("x", profile="nonsense", results_dir=tmp_path)
+
+
+def test_notebook_start_writes_an_environment_record(tmp_path):
+    run = notebook.start("contract", profile="smoke", device="cpu", results_dir=tmp_path)
+    assert run.out == tmp_path / "smoke" / "contract"
+    record = (run.out / "run.json").read_text()
+    assert '"torch"' in record and '"device": "cpu"' in record
+
+
+def test_make_rejects_an_unknown_profile_at_once():
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["make", "-C", str(ROOT), "book", "PROFILE=nonsense"], capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert "valid profiles: smoke paper" in proc.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_runs_table_lists_notebooks_in_toc_order(tmp_path):
+    from deqode.results import write_json_atomic
+
+    for name, wall in (("a", 1.5), ("b", 2.0)):
+        write_json_atomic(tmp_path / f"{name}.run.json", {
+            "notebook": name, "profile": "smoke", "wall_seconds": wall, "python": "3.11",
+            "torch": "2", "torchdiffeq": "0.2.5", "device": "cpu", "git_commit": "abc",
+            "executed_at": "now"})
+    table = book.runs_table(tmp_path, ["b", "a"])
+    lines = table.strip().splitlines()
+    assert lines[2].startswith("| [b]") and lines[3].startswith("| [a]")
+    assert "**3.5**" in lines[-1]
+    with pytest.raises(FileNotFoundError, match="missing"):
+        book.runs_table(tmp_path, ["missing"])
