@@ -1,0 +1,256 @@
+"""Image classification sets on disk (MNIST, SVHN, CIFAR-10/100, Tiny-ImageNet) and sklearn digits.
+
+Every file-backed set lives in ``<root>/<name>/`` in the layout its reader expects:
+
+- ``mnist``: ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (torchvision);
+- ``cifar10``: ``cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`` (torchvision);
+- ``cifar100``: ``cifar-100-python/{train,test,meta}`` (torchvision);
+- ``svhn``: ``{train,test}_32x32.mat`` (torchvision);
+- ``tiny-imagenet``: ``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``,
+  ``val/val_annotations.txt`` (Kaggle; read by :class:`TinyImageNet`).
+
+Integrity: torchvision's CIFAR and SVHN classes check the md5 of every file at load time. We load
+through thin subclasses (:mod:`deqode.data.tv_readers`) that only check that the files are
+present (a truncated pickle or .mat still fails to parse, loudly); ``download=True`` goes through
+the stock classes, which verify the archive and file checksums as they download. This keeps the
+real parsers (torchvision's) and lets the tests feed them small files in the real formats.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from deqode.data.recipes import Preprocessing
+
+TORCHVISION_SETS = ("mnist", "cifar10", "cifar100", "svhn")
+KAGGLE_TINY_URL = "https://www.kaggle.com/competitions/tiny-imagenet/data"
+
+# Files (relative to <root>/<name>/) that must exist before a set can be read (both splits);
+# the names are those torchvision's readers open. A trailing "/" marks a folder.
+_CIFAR10_DIR = "cifar-10-batches-py"
+_CIFAR100_DIR = "cifar-100-python"
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
+    "mnist": tuple(
+        f"MNIST/raw/{prefix}-{kind}"
+        for prefix in ("train", "t10k")
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    ),
+    "cifar10": tuple(
+        f"{_CIFAR10_DIR}/{f}"
+        for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+    ),
+    "cifar100": tuple(f"{_CIFAR100_DIR}/{f}" for f in ("train", "test", "meta")),
+    "svhn": ("train_32x32.mat", "test_32x32.mat"),
+    "tiny-imagenet": ("wnids.txt", "train/", "val/images/", "val/val_annotations.txt"),
+}
+
+
+def tiny_imagenet_dir(folder: Path) -> Path:
+    """``folder`` itself, or ``folder/tiny-imagenet-200`` when the zip was unpacked inside it."""
+    nested = folder / "tiny-imagenet-200"
+    if not (folder / "wnids.txt").exists() and (nested / "wnids.txt").exists():
+        return nested
+    return folder
+
+
+def missing_files(name: str, folder: Path) -> list[str]:
+    """The required files of ``name`` absent under ``folder`` (a trailing ``/`` marks a folder)."""
+    if name == "tiny-imagenet":
+        folder = tiny_imagenet_dir(folder)
+    missing = []
+    for rel in REQUIRED_FILES[name]:
+        path = folder / rel
+        ok = path.is_dir() if rel.endswith("/") else path.is_file()
+        if not ok:
+            missing.append(rel)
+    return missing
+
+
+def torchvision_howto(name: str, folder: Path) -> str:
+    """How to get a torchvision set into ``folder``: our one-liner, torchvision's, the URLs."""
+    from torchvision import datasets as tvd
+
+    f = str(folder)
+    if name == "mnist":
+        tv = f"d.MNIST({f!r}, train=True, download=True)"
+        urls = ", ".join(m + r[0] for m in tvd.MNIST.mirrors[:1] for r in tvd.MNIST.resources)
+        manual = f"or unpack {urls} into {f}/MNIST/raw/"
+    elif name in ("cifar10", "cifar100"):
+        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        tv = f"d.{cls.__name__}({f!r}, train=True, download=True)"
+        manual = f"or unpack {cls.url} into {f}/"
+    else:
+        tv = "; ".join(f"d.SVHN({f!r}, split={s!r}, download=True)" for s in ("train", "test"))
+        urls = ", ".join(v[0] for k, v in tvd.SVHN.split_list.items() if k != "extra")
+        manual = f"or save {urls} into {f}/"
+    root = str(folder.parent)
+    return (
+        f"download it (network needed) with "
+        f'python -c "from deqode.data import download_dataset; download_dataset({name!r}, '
+        f'root={root!r})", or load_dataset(..., download=True), or with torchvision: '
+        f'python -c "import torchvision.datasets as d; {tv}"; {manual}'
+    )
+
+
+def tiny_imagenet_howto(folder: Path) -> str:
+    return (
+        f"Tiny-ImageNet is not in torchvision: download it from Kaggle (account required) at "
+        f"{KAGGLE_TINY_URL} (e.g. `kaggle competitions download -c tiny-imagenet`), unzip it and "
+        f"place it so that {folder}/wnids.txt, {folder}/train/<wnid>/images/*.JPEG, "
+        f"{folder}/val/images/*.JPEG and {folder}/val/val_annotations.txt exist (an unpacked "
+        f"tiny-imagenet-200/ folder inside {folder}/ is read as well)"
+    )
+
+
+def download_torchvision(name: str, folder: Path) -> None:
+    """Download both splits of a torchvision set into ``folder`` (stock classes: md5-checked)."""
+    from torchvision import datasets as tvd
+
+    f = str(folder)
+    if name == "mnist":
+        tvd.MNIST(f, train=True, download=True)
+    elif name == "cifar10":
+        tvd.CIFAR10(f, train=True, download=True)
+    elif name == "cifar100":
+        tvd.CIFAR100(f, train=True, download=True)
+    elif name == "svhn":
+        for split in ("train", "test"):
+            tvd.SVHN(f, split=split, download=True)
+    else:  # pragma: no cover - guarded by the registry
+        raise ValueError(f"{name!r} is not a torchvision set")
+
+
+def load_torchvision(
+    name: str, folder: Path, split: str, prep: Preprocessing, augment: bool
+) -> Dataset:
+    """A torchvision dataset yielding ``(image tensor, int label)`` with the recipe's transform."""
+    from deqode.data.tv_readers import READERS
+
+    reader = READERS[name]
+    transform = prep.image_transform(augment)
+    if name == "svhn":
+        return reader(str(folder), split=split, transform=transform)
+    return reader(str(folder), train=split == "train", transform=transform)
+
+
+class TinyImageNet(Dataset):
+    """Tiny-ImageNet-200 from its folder layout, as HomoODE's ``tiny_imagenet.py`` reads it.
+
+    Labels are the indices of the wnids sorted alphabetically (``wnids.txt``); train images are
+    ``train/<wnid>/images/*.JPEG``, the test split is the official **val** set with labels from
+    ``val/val_annotations.txt`` (tab separated: file, wnid, box). Images are converted to RGB
+    (a few Tiny-ImageNet JPEGs are grayscale). Items are ``(transform(image), label)``.
+    """
+
+    IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+    def __init__(self, folder: Path, split: str = "train", transform=None) -> None:
+        self.folder = tiny_imagenet_dir(Path(folder))
+        self.split = split
+        self.transform = transform
+        wnids = (self.folder / "wnids.txt").read_text().split()
+        self.classes: list[str] = sorted(set(wnids))
+        self.class_to_idx = {w: i for i, w in enumerate(self.classes)}
+        self.samples = self._train_samples() if split == "train" else self._val_samples()
+
+    def _train_samples(self) -> list[tuple[Path, int]]:
+        samples = []
+        for wnid in self.classes:
+            images = self.folder / "train" / wnid / "images"
+            if not images.is_dir():
+                raise FileNotFoundError(f"Tiny-ImageNet: class folder {images} is missing")
+            files = sorted(p for p in images.iterdir() if p.suffix.lower() in self.IMAGE_SUFFIXES)
+            samples.extend((p, self.class_to_idx[wnid]) for p in files)
+        return samples
+
+    def _val_samples(self) -> list[tuple[Path, int]]:
+        samples = []
+        annotations = self.folder / "val" / "val_annotations.txt"
+        for line_no, line in enumerate(annotations.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            fields = line.split("\t") if "\t" in line else line.split()
+            filename, wnid = fields[0], fields[1]
+            if wnid not in self.class_to_idx:
+                raise ValueError(
+                    f"{annotations}:{line_no}: wnid {wnid!r} is not listed in wnids.txt"
+                )
+            path = self.folder / "val" / "images" / filename
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"Tiny-ImageNet: {path} (listed in {annotations}) is missing"
+                )
+            samples.append((path, self.class_to_idx[wnid]))
+        return samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        with Image.open(path) as img:
+            image = img.convert("RGB")
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label
+
+
+# ---------------------------------------------------------------------------------------------
+# sklearn digits (bundled with scikit-learn: always offline)
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SEED = 0
+
+
+@lru_cache(maxsize=8)
+def _digits_split(seed: int, test_fraction: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # (1797, 1, 8, 8) in [0, 1]
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, bunch.target, test_size=test_fraction, stratify=bunch.target, random_state=seed
+    )
+    return {"train": (x_tr, y_tr.astype(np.int64)), "test": (x_te, y_te.astype(np.int64))}
+
+
+def digits_train_statistics() -> tuple[float, float]:
+    """Pixel mean and std of the default digits train split (seed 0, 20 % test), in [0, 1] units."""
+    x, _ = _digits_split(DIGITS_SEED, DIGITS_TEST_FRACTION)["train"]
+    return float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+
+
+class DigitsDataset(Dataset):
+    """sklearn's 8x8 digits as ``(1, 8, 8)`` float32 tensors and int labels.
+
+    Pixels are the 0..16 counts divided by 16 (range [0, 1]), then normalised by the recipe. The
+    split is stratified with ``train_test_split(test_size=test_fraction, random_state=seed)``:
+    1437 train / 360 test images at the defaults (seed 0, 20 %).
+    """
+
+    def __init__(
+        self,
+        split: str,
+        prep: Preprocessing,
+        seed: int = DIGITS_SEED,
+        test_fraction: float = DIGITS_TEST_FRACTION,
+    ) -> None:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"digits: test_fraction must lie in (0, 1), got {test_fraction}")
+        x, y = _digits_split(int(seed), float(test_fraction))[split]
+        self.images = prep.normalise(torch.from_numpy(x.copy()))
+        self.targets = torch.from_numpy(y.copy())
+        self.preprocessing = prep
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.targets[index])
