@@ -45,6 +45,15 @@ BENCH_RESULTS := $(patsubst benchmarks/bench_%.py,$(BENCH_DIR)/%.md,$(BENCHMARKS
 
 JB_FLAGS := -W -n --keep-going
 
+# Smoke notebooks run side by side, one torch thread each (tiny models run fastest on one thread,
+# and two threads per process oversubscribe the cores); the paper profile runs them one at a time.
+ifeq ($(PROFILE),smoke)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+export DEQODE_THREADS ?= 1
+else
+JOBS ?= 1
+endif
+
 .PHONY: preflight setup book results benchmarks test lint unit nbval pipeline-test clean help
 
 help:
@@ -58,7 +67,8 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # --- notebooks ----------------------------------------------------------------------------------
-results: $(EXECUTED)
+results: $(STAMP)
+	@$(MAKE) --no-print-directory -j$(JOBS) $(EXECUTED)
 
 # The paper profile first checks that every dataset is on disk, so that no partial book is built.
 ifeq ($(PROFILE),smoke)
@@ -80,7 +90,8 @@ $(BENCH_DIR)/%.md: benchmarks/bench_%.py $(LIBRARY) $(STAMP)
 	$(PY) $< --profile $(PROFILE) --out $(BENCH_DIR)
 
 # --- the book -----------------------------------------------------------------------------------
-book: $(HTML_STAMP)
+book: results
+	@$(MAKE) --no-print-directory $(HTML_STAMP)
 	@echo "book ($(PROFILE)): $(HTML)/index.html"
 
 $(HTML_STAMP): $(EXECUTED) $(BENCH_RESULTS) $(BOOK_SOURCES) $(STAMP)
@@ -94,16 +105,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks notebooks
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest tests -q
+	$(VENV)/bin/pytest tests -q -n $(JOBS) --dist loadfile
 
-nbval: $(EXECUTED)
-	$(VENV)/bin/pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg $(EXECUTED)
+nbval: results
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(JOBS) --dist loadfile --nbval-lax \
+		--nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(EXECUTED)
 
 pipeline-test: book
 	DEQODE_BUILT_PROFILE=$(PROFILE) $(VENV)/bin/pytest -q tests/test_build.py
 
-test: lint unit book nbval pipeline-test
+test: $(STAMP)
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory book
+	@$(MAKE) --no-print-directory nbval
+	@$(MAKE) --no-print-directory pipeline-test
 	@echo "make test: all checks passed (profile $(PROFILE))"
 
 clean:

@@ -119,8 +119,13 @@ def start(
 
     Raises at once for an unknown profile or device. Relative folders are taken relative to the
     repository root, so the notebook gives the same result wherever its kernel was started.
+    ``DEQODE_THREADS`` (set by the Makefile when notebooks run side by side) fixes torch's CPU
+    threads.
     """
     check_profile(profile)
+    threads = os.environ.get("DEQODE_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     dev = resolve_device(device)
