@@ -1,0 +1,385 @@
+"""SIM: parameter budgets, frozen RFF, solver-free forward, Koopman helpers, search driver."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deqode import koopman
+from deqode.choices import UnknownChoiceError
+from deqode.experiments import sim as exp
+from deqode.models import sim
+from deqode.models.implicit2 import DEQMFN
+from deqode.results import NOT_TRANSCRIBED, load_reference
+from deqode.solvers import fixed_point
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is faster (and steadier on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+# spec sim.md §3.2–§3.4 [derived]
+PAPER_BUDGETS = {
+    "sim-single-mnist": 81_480, "sim-single-cifar10": 168_694, "sim-single-svhn": 168_694,
+    "sim-two-mnist": 80_466, "sim-two-cifar10": 168_264, "sim-two-svhn": 168_264,
+    "sim-single-imgreg": 396_035, "sim-two-imgreg": 396_035, "sim-rff-imgreg": 263_683,
+    "sim-single-cpmem": 17_294, "sim-two-cpmem": 17_294,
+}
+BREAKDOWNS = {
+    "sim-single-mnist": {"convs + BN": 16_056, "basis linear": 58_850, "U,V": 2_500,
+                         "reverse tier": 3_744, "W_out": 330},
+    "sim-single-cifar10": {"convs + BN": 40_470, "basis linear": 121_650, "U,V": 2_500,
+                           "reverse tier": 3_744, "W_out": 330},
+    "sim-two-mnist": {"convs + BN": 12_348, "basis linear": 51_500, "U,V": 10_816,
+                      "reverse tier": 5_472, "W_out": 330},
+    "sim-two-cifar10": {"convs + BN": 36_396, "basis linear": 115_250, "U,V": 10_816,
+                        "reverse tier": 5_472, "W_out": 330},
+    "sim-single-imgreg": {"basis": 132_352, "U,V": 65_536, "reverse tier": 197_376,
+                          "W_out": 771},
+    "sim-rff-imgreg": {"U,V": 65_536, "reverse tier": 197_376, "W_out": 771},
+    "sim-single-cpmem": {"TCN": 12_420, "basis linear": 352, "U,V": 1_024,
+                         "reverse tier": 3_168, "W_out": 330},
+    "sim-two-cpmem": {"TCN": 12_420, "basis linear": 352, "U,V": 1_024,
+                      "reverse tier": 3_168, "W_out": 330},
+}
+FROZEN = {"sim-two-mnist": 52 * 50, "sim-two-cifar10": 52 * 50, "sim-two-imgreg": 128 * 256,
+          "sim-rff-imgreg": 128 * 2, "sim-two-cpmem": 16 * 32}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_BUDGETS))
+def test_paper_builds_have_exact_trainable_parameter_counts(name: str) -> None:
+    model = sim.build(name)
+    assert sim.count_trainable(model) == PAPER_BUDGETS[name] == sim.BUILDS[name].params
+    if name in BREAKDOWNS:
+        assert model.parameter_breakdown() == BREAKDOWNS[name]
+
+
+@pytest.mark.parametrize("name", sorted(FROZEN))
+def test_rff_weights_are_frozen_buffers_excluded_from_the_count(name: str) -> None:
+    torch.manual_seed(0)
+    model = sim.build(name)
+    rff = model.second_tier
+    assert rff is not None and not list(rff.parameters())
+    assert "second_tier.omega" in model.state_dict()
+    assert rff.omega.numel() == FROZEN[name] and not rff.omega.requires_grad
+    assert all(p.requires_grad for p in model.parameters())
+    before = rff.omega.clone()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    x = torch.randn(2, *_input_shape(name))
+    model.train()
+    out = model(x)
+    out.float().pow(2).mean().backward()
+    opt.step()
+    assert torch.equal(rff.omega, before)
+
+
+def _input_shape(name: str) -> tuple[int, ...]:
+    if "mnist" in name:
+        return (1, 28, 28)
+    if "cifar" in name or "svhn" in name:
+        return (3, 32, 32)
+    if "imgreg" in name:
+        return (2,)
+    return (1, 40)
+
+
+def test_rff_draw_follows_the_global_torch_rng_and_the_input_dtype() -> None:
+    torch.manual_seed(11)
+    a = sim.RandomFourierFeatures(3, 8, bandwidth=2.0)
+    torch.manual_seed(11)
+    b = sim.RandomFourierFeatures(3, 8, bandwidth=2.0)
+    assert torch.equal(a.omega, b.omega)
+    x = torch.randn(5, 3, dtype=F64)
+    out = a(x)
+    assert out.dtype == F64 and out.shape == (5, 8)
+    # cos/sin halves share Ω; each feature vector has norm exactly 1
+    assert torch.allclose(out.norm(dim=1), torch.ones(5, dtype=F64))
+    with pytest.raises(ValueError, match="even"):
+        sim.RandomFourierFeatures(3, 7, 1.0)
+    with pytest.raises(UnknownChoiceError, match="cossin"):
+        sim.RandomFourierFeatures(3, 8, 1.0, feature="sincos")
+
+
+@pytest.mark.parametrize("feature", ["cossin", "cosbias"])
+def test_rff_inner_products_approximate_the_gaussian_kernel(feature: str) -> None:
+    gen = torch.Generator().manual_seed(3)
+    rff = sim.RandomFourierFeatures(2, 40_000, bandwidth=0.7, feature=feature,
+                                    generator=gen).double()
+    pts = torch.randn(6, 2, generator=gen, dtype=F64) * 0.7
+    gram = rff(pts) @ rff(pts).T
+    exact = koopman.gaussian_kernel(pts, pts, 0.7)
+    assert (gram - exact).abs().max().item() < 0.05  # O(m^{-1/2}) Monte-Carlo error
+
+
+def test_sim_forward_runs_no_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fixed-point solve anywhere in a SIM forward/backward pass; the output is the explicit
+    composition W_out M(U V ξ(Φ(x)))."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("SIM called a fixed-point solver")
+
+    monkeypatch.setattr(sim, "fixed_point", forbidden)
+    monkeypatch.setattr("deqode.solvers.fixed_point", forbidden)
+    monkeypatch.setattr("deqode.solvers.fixed_point.fixed_point", forbidden, raising=False)
+    torch.manual_seed(0)
+    model = sim.build("sim-two-digits").double().eval()
+    x = torch.randn(4, 1, 8, 8, dtype=F64, requires_grad=True)
+    y = model(x)
+    y.sum().backward()
+    assert model.nfe_forward == 0 and model.nfe_backward == 0
+    h = model.second_tier(model.basis(x))
+    uv = model.koopman_matrix()
+    expected = model.w_out(model.reverse_tier(h @ uv.T))
+    assert torch.allclose(y, expected, atol=1e-12)
+    assert torch.linalg.matrix_rank(uv).item() <= model.rank == model.tier_dim // 2
+
+
+def test_output_shapes_and_causality_of_the_tcn_model() -> None:
+    torch.manual_seed(0)
+    model = sim.build("sim-single-cpmem-smoke").double().eval()
+    x = torch.randn(2, 1, 30, dtype=F64)
+    y = model(x)
+    assert y.shape == (2, 30, 10)
+    x2 = x.clone()
+    x2[..., 20:] += 1.0
+    y2 = model(x2)
+    assert torch.equal(y[:, :20], y2[:, :20]) and not torch.equal(y[:, 20:], y2[:, 20:])
+    assert sim.build("sim-single-cpmem").basis.receptive_field == 3_571
+
+
+def test_build_errors_name_the_valid_choices() -> None:
+    with pytest.raises(UnknownChoiceError, match="sim-single-mnist"):
+        sim.build("sim-mnist")
+    with pytest.raises(UnknownChoiceError, match="bandwidth"):
+        sim.build("sim-two-mnist", bandwith=1.0)
+    assert sim.build("sim-two-mnist", bandwidth=3.0).second_tier.bandwidth == 3.0
+
+
+def test_describe_layers_lists_shapes_and_counts() -> None:
+    torch.manual_seed(0)
+    model = sim.build("sim-two-mnist")
+    rows = sim.describe_layers(model, torch.randn(2, 1, 28, 28))
+    assert [r["stage"] for r in rows][:2] == ["basis Φ", "second tier ξ_σ"]
+    assert rows[1]["shape"] == (104,) and rows[1]["frozen"] == 52 * 50
+    assert sum(r["trainable"] for r in rows) == 80_466
+
+
+# --------------------------------------------------------------------------------------------------
+# Koopman helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_hopf_closed_form_matches_numerical_integration_and_koopman_eigenpairs() -> None:
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 2, generator=gen, dtype=F64)
+    mu = torch.tensor([0.25, 0.5, 1.0, 2.0, 0.0, -0.5], dtype=F64)
+    exact = koopman.hopf_flow(z, mu, 1.0, 0.5)
+    assert torch.allclose(exact, koopman.hopf_flow_odeint(z, mu, 1.0, 0.5), atol=1e-8)
+    lam = koopman.hopf_eigenvalues(1.0, 1.0, 0.5, 2, 2)
+    pts = torch.randn(5, 2, generator=gen, dtype=F64)
+    moved = koopman.hopf_flow(pts, 1.0, 1.0, 0.5)
+    for p in range(3):
+        for m in range(-2, 3):
+            ratio = (koopman.hopf_eigenfunction(moved, 1.0, p, m)
+                     / koopman.hopf_eigenfunction(pts, 1.0, p, m))
+            assert torch.allclose(ratio, lam[p, m + 2].expand_as(ratio), atol=1e-10)
+
+
+def test_hopf_root_solver_finds_the_repelling_origin_forward_iteration_the_cycle() -> None:
+    mu, omega, h = 1.0, 1.0, 0.5
+
+    def flow(z):
+        return koopman.hopf_flow(z, mu, omega, h)
+
+    z0 = torch.tensor([[1.0, 0.0]], dtype=F64)
+    root, info = fixed_point(flow, z0, "broyden", tol=1e-10, max_iter=100, stop_mode="abs")
+    assert info.converged and root.norm().item() < 1e-9
+    jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0], root[0])
+    moduli = torch.linalg.eigvals(jac).abs()
+    assert torch.allclose(moduli, torch.full_like(moduli, math.exp(mu * h)))  # repelling
+    traj = koopman.iterate(flow, torch.tensor([0.1, 0.0], dtype=F64), 200)
+    steps = (traj[1:] - traj[:-1]).norm(dim=-1)
+    assert abs(steps[-1].item() - koopman.hopf_chord(mu, omega, h)) < 1e-10
+    assert abs(traj[-1].norm().item() - math.sqrt(mu)) < 1e-10
+
+
+def test_edmd_on_the_joint_system_has_eigenvalue_one_for_input_only_monomials() -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(3000, generator=gen, dtype=F64) * 3 - 1.5
+    z = torch.rand(3000, generator=gen, dtype=F64) * 2 - 1
+    exps = koopman.monomial_exponents(5)
+    a = koopman.edmd(koopman.monomial_dictionary(x, z, exps),
+                     koopman.monomial_dictionary(x, torch.tanh(0.7 * z + x), exps))
+    eig = torch.linalg.eigvals(a)
+    assert int(((eig - 1).abs() < 1e-8).sum()) == 6  # x^0 … x^5
+    proj, rank = koopman.peripheral_projector(a, tol=1e-8)
+    assert rank == 6 and torch.allclose(proj @ proj, proj, atol=1e-8)
+    assert torch.allclose(torch.linalg.matrix_power(a, 400), proj, atol=1e-6)
+
+
+def test_affine_koopman_matrix_keeps_one_unit_singular_value() -> None:
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(5, 5, generator=gen, dtype=F64)
+    jac = 0.8 * w / torch.linalg.matrix_norm(w, ord=2)
+    sv = koopman.power_singular_values(koopman.affine_koopman_matrix(jac), [1, 10, 60])
+    assert torch.allclose(sv[:, 0], torch.ones(3, dtype=F64))
+    assert sv[-1, 1].item() < 0.8**60 * 1.0001
+
+
+def test_uv_diagnostics_of_a_projector_and_of_a_generic_matrix() -> None:
+    q, _ = torch.linalg.qr(torch.randn(6, 3, generator=torch.Generator().manual_seed(0),
+                                       dtype=F64))
+    diag = koopman.uv_diagnostics(q @ q.T, 3)
+    assert diag["idempotency_defect"] < 1e-12 and diag["numerical_rank"] == 3
+    assert torch.allclose(diag["eigenvalues"][:3].real, torch.ones(3, dtype=F64))
+    assert koopman.uv_diagnostics(2 * q @ q.T, 3)["idempotency_defect"] > 0.5
+
+
+def test_contractive_tanh_deq_has_jacobian_spectrum_inside_the_disc() -> None:
+    torch.manual_seed(0)
+    model = sim.ContractiveTanhDEQ(64, 16, max_norm=0.9).double()
+    with torch.no_grad():
+        model.weight.mul_(5.0)
+    x = torch.randn(4, 64, dtype=F64)
+    assert koopman.spectral_radius(model.jacobian(x)).max().item() <= 0.9 + 1e-12
+    logits = model(x)
+    logits.sum().backward()
+    assert model.last_solver_info.converged and model.weight.grad is not None
+
+
+def test_deq_mfn_is_a_contraction_and_trains() -> None:
+    torch.manual_seed(0)
+    model = DEQMFN(width=8, input_scale=4.0, tol=1e-8, backward="ift").double()
+    assert torch.linalg.matrix_norm(model.weight(), ord=2).item() <= 0.9 + 1e-12
+    x = torch.rand(16, 2, dtype=F64)
+    y = model(x)
+    assert y.shape == (16, 3) and model.last_solver_info.converged
+    y.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# experiments: reference cells, search driver, loops
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_paper_cell_is_not_transcribed() -> None:
+    rows = load_reference("sim")
+    assert rows and all(r["value"] == NOT_TRANSCRIBED and r["source"] for r in rows)
+    assert {r["table"] for r in rows} == {"T1", "T2", "T3"}
+    table = exp.paper_vs_ours("T1", ["single-tier SIM", "new row"], ["MNIST"],
+                              {"single-tier SIM": {"digits": 0.5}}, "smoke", lambda v: f"{v:.2f}")
+    assert list(table.columns) == ["MNIST (paper)", "digits (ours, smoke)"]
+    assert table.loc["single-tier SIM", "MNIST (paper)"] == NOT_TRANSCRIBED
+    assert table.loc["new row", "MNIST (paper)"] == "–"  # a row that is ours only
+    assert table.loc["single-tier SIM", "digits (ours, smoke)"] == "0.50"
+    assert table.loc["new row", "digits (ours, smoke)"] == "–"
+
+
+def _stub_objective(calls: list[dict]):
+    """Reports ``-(log10 lr + 2)² + step/100`` per step for up to 10 steps."""
+
+    def objective(config, report):
+        calls.append(config)
+        for step in range(1, 11):
+            if report(step, -(math.log10(config["lr"]) + 2) ** 2 + step / 100):
+                break
+
+    return objective
+
+
+def test_random_search_selects_by_last_value_and_truncates_at_max_t() -> None:
+    calls: list[dict] = []
+    settings = exp.SearchSettings(num_samples=30, metric="val", mode="max", max_t=4,
+                                  grace_period=2)
+    space = {"lr": exp.LogUniform(1e-4, 1.0), "depth": exp.Choice((1, 2)),
+             "step": exp.QRandInt(5, 50, 5), "seed": exp.RandInt(0, 3)}
+    result = exp.run_search(_stub_objective(calls), "regression", "single-tier", seed=0,
+                            backend="random", settings=settings, space=space)
+    assert len(calls) == 30 and all(len(t.values) == 4 and t.truncated for t in result.trials)
+    best = max(result.trials, key=lambda t: t.last)
+    assert result.best_config == best.config and result.best_value == best.last
+    for c in calls:
+        assert 1e-4 <= c["lr"] <= 1.0 and c["depth"] in (1, 2) and 0 <= c["seed"] < 3
+        assert c["step"] % 5 == 0 and 5 <= c["step"] <= 50
+    again = exp.run_search(_stub_objective([]), "regression", "single-tier", seed=0,
+                           backend="random", settings=settings, space=space)
+    assert again.best_config == result.best_config  # seeded
+
+
+def test_search_spaces_and_protocol_constants() -> None:
+    assert set(exp.search_space("classification", "two-tier")) == {
+        "train_batch_size", "epochs", "max_lr", "lr_mode", "steplr_step", "bandwidth", "seed"}
+    assert exp.SEARCH_SETTINGS["copy-memory"].max_t == 6
+    assert exp.final_run_seeds(1554) == [1554, 1555, 1557]
+    assert exp.one_cycle(0.0, 20, 0.05) == (1e-3, 0.95)
+    assert exp.one_cycle(7.0, 20, 0.05) == pytest.approx((0.05, 0.85))
+    with pytest.raises(UnknownChoiceError, match="single-tier"):
+        exp.search_space("copy-memory", "rff-only")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is not None, reason="optuna installed")
+def test_optuna_backend_without_optuna_says_how_to_install_it() -> None:
+    with pytest.raises(ImportError, match=r"deqode\[tune\]"):
+        exp.run_search(_stub_objective([]), "regression", "rff-only", n_trials=1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna not installed")
+def test_optuna_backend_runs_random_search_with_pruning() -> None:
+    calls: list[dict] = []
+    settings = exp.SearchSettings(20, "val", "max", max_t=8, grace_period=2)
+    result = exp.run_search(_stub_objective(calls), "regression", "rff-only", seed=0,
+                            backend="optuna", settings=settings)
+    assert len(result.trials) == len(calls) == 20 and math.isfinite(result.best_value)
+    assert any(t.pruned for t in result.trials) and any(t.truncated for t in result.trials)
+    assert result.best_value == max(t.last for t in result.trials)
+
+
+def test_regression_and_copy_memory_loops_on_tiny_data() -> None:
+    torch.manual_seed(0)
+    from deqode.data import load_dataset
+
+    train = load_dataset("sample-china", split="train", profile="smoke", size=16)
+    test = load_dataset("sample-china", split="test", profile="smoke", size=16)
+    model = exp.build_model(exp.regression_setup("smoke").models[2])
+    out = exp.train_regression(model, train, test, iterations=5, lr=1e-3)
+    assert len(out["test_psnr"]) == 5 and np.isfinite(out["final_test_psnr"])
+    assert out["prediction"].shape == (8, 8, 3)
+    seqs = load_dataset("copy-memory", split="train", profile="smoke", n_samples=20)
+    model = sim.build("sim-single-cpmem-smoke")
+    res = exp.train_copy_memory(model, seqs, seqs, epochs=1, batch_size=10, lr=0.01)
+    assert len(res["steps"]) == 2 and 0 <= res["test_acc"] <= 100
+    assert res["steps"][1]["time_ms"] >= res["steps"][0]["time_ms"]
+    # the official test loss: the mean over batches of the per-batch mean CE
+    x, y = seqs.inputs, seqs.targets
+    with torch.no_grad():
+        manual = np.mean([F.cross_entropy(model(x[i:i + 10]).flatten(0, 1),
+                                          y[i:i + 10].flatten()).item() for i in (0, 10)])
+    assert res["test_loss"] == pytest.approx(manual)
+
+
+def test_paper_profile_models_build_and_take_a_training_step() -> None:
+    """Every paper-profile model (no data needed): one forward/backward on random inputs."""
+    torch.manual_seed(0)
+    cls = exp.classification_setup("paper")
+    cases = [(spec, torch.randn(2, 1, 28, 28)) for spec in cls.models["mnist"]]
+    cases += [(spec, torch.rand(64, 2)) for spec in exp.regression_setup("paper").models]
+    cases += [(spec, torch.randint(0, 10, (2, 1, 200)).float())
+              for spec in exp.copy_memory_setup("paper").models]
+    for spec, x in cases:
+        model = exp.build_model(spec)
+        out = model(x)
+        out.float().square().mean().backward()
+        assert torch.isfinite(out).all(), spec.label
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad), spec.label
