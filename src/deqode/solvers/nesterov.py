@@ -1,0 +1,330 @@
+"""A Nesterov (NAG) fixed-grid ODE solver for torchdiffeq: ``odeint(..., method="nesterov")``.
+
+The update rule is a **reconstruction** (nag-solver.md §2.2): the printed equations of Akhtar
+(arXiv 2312.01657) are not transcribed, so this solver is built from the paper's abstract (a
+"first-order NAG-based ODE solver, tuned for consistency, convergence and stability") and is
+tested against the consequences derived in the spec (§2.3-§2.6), not against the paper.
+
+Rule (equal steps h, constant momentum β, problem ``dx/dt = f(t, x)``)::
+
+    y_{k+1} = x_k + c h f(t_k, x_k)                 (gradient step, from the look-ahead x_k)
+    x_{k+1} = y_{k+1} + β (y_{k+1} - y_k)           (extrapolation: the next look-ahead)
+
+with ``c = 1 - β`` (option ``scale=True``, the default: consistent) or ``c = 1`` (``scale=False``:
+the textbook NAG step, inconsistent for β ≠ 0: it integrates ``dx/dt = f / (1 - β)``). Eliminating
+y gives the explicit two-step method ``x_{k+2} - (1+β) x_{k+1} + β x_k = c h [(1+β) f_{k+1} - β
+f_k]`` (§2.3), of order exactly 1 for every β when c = 1 - β, zero-stable iff -1 ≤ β < 1. One
+evaluation of f per step, as Euler. The solver's state (what torchdiffeq carries and returns) is
+the look-ahead sequence x.
+
+Implementation: the velocity form. With ``u_k = (y_k - y_{k-1}) / h`` (velocity per unit time)
+and ``H`` the length of the first step of the solve, the look-ahead is ``x_k = y_k + β_{k-1} H
+u_k`` and the step k → k+1 of length ``h_k`` is::
+
+    z_k     = x_k + β_{k-1} (h_k - H) u_k            (= x_k on an equal-step grid)
+    f_k     = f(t_k, z_k)
+    u_{k+1} = β_{k-1} u_k + c_k f_k                  (so y_{k+1} = y_k + h_k u_{k+1})
+    x_{k+1} = x_k + [z_k - x_k] + c_k h_k f_k + β_k H u_{k+1}
+
+On an equal-step grid (h_k = H) this is exactly the rule above (to rounding: the increment form
+keeps β = 0 bitwise equal to torchdiffeq's ``euler``). On a grid with unequal steps (a clipped
+last step, an adjoint interval shorter than h, a user ``grid_constructor``) f is evaluated at
+``y_k + β_{k-1} h_k u_k`` while the carried look-ahead distance stays ``β H u``, so a constant
+field is integrated exactly on any grid (tested). This variable-step extension is **ours** (the
+spec leaves it out of scope); the momentum analysis of §2.3-§2.5 assumes equal steps, so use a
+step size that divides the interval (:func:`step_grid` snaps to such a grid).
+
+Options (``odeint(..., options={...})``), all validated; an unknown key is an error (torchdiffeq
+itself would only warn, and a misspelt ``beta`` would silently fall back to the default):
+
+* ``beta`` (float, default 0.5 [companion]): momentum, 0 ≤ β < 1 (β ≥ 1 breaks the root
+  condition, β < 0 is excluded as in the spec; the weakly stable β = -1 is not offered).
+* ``scale`` (bool, default True): ``c = 1 - β`` (True) or ``c = 1`` (False, inconsistent).
+* ``start`` (``"euler"`` default, or ``"zero"``): the first velocity. ``"euler"`` starts it at
+  its steady value ``u_0 = c f_0 / (1 - β)`` (reusing f_0, no extra evaluation), so that
+  ``x_1 = x_0 + h f_0`` is an exact Euler step when c = 1 - β; ``"zero"`` is textbook NAG
+  (``y_0 = x_0``), whose first step is ``x_0 + (1 + β) c h f_0``.
+* ``schedule`` (``"const"`` default, or ``"nesterov"``): constant β, or the classic
+  ``β_k = (k - 1)/(k + 2)`` with ``β_0 = 0`` (c_k = 1 - β_k when scaled); the schedule does not
+  converge to ``dx/dt = f`` (§2.6) and exists for the ablation. ``beta`` is ignored under it.
+* torchdiffeq's fixed-grid options: ``step_size``, ``grid_constructor`` (mutually exclusive),
+  ``interp`` (``"linear"`` or ``"cubic"``), ``perturb``.
+
+History and the adjoint: the momentum history (u, β_{k-1}, H and the step count) lives on the
+solver instance and is reset at the start of every ``integrate`` call. torchdiffeq builds a new
+solver for every ``odeint`` call, so each call starts afresh. ``odeint_adjoint`` integrates the
+augmented backward system once per output interval, each time through a new ``odeint`` call,
+i.e. with a **new instance**: the backward momentum restarts at every output time (with the start
+rule), while the forward pass carries its momentum across all output times. With ``start="zero"``
+and a step at least as long as the output spacing every backward step is the inconsistent
+``(1 - β²) h`` first step, and the adjoint gradient is biased; ``start="euler"`` makes each
+restart an exact Euler step (nag-solver.md §2.8, the companion's default). The adjoint gradient is
+in any case the O(h) gradient of the continuous problem, not the exact gradient of the discrete
+NAG forward pass, which direct backpropagation through ``odeint`` gives.
+
+Registration: :func:`register` adds ``"nesterov"`` to torchdiffeq's private ``SOLVERS`` table,
+which ``odeint`` and ``odeint_adjoint`` share; ``import deqode`` calls it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchdiffeq._impl.misc import Perturb
+from torchdiffeq._impl.solvers import FixedGridODESolver
+
+from deqode.choices import UnknownChoiceError, check_choice
+
+METHOD_NAME = "nesterov"
+DEFAULT_BETA = 0.5
+START_RULES = ("euler", "zero")
+SCHEDULES = ("const", "nesterov")
+#: Options the solver itself consumes; the rest are torchdiffeq's fixed-grid options.
+NESTEROV_OPTIONS = ("beta", "scale", "start", "schedule")
+FIXED_GRID_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
+#: Keys torchdiffeq passes to every solver constructor (not user options).
+_INTERNAL_KEYS = ("rtol", "atol", "norm")
+SNAP_RTOL = 1e-6
+
+GridConstructor = Callable[[Any, Tensor, Tensor], Tensor]
+
+
+def check_beta(beta: float) -> float:
+    """Return ``beta`` as a float if 0 ≤ β < 1, else raise a ValueError saying why."""
+    if isinstance(beta, bool) or not isinstance(beta, int | float):
+        raise TypeError(f"nesterov option beta must be a real number, got {beta!r}")
+    beta = float(beta)
+    if not math.isfinite(beta) or not 0.0 <= beta < 1.0:
+        raise ValueError(
+            f"nesterov option beta must satisfy 0 <= beta < 1, got {beta!r}: beta >= 1 violates "
+            "the root condition (rho(z) = (z - 1)(z - beta) has a root on or outside the unit "
+            "circle, so the method is not zero-stable), and negative momentum is not offered"
+        )
+    return beta
+
+
+def momentum(k: int, beta: float, schedule: str = "const") -> float:
+    """β_k of step k (k = 0 is the first step): β, or (k - 1)/(k + 2) with β_0 = 0."""
+    if schedule == "const":
+        return beta
+    check_choice("nesterov schedule", schedule, SCHEDULES)
+    return 0.0 if k == 0 else (k - 1) / (k + 2)
+
+
+def step_grid(step_size: float) -> GridConstructor:
+    """A torchdiffeq ``grid_constructor``: steps of ``step_size`` from t[0] to t[-1].
+
+    Unlike torchdiffeq's own ``step_size`` grid (which takes ``ceil(T/h + 1)`` points, and so for
+    many ``h = T/N`` in floating point adds a spurious sliver of a step at the end), the number of
+    steps is snapped to ``round(T/h)`` when ``T/h`` is within a relative 1e-6 of an integer, and
+    the grid is then exactly uniform (``linspace``). Otherwise the last step is clipped so that
+    the grid ends at t[-1]. An interval shorter than h is one step. Works in both time directions
+    (torchdiffeq hands a user grid constructor the original, possibly decreasing, times) and per
+    interval inside ``odeint_adjoint``.
+    """
+    if isinstance(step_size, bool) or not isinstance(step_size, int | float | Tensor):
+        raise TypeError(f"step_size must be a positive number, got {step_size!r}")
+    h = float(step_size)
+    if not math.isfinite(h) or h <= 0:
+        raise ValueError(f"step_size must be positive and finite, got {step_size!r}")
+
+    def grid(func: Any, y0: Tensor, t: Tensor) -> Tensor:
+        start, end = t[0], t[-1]
+        span = float(end - start)
+        direction = 1.0 if span >= 0 else -1.0
+        ratio = abs(span) / h
+        nearest = round(ratio)
+        if nearest >= 1 and abs(ratio - nearest) <= SNAP_RTOL * max(1.0, ratio):
+            fraction = torch.arange(nearest + 1, dtype=t.dtype, device=t.device) / nearest
+            out = start + (end - start) * fraction
+        else:
+            steps = max(math.ceil(ratio), 1)
+            out = start + (direction * h) * torch.arange(steps + 1, dtype=t.dtype,
+                                                         device=t.device)
+        out[-1] = end
+        return out
+
+    grid.step_size = h  # type: ignore[attr-defined]
+    return grid
+
+
+def uniform_steps(t0: float, t1: float, n_steps: int) -> float:
+    """The step size ``(t1 - t0) / n_steps`` after checking that ``n_steps`` is a positive int."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    return (t1 - t0) / n_steps
+
+
+class NesterovODE(FixedGridODESolver):
+    """The NAG fixed-grid solver (see the module docstring for the rule, options and history).
+
+    Constructed by torchdiffeq as ``NesterovODE(func=..., y0=..., rtol=..., atol=..., **options)``.
+    ``order = 1`` (the order of consistency with ``scale=True``; with ``scale=False`` the method is
+    inconsistent for β ≠ 0).
+    """
+
+    order = 1
+
+    def __init__(
+        self,
+        func: Any,
+        y0: Tensor,
+        *,
+        beta: float = DEFAULT_BETA,
+        scale: bool = True,
+        start: str = "euler",
+        schedule: str = "const",
+        step_size: float | None = None,
+        grid_constructor: GridConstructor | None = None,
+        interp: str = "linear",
+        perturb: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        unknown = [k for k in kwargs if k not in _INTERNAL_KEYS]
+        if unknown:
+            valid = ", ".join(repr(k) for k in NESTEROV_OPTIONS + FIXED_GRID_OPTIONS)
+            raise UnknownChoiceError(
+                f"unknown option(s) {', '.join(repr(k) for k in unknown)} for method "
+                f"'{METHOD_NAME}'; valid choices: {valid}"
+            )
+        if not isinstance(scale, bool):
+            raise TypeError(f"nesterov option scale must be True or False, got {scale!r}")
+        check_choice("nesterov start rule", start, START_RULES)
+        check_choice("nesterov schedule", schedule, SCHEDULES)
+        check_choice("nesterov interp", interp, ("linear", "cubic"))
+        self.beta = check_beta(beta)
+        self.scale = scale
+        self.start = start
+        self.schedule = schedule
+        if step_size is not None and grid_constructor is not None:
+            raise ValueError("nesterov options step_size and grid_constructor are mutually "
+                             "exclusive; give one of them")
+        grid = step_grid(step_size) if step_size is not None else grid_constructor
+        super().__init__(func, y0, step_size=None, grid_constructor=grid, interp=interp,
+                         perturb=perturb, **kwargs)
+        self.step_size = step_size
+        self.reset()
+
+    # ---- history ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the momentum history: the next step is a first step (start rule)."""
+        self.steps_taken = 0
+        self._velocity: Tensor | None = None  # u_k, velocity per unit time
+        self._reference_dt: Tensor | None = None  # H, the first step's length
+        self._prev_beta = 0.0  # β_{k-1}
+
+    def integrate(self, t: Tensor) -> Tensor:
+        self.reset()
+        return super().integrate(t)
+
+    def integrate_until_event(self, t0: Tensor, event_fn: Any):
+        self.reset()
+        return super().integrate_until_event(t0, event_fn)
+
+    def coefficients(self, k: int) -> tuple[float, float]:
+        """(β_k, c_k) of step k."""
+        beta = momentum(k, self.beta, self.schedule)
+        return beta, (1.0 - beta) if self.scale else 1.0
+
+    # ---- one step --------------------------------------------------------------------------
+    def _step_func(self, func: Any, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor):
+        beta, c = self.coefficients(self.steps_taken)
+        if self.steps_taken == 0:
+            self._reference_dt = dt  # H: the look-ahead distance is β H u throughout the solve
+        reference = self._reference_dt
+        if self.steps_taken == 0 or self._prev_beta == 0.0 or bool(dt == reference):
+            shift = None
+        else:  # a step of another length: evaluate at y_k + β_{k-1} h_k u_k
+            shift = (self._prev_beta * (dt - reference)) * self._velocity
+        z = y0 if shift is None else y0 + shift
+        f0 = func(t0, z, perturb=Perturb.NEXT if self.perturb else Perturb.NONE)
+        if self.steps_taken == 0:
+            # u_0: the steady velocity c f_0 / (1 - β_0) ("euler") or 0 ("zero"), and β_{-1} = β_0
+            u_prev = f0 * (c / (1.0 - beta)) if self.start == "euler" else None
+            beta_prev = beta
+        else:
+            u_prev, beta_prev = self._velocity, self._prev_beta
+        # u_{k+1} = β_{k-1} u_k + c_k f_k (written so that β = 0, c = 1 is bitwise Euler)
+        if u_prev is None or beta_prev == 0.0:
+            velocity = f0 if c == 1.0 else c * f0
+        else:
+            velocity = (beta_prev * u_prev).add_(f0, alpha=c)  # fused: fewer passes over x
+        # x_{k+1} - x_k = shift + c_k h_k f_k + β_k H u_{k+1}
+        dy = dt * f0 if c == 1.0 else (c * dt) * f0
+        if shift is not None:
+            dy = shift + dy
+        if beta != 0.0:
+            scale = beta * reference  # a tensor on a grid; a float in event handling
+            dy = (torch.addcmul(dy, velocity, scale) if isinstance(scale, Tensor)
+                  else dy + scale * velocity)
+        self._velocity, self._prev_beta = velocity, beta
+        self.steps_taken += 1
+        return dy, f0
+
+
+def _odeint_module():
+    """torchdiffeq's ``_impl.odeint`` *module* (the package attribute of that name is the
+    function, hence importlib)."""
+    return importlib.import_module("torchdiffeq._impl.odeint")
+
+
+def solvers_table() -> dict[str, Any]:
+    """torchdiffeq's ``SOLVERS`` dict, checked to be the one ``odeint_adjoint`` uses too.
+
+    Raises a RuntimeError if torchdiffeq's private layout changed (pinned: torchdiffeq 0.2.5).
+    """
+    module = _odeint_module()
+    table = getattr(module, "SOLVERS", None)
+    adjoint = importlib.import_module("torchdiffeq._impl.adjoint")
+    if not isinstance(table, dict) or getattr(adjoint, "SOLVERS", None) is not table:
+        raise RuntimeError(
+            "torchdiffeq's private SOLVERS table moved (expected torchdiffeq._impl.odeint.SOLVERS, "
+            "shared with torchdiffeq._impl.adjoint); deqode pins torchdiffeq==0.2.5"
+        )
+    return table
+
+
+def register() -> type[NesterovODE]:
+    """Register ``method="nesterov"`` with torchdiffeq's ``odeint`` and ``odeint_adjoint``.
+
+    Idempotent: calling it again (or after re-importing this module) leaves one entry, the
+    current class. A different solver already registered under the name is an error.
+    """
+    table = solvers_table()
+    existing = table.get(METHOD_NAME)
+    if existing is not None and existing is not NesterovODE:
+        ours = f"{NesterovODE.__module__}.{NesterovODE.__qualname__}"
+        theirs = f"{existing.__module__}.{existing.__qualname__}"
+        if theirs != ours:
+            raise RuntimeError(
+                f"torchdiffeq already has a solver {METHOD_NAME!r} ({theirs}); not replacing it"
+            )
+    table[METHOD_NAME] = NesterovODE
+    return NesterovODE
+
+
+def is_registered() -> bool:
+    """Whether ``method="nesterov"`` currently resolves to :class:`NesterovODE`."""
+    return solvers_table().get(METHOD_NAME) is NesterovODE
+
+
+__all__ = [
+    "DEFAULT_BETA",
+    "METHOD_NAME",
+    "NESTEROV_OPTIONS",
+    "SCHEDULES",
+    "START_RULES",
+    "NesterovODE",
+    "check_beta",
+    "is_registered",
+    "momentum",
+    "register",
+    "solvers_table",
+    "step_grid",
+    "uniform_steps",
+]

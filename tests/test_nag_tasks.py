@@ -1,0 +1,270 @@
+"""The Nesterov chapter's tasks (nag-solver.md §3): protocol, models, paper configs, smoke runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+
+import deqode  # noqa: F401  (registers method="nesterov")
+from deqode import experiments
+from deqode.experiments import nag as tasks
+from deqode.models.cnf import CNF
+from deqode.models.latent_ode import LatentODE, kl_to_standard_normal
+from deqode.models.layers import count_parameters
+from deqode.models.odenet import ODENet, ResNet
+from deqode.results import NOT_TRANSCRIBED, load_reference, reference_value
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster than two on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- the equal-NFE protocol --------------------------------------------------------------------
+
+
+def test_steps_for_budget():
+    assert [tasks.steps_for_budget(m, 12) for m in ("nesterov", "euler", "midpoint", "heun3",
+                                                    "rk4", "explicit_adams")] == [12, 12, 6, 4,
+                                                                                  3, 6]
+    assert tasks.steps_for_budget("rk4", 6) is None  # 1.5 steps: skipped at K = 6
+    assert tasks.steps_for_budget("explicit_adams", 6) is None
+    with pytest.raises(ValueError, match="valid choices"):
+        tasks.steps_for_budget("dopri5", 12)
+
+
+@pytest.mark.parametrize("budget", [6, 12, 24])
+def test_every_solver_spends_exactly_the_budget(budget):
+    """Counted through a real solve: K evaluations per forward solve for every solver."""
+    field = torch.nn.Linear(3, 3).double()
+    calls = []
+
+    def f(t, x):
+        calls.append(1)
+        return field(x)
+
+    x0 = torch.ones(2, 3, dtype=DT)
+    for choice in tasks.solver_choices(tasks.PAPER_SOLVERS, budget):
+        calls.clear()
+        from torchdiffeq import odeint
+
+        odeint(f, x0, torch.tensor([0.0, 1.0], dtype=DT), method=choice.method,
+               options=choice.options(1.0))
+        assert len(calls) == budget, choice
+
+
+def test_nesterov_choice_is_the_consistent_default():
+    (nag_choice,) = [c for c in tasks.solver_choices(("nesterov",), 12)]
+    assert nag_choice.kwargs == {"beta": 0.5, "scale": True, "start": "euler"}
+    assert tasks.unscaled_choice(12).kwargs["scale"] is False
+
+
+def test_value_at_budget_and_equal_time_table():
+    history = [{"seconds": 1.0, "err": 0.5}, {"seconds": 2.0, "err": 0.4},
+               {"seconds": 3.0, "err": 0.3}]
+    assert tasks.value_at_budget(history, "err", 2.5) == 0.4
+    assert tasks.value_at_budget(history, "err", 0.5) is None
+    records = [{"label": "a", "history": history},
+               {"label": "b", "history": [{"seconds": 2.0, "err": 0.2}]}]
+    budget, rows = tasks.equal_time_table(records, ["err"])
+    assert budget == 2.0 and rows == [{"label": "a", "err": 0.4}, {"label": "b", "err": 0.2}]
+    assert tasks.median_step_seconds([9.0, 9.0, 1.0, 2.0, 3.0]) == 2.0
+
+
+def test_aggregate_over_seeds():
+    records = [{"label": "a", "budget": 12, "err": 0.1}, {"label": "a", "budget": 12, "err": 0.3},
+               {"label": "b", "budget": 12, "err": 0.2}]
+    a, b = tasks.aggregate(records, ["err"])
+    assert (a["label"], a["seeds"], a["err"]) == ("a", 2, pytest.approx(0.2))
+    assert a["err_std"] == pytest.approx(math.sqrt(0.02)) and b["err_std"] is None
+
+
+# ---- the paper profile: every configuration builds -------------------------------------------
+
+
+def test_paper_classification_configs_build():
+    setup = tasks.classification_setup("paper")
+    assert (setup.dataset, setup.epochs, setup.batch_size, setup.test_batch_size) == (
+        "mnist", 160, 128, 1000)
+    assert (setup.optimizer, setup.lr, setup.momentum) == ("sgd", 0.1, 0.9)
+    assert setup.lr_decay_epochs == (60, 100, 140) and setup.budgets == (6, 12, 24, 48)
+    assert setup.seeds == (0, 1, 2) and setup.resnet_blocks == 6
+    runs = tasks.classification_runs("paper")
+    names = [r.config.name for r in runs]
+    assert len(names) == len(set(names))
+    counts = {}
+    for run in runs:
+        cfg = run.config
+        assert cfg.dataset == "mnist" and cfg.dataset_kwargs == {"recipe": "nag"}
+        assert cfg.epochs == 160 and cfg.batch_size == 128
+        model = cfg.model(**cfg.model_kwargs)
+        counts[run.kind] = count_parameters(model.parameters())
+        if run.solver is not None:
+            assert model.method == run.solver.method and model.n_steps == run.solver.n_steps
+    # Chen et al.'s ODE-Net (≈0.22M) and ResNet-6 (≈0.6M), counted by hand in odenet.py
+    assert counts == {"odenet": 208_266, "resnet": 576_778}
+    labels = {(r.label, r.solver.budget if r.solver else None) for r in runs}
+    assert ("explicit_adams", 6) not in labels and ("explicit_adams", 12) in labels
+    assert ("rk4", 6) not in labels and ("resnet-6", None) in labels
+
+
+def test_paper_odenet_forward_on_mnist_shape():
+    setup = tasks.classification_setup("paper")
+    (choice,) = tasks.solver_choices(("nesterov",), 12)
+    model = ODENet(**tasks.odenet_kwargs(setup, choice))
+    logits = model(torch.rand(2, 1, 28, 28))
+    assert logits.shape == (2, 10) and model.nfe_forward == 12
+    resnet = ResNet(n_blocks=6)
+    assert resnet(torch.rand(2, 1, 28, 28)).shape == (2, 10) and resnet.nfe_forward == 6
+
+
+def test_paper_cnf_and_latent_configs_build():
+    cnf = tasks.cnf_setup("paper")
+    assert (cnf.dataset, cnf.hidden, cnf.width, cnf.batch_size, cnf.iterations, cnf.lr) == (
+        "circles", 32, 64, 512, 1000, 1e-3)
+    model = tasks.build_cnf(cnf)
+    hidden, width = 32, 64
+    expected = (1 + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * (3 * width * 2 + width)
+    assert count_parameters(model.parameters()) == expected == 15_904
+    assert (model.t0, model.t1, model.base_variance) == (0.0, 10.0, 0.1)
+    latent = tasks.latent_setup("paper")
+    assert (latent.n_spirals, latent.n_total, latent.n_sample, latent.iterations, latent.lr) == (
+        1000, 1000, 100, 2000, 0.01)
+    model = tasks.build_latent_ode(latent)
+    rnn = (2 + 25) * 25 + 25 + 25 * 8 + 8
+    ode = 4 * 20 + 20 + 20 * 20 + 20 + 20 * 4 + 4
+    dec = 4 * 20 + 20 + 20 * 2 + 2
+    assert count_parameters(model.parameters()) == rnn + ode + dec == 1654
+    assert set(tasks.paper_setups()) == {"classification", "cnf", "latent_ode"}
+    assert {row["task"] for row in tasks.setup_table("paper")} == {"classification", "cnf",
+                                                                   "latent_ode"}
+
+
+def test_experiments_are_registered_and_mnist_is_needed_in_paper():
+    assert experiments.get("nag-cls-nesterov-K12", "smoke").dataset == "digits"
+    assert experiments.get("nag-cls-rk4-K48-seed2", "paper").dataset == "mnist"
+    assert "mnist" in experiments.required_datasets("paper")
+
+
+def test_reference_table_has_structure_and_no_invented_numbers():
+    rows = load_reference("nag")
+    assert {r["table"] for r in rows} >= {"T1", "T2", "T3", "T4", "claims"}
+    for r in rows:
+        assert r["paper"] == "nag" and r["source"]
+        if r["table"] != "claims":
+            assert r["value"] == NOT_TRANSCRIBED
+    assert reference_value(rows, "T2", "nesterov", "test error (%)") == NOT_TRANSCRIBED
+    assert reference_value(rows, "claims", "NAG solver", "order") == "first-order"
+
+
+# ---- models --------------------------------------------------------------------------------
+
+
+def test_cnf_trace_modes_agree_and_identity_flow_is_the_base():
+    torch.manual_seed(0)
+    model = CNF(hidden=8, width=8, method="rk4", options={"step_size": 0.5}).double()
+    x = torch.randn(16, 2, dtype=DT)
+    analytic = model.log_prob(x)
+    model.field.trace = "autograd"
+    assert torch.allclose(model.log_prob(x), analytic, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        model.field.hyper.net[-1].weight.zero_()
+        model.field.hyper.net[-1].bias.zero_()
+    assert torch.allclose(model.log_prob(x), model.base_log_prob(x), atol=1e-14)
+    expected = torch.distributions.MultivariateNormal(
+        torch.zeros(2, dtype=DT), 0.1 * torch.eye(2, dtype=DT)).log_prob(x)
+    assert torch.allclose(model.base_log_prob(x), expected, atol=1e-12)
+
+
+def test_cnf_sample_and_log_prob_are_inverse_under_an_accurate_solver():
+    torch.manual_seed(1)
+    model = CNF(hidden=8, width=8, rtol=1e-8, atol=1e-8).double()
+    samples, logp = model.sample(16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(model.log_prob(samples), logp, atol=1e-6)
+
+
+@pytest.mark.parametrize("label", ["nesterov", "euler", "midpoint", "rk4"])
+def test_cnf_and_latent_ode_spend_the_budget_in_both_time_directions(label):
+    (choice,) = [c for c in tasks.solver_choices(tasks.SMOKE_SOLVERS, 12) if c.label == label]
+    setup = tasks.cnf_setup("smoke")
+    cnf = tasks.build_cnf(setup, choice)
+    cnf.log_prob(torch.randn(8, 2))  # t1 -> t0, decreasing time
+    assert cnf.nfe_forward == 12
+    cnf.sample(8)
+    assert cnf.nfe_forward == 12
+    latent_setup = tasks.latent_setup("smoke")
+    data = tasks.spiral_data(latent_setup, "train")
+    interval = float(data.times[-1])
+    model = tasks.build_latent_ode(latent_setup, choice, interval)
+    model.negative_elbo(data.observed[:4], data.times)
+    assert model.nfe_forward == 12
+
+
+def test_latent_ode_kl_and_input_checks():
+    mean, logvar = torch.randn(5, 4, dtype=DT), torch.randn(5, 4, dtype=DT)
+    q = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    expected = torch.distributions.kl_divergence(q, p).sum(-1)
+    assert torch.allclose(kl_to_standard_normal(mean, logvar), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="observations"):
+        LatentODE().negative_elbo(torch.zeros(3, 5), torch.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="valid choices"):
+        LatentODE(grad_mode="exact")
+
+
+def test_adjoint_mode_counts_backward_evaluations():
+    (choice,) = tasks.solver_choices(("nesterov",), 12)
+    setup = dataclasses.replace(tasks.cnf_setup("smoke"), grad_mode="adjoint")
+    model = tasks.build_cnf(setup, choice)
+    model.reset_nfe()
+    (-model.log_prob(torch.randn(8, 2)).mean()).backward()
+    model.sync_nfe()
+    assert model.nfe_forward == 12 and model.nfe_backward == 12
+
+
+# ---- smoke runs (tiny) -------------------------------------------------------------------------
+
+
+def test_train_cnf_runs_and_records_history():
+    setup = dataclasses.replace(tasks.cnf_setup("smoke"), iterations=3, eval_every=2,
+                                sample_points=50, grid_size=5)
+    (choice,) = tasks.solver_choices(("nesterov",), 12)
+    record = tasks.train_cnf(setup, choice)
+    history = record["history"]
+    steps = [h for h in history if "loss" in h]
+    assert [h["nfe"] for h in steps] == [12.0, 24.0, 36.0]
+    assert all(b["seconds"] >= a["seconds"] for a, b in itertools.pairwise(steps))
+    assert [h["iteration"] for h in history if "nll_dopri5" in h] == [0, 2, 3]
+    assert math.isfinite(record["nll_dopri5"]) and record["log_density"].shape == (5, 5)
+    assert record["samples"].shape == (50, 2)
+
+
+def test_train_latent_ode_runs_and_records_history():
+    setup = dataclasses.replace(tasks.latent_setup("smoke"), iterations=2, eval_every=2)
+    (choice,) = tasks.solver_choices(("rk4",), 12)
+    record = tasks.train_latent_ode(setup, choice)
+    assert record["nfe_per_iteration"] == 12.0
+    for key in ("neg_elbo", "recon_mse", "extrap_mse", "neg_elbo_dopri5", "extrap_mse_dopri5"):
+        assert math.isfinite(record[key]), key
+    trajectory = tasks.latent_trajectory(record["model"], tasks.spiral_data(setup, "test"))
+    assert trajectory["forward"].shape[1] == 2 and trajectory["backward"].shape == (20, 2)
+
+
+def test_classification_smoke_run_through_the_harness(tmp_path):
+    run = next(r for r in tasks.classification_runs("smoke") if r.config.name ==
+               "nag-cls-nesterov-K6")
+    run = dataclasses.replace(run, config=run.config.replace(epochs=1))
+    record = tasks.run_classification(run, "smoke", results_dir=str(tmp_path))
+    assert record["nfe_forward"] == 6.0 and record["nfe_backward"] == 0.0
+    assert record["params"] == 5418 and 0.0 <= record["test_error_dopri5"] <= 1.0
+    assert record["nfe_dopri5"] > 6 and len(record["history"]) == 1
