@@ -151,10 +151,17 @@ def _anderson(trace: _Trace, z: Tensor, max_iter: int, m: int, lam: float, beta:
 
 
 def _lowrank(u: Tensor, v: Tensor, x: Tensor, transpose: bool = False) -> Tensor:
-    """``(I + sum_i u_i v_i^T) x`` per sample, or ``x^T (I + sum_i u_i v_i^T)`` if ``transpose``."""
+    """``(I + sum_i u_i v_i^T) x`` per sample, or ``x^T (I + sum_i u_i v_i^T)`` if ``transpose``.
+
+    ``u, v``: (B, n, D), the n stored updates (n may be 0). Two batched products in the storage
+    layout (an einsum here would copy ``u`` into (B, D, n) on every call).
+    """
     if transpose:
         u, v = v, u
-    return x + torch.einsum("bmd,bm->bd", u, torch.einsum("bmd,bd->bm", v, x))
+    if u.shape[1] == 0:
+        return x
+    coeff = torch.bmm(v, x.unsqueeze(2))  # (B, n, 1): v_i^T x
+    return torch.baddbmm(x.unsqueeze(1), coeff.transpose(1, 2), u).squeeze(1)
 
 
 def _broyden(trace: _Trace, z: Tensor, max_iter: int, m: int, line_search: bool) -> None:
@@ -169,11 +176,13 @@ def _broyden(trace: _Trace, z: Tensor, max_iter: int, m: int, line_search: bool)
     """
     batch, dim = z.shape
     us, vs = z.new_zeros(batch, m, dim), z.new_zeros(batch, m, dim)
+    filled = 0  # updates stored in us[:, :filled], vs[:, :filled]
     g = z - trace.step(z)
-    for k in range(max_iter):
+    hg = g  # H g for the current H (= I so far)
+    for _ in range(max_iter):
         if trace.stop:
             break
-        dz = -_lowrank(us, vs, g)
+        dz = -hg
         step = z.new_ones(batch, 1)
         for attempt in range(LINE_SEARCH_STEPS + 1 if line_search else 1):
             z_new = z + step * dz
@@ -184,17 +193,22 @@ def _broyden(trace: _Trace, z: Tensor, max_iter: int, m: int, line_search: bool)
             step = torch.where(worse[:, None], step / 2, step)
         trace.record(z_new, fz_new)
         g_new = z_new - fz_new
-        s, y = z_new - z, g_new - g
-        if k > 0 and k % m == 0:  # memory full: restart from H = I
-            us.zero_()
-            vs.zero_()
-        hy = _lowrank(us, vs, y)
+        s = z_new - z
+        if filled == m:  # memory full: restart from H = I
+            filled = 0
+            hg = g
+        u, v = us[:, :filled], vs[:, :filled]
+        hg_new = _lowrank(u, v, g_new)
+        hy = hg_new - hg  # H y = H g_new - H g: one product instead of two
         denom = (s * hy).sum(1, keepdim=True)
         ok = denom.abs() > 1e-12 * s.norm(dim=1, keepdim=True) * hy.norm(dim=1, keepdim=True)
         ok = ok & (denom != 0) & torch.isfinite(denom)
-        sh = _lowrank(us, vs, s, transpose=True)
-        us[:, k % m] = torch.where(ok, (s - hy) / denom, 0.0)
-        vs[:, k % m] = torch.where(ok, sh, 0.0)
+        sh = _lowrank(u, v, s, transpose=True)
+        u_new = torch.where(ok, (s - hy) / denom, 0.0)
+        v_new = torch.where(ok, sh, 0.0)
+        us[:, filled], vs[:, filled] = u_new, v_new
+        filled += 1
+        hg = hg_new + u_new * (v_new * g_new).sum(1, keepdim=True)  # the updated H times g_new
         z, g = z_new, g_new
 
 
