@@ -248,3 +248,14 @@ def test_accumulator_means():
     acc.add("loss", 5.0, 2)
     acc.add("nfe", 26)
     assert acc.mean("loss") == 2.0 and acc.mean("nfe") == 26.0 and acc.mean("absent") is None
+
+
+
+def test_step_schedule_multiplies_lr_by_gamma_at_each_milestone(tmp_path):
+    with pytest.raises(ValueError, match="milestones"):
+        config(schedule="step")
+    result = fit(config(schedule="step", milestones=(1, 2), gamma=0.5, epochs=3,
+                        init_point=InitPointConfig(lr=0.05, freq=3)),
+                 profile="smoke", device="cpu", results_dir=tmp_path, progress=False, quiet=True)
+    lrs = [epoch["lr"] for epoch in result.history]
+    assert lrs == pytest.approx([0.02 * 0.5, 0.02 * 0.25, 0.02 * 0.25])

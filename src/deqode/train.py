@@ -85,7 +85,7 @@ from deqode.paths import resolve
 from deqode.results import read_json, torch_save_atomic, write_json_atomic
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "step")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -122,8 +122,10 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # stepped every iteration; "step": x gamma at each milestone epoch
     eta_min: float = 1e-6
+    milestones: tuple[int, ...] = ()  # epochs, for schedule="step"
+    gamma: float = 0.1
     init_point: InitPointConfig = field(default_factory=InitPointConfig)
     flood_level: float = 0.0
     entropy_weight: float = 0.0
@@ -136,6 +138,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "step" and not self.milestones:
+            raise ValueError("schedule='step' needs milestones (epochs at which lr *= gamma)")
         check_choice("dtype", self.dtype, DTYPES)
         for key in ("epochs", "batch_size", "test_batch_size"):
             if int(getattr(self, key)) < 1:
@@ -375,7 +379,7 @@ class _Trainer:
                 main, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
             )
         total = cfg.epochs * self.iters_per_epoch
-        self.scheduler = self._schedule(self.optimizer, total, cfg.eta_min)
+        self.scheduler = self._main_schedule(self.optimizer, total)
         self.init_optimizer = self.init_scheduler = None
         self.freq = 0
         if self.init_params:
@@ -389,13 +393,22 @@ class _Trainer:
                 )
             self.init_optimizer = torch.optim.SGD(self.init_params, lr=lr_init, momentum=0.0)
             t_max = max(total // ip.scheduler_divisor, 1)
-            self.init_scheduler = self._schedule(self.init_optimizer, t_max, ip.eta_min)
+            self.init_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.init_optimizer, t_max, eta_min=ip.eta_min
+            )
         model_ids = {id(p) for p in net.parameters()}
         self.extra_init = [p for p in self.init_params if id(p) not in model_ids]
 
-    def _schedule(self, optimizer, t_max: int, eta_min: float):
-        if self.config.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, t_max, eta_min=eta_min)
+    def _main_schedule(self, optimizer, t_max: int):
+        """The main learning-rate schedule, stepped every iteration."""
+        cfg = self.config
+        if cfg.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, t_max, eta_min=cfg.eta_min)
+        if cfg.schedule == "step":
+            bounds = [m * self.iters_per_epoch for m in cfg.milestones]
+            return torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda it: cfg.gamma ** sum(it >= b for b in bounds)
+            )
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
     # ---- collective helpers -------------------------------------------------------------------

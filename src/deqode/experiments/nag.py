@@ -146,8 +146,7 @@ class ClassificationSetup:
 
     Paper profile: torchdiffeq's ``odenet_mnist.py`` (SGD, momentum 0.9, lr 0.1, batch 128,
     160 epochs, RandomCrop(28, 4) via the ``nag`` recipe). ``lr_decay_epochs`` are the example's
-    ×0.1 steps; the training harness offers ``cosine`` or ``constant`` schedules only, so the
-    paper profile uses ``cosine``, the closest available (a stated deviation). Smoke: the spec's
+    ×0.1 steps, applied with the harness's ``step`` schedule as in the example. Smoke: the spec's
     width-16 models on digits for 2 epochs, with Adam at lr 1e-2 and batch 128 (our choice: the
     fastest of the settings we tried to move the loss in two epochs on 2 CPU cores).
     """
@@ -180,7 +179,7 @@ CLASSIFICATION = {
     ),
     "paper": ClassificationSetup(
         "paper", "mnist", 64, "conv", (6, 12, 24, 48), PAPER_SOLVERS, 6, 160, 128, 1000, "sgd",
-        0.1, 0.9, "cosine", (60, 100, 140), seeds=(0, 1, 2),  # lr = 0.1 * batch / 128
+        0.1, 0.9, "step", (60, 100, 140), seeds=(0, 1, 2),  # lr = 0.1 * batch / 128
     ),
 }
 
@@ -212,7 +211,8 @@ def _train_config(setup: ClassificationSetup, name: str, model, model_kwargs: di
         name=name, model=model, dataset=setup.dataset, model_kwargs=model_kwargs,
         epochs=setup.epochs, batch_size=setup.batch_size, test_batch_size=setup.test_batch_size,
         dataset_kwargs={"recipe": "nag"}, optimizer=setup.optimizer, lr=setup.lr,
-        momentum=setup.momentum, schedule=setup.schedule, seed=seed,
+        momentum=setup.momentum, schedule=setup.schedule, milestones=setup.lr_decay_epochs,
+        seed=seed,
         description="nag-solver.md §3.3 [companion]",
     )
 
