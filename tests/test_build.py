@@ -25,7 +25,9 @@ NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
 def make_dry_run(*args: str) -> str:
     proc = subprocess.run(
         ["make", "-C", str(ROOT), "-n", f"PROFILE={PROFILE}", *args],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return proc.stdout
 
@@ -35,7 +37,11 @@ def executed(dry_run: str) -> set[str]:
 
 
 def html_dir() -> Path:
-    return ROOT / "_build" / "html" if PROFILE == "smoke" else ROOT / "_build" / PROFILE / "_build" / "html"
+    return (
+        ROOT / "_build" / "html"
+        if PROFILE == "smoke"
+        else ROOT / "_build" / PROFILE / "_build" / "html"
+    )
 
 
 def test_nothing_to_do_when_nothing_changed():
@@ -55,8 +61,12 @@ def test_editing_one_notebook_reexecutes_only_it(name):
 
 def test_site_holds_every_page():
     html = html_dir()
-    pages = ["index.html", "book/reproducibility.html", "book/bibliography.html",
-             "book/developer_notes.html"] + [f"notebooks/{n}.html" for n in NOTEBOOKS]
+    pages = [
+        "index.html",
+        "book/reproducibility.html",
+        "book/bibliography.html",
+        "book/developer_notes.html",
+    ] + [f"notebooks/{n}.html" for n in NOTEBOOKS]
     for page in pages:
         assert (html / page).is_file(), f"{page} missing from {html}"
     bib = (html / "book" / "bibliography.html").read_text(encoding="utf-8")

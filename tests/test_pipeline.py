@@ -71,10 +71,20 @@ def test_runs_table_lists_notebooks_in_toc_order(tmp_path):
     from deqode.results import write_json_atomic
 
     for name, wall in (("a", 1.5), ("b", 2.0)):
-        write_json_atomic(tmp_path / f"{name}.run.json", {
-            "notebook": name, "profile": "smoke", "wall_seconds": wall, "python": "3.11",
-            "torch": "2", "torchdiffeq": "0.2.5", "device": "cpu", "git_commit": "abc",
-            "executed_at": "now"})
+        write_json_atomic(
+            tmp_path / f"{name}.run.json",
+            {
+                "notebook": name,
+                "profile": "smoke",
+                "wall_seconds": wall,
+                "python": "3.11",
+                "torch": "2",
+                "torchdiffeq": "0.2.5",
+                "device": "cpu",
+                "git_commit": "abc",
+                "executed_at": "now",
+            },
+        )
     table = book.runs_table(tmp_path, ["b", "a"])
     lines = table.strip().splitlines()
     assert lines[2].startswith("| [b]") and lines[3].startswith("| [a]")

@@ -51,11 +51,13 @@ def declared_parameters(path: str | Path) -> dict[str, Any]:
     nb = nbformat.read(str(path), as_version=4)
     cell = parameters_cell(nb)
     namespace: dict[str, Any] = {}
-    exec(compile(cell.source, f"{path}:parameters", "exec"), {}, namespace)  # noqa: S102
+    exec(compile(cell.source, f"{path}:parameters", "exec"), {}, namespace)
     declared = {k: v for k, v in namespace.items() if not k.startswith("_")}
     missing = [p for p in REQUIRED_PARAMETERS if p not in declared]
     if missing:
-        raise ValueError(f"{path}: parameters cell lacks {missing}; required: {REQUIRED_PARAMETERS}")
+        raise ValueError(
+            f"{path}: parameters cell lacks {missing}; required: {REQUIRED_PARAMETERS}"
+        )
     return declared
 
 
@@ -83,14 +85,21 @@ def execute(
     print(f"[deqode.book] executing {notebook} (profile={profile})", flush=True)
     try:
         pm.execute_notebook(
-            str(notebook), str(tmp), parameters=parameters, kernel_name="python3",
-            cwd=str(repo_root()), progress_bar=False, log_output=False,
+            str(notebook),
+            str(tmp),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(repo_root()),
+            progress_bar=False,
+            log_output=False,
         )
     except Exception:
         failed = out.with_name(f"{out.stem}.failed.ipynb")
         if tmp.exists():
             tmp.replace(failed)
-            print(f"[deqode.book] FAILED: the partly executed notebook is {failed}", file=sys.stderr)
+            print(
+                f"[deqode.book] FAILED: the partly executed notebook is {failed}", file=sys.stderr
+            )
         raise
     wall = time.time() - started
     tmp.replace(out)
@@ -103,7 +112,10 @@ def execute(
         "parameters": parameters,
         "wall_seconds": round(wall, 2),
         "executed_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        **{k: env.get(k, "unknown") for k in ("python", "torch", "torchdiffeq", "device", "git_commit")},
+        **{
+            k: env.get(k, "unknown")
+            for k in ("python", "torch", "torchdiffeq", "device", "git_commit")
+        },
     }
     write_json_atomic(out.with_suffix(".run.json"), record)
     print(f"[deqode.book] done {name} in {wall:.1f} s", flush=True)
@@ -211,14 +223,22 @@ def _parse_overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deqode.book", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deqode.book", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("execute", help="run one notebook with papermill")
     ex.add_argument("notebook")
     ex.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
     ex.add_argument("--out", required=True, help="where the executed notebook goes")
-    ex.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                    help="override a notebook parameter (value parsed as YAML)")
+    ex.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="override a notebook parameter (value parsed as YAML)",
+    )
     asm = sub.add_parser("assemble", help="stage the book sources and executed notebooks")
     asm.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
     asm.add_argument("--stage", required=True)
@@ -230,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "execute":
-            execute(args.notebook, profile=args.profile, out=args.out,
-                    overrides=_parse_overrides(args.parameter))
+            execute(
+                args.notebook,
+                profile=args.profile,
+                out=args.out,
+                overrides=_parse_overrides(args.parameter),
+            )
         elif args.command == "assemble":
             assemble(args.profile, args.stage, args.executed)
         elif args.command == "preflight":

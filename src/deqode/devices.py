@@ -18,7 +18,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     kind = name.split(":", 1)[0]
     if kind not in {"cpu", "cuda"}:
-        raise ValueError(f"unknown device {device!r}; valid choices: 'auto', 'cpu', 'cuda', 'cuda:N'")
+        raise ValueError(
+            f"unknown device {device!r}; valid choices: 'auto', 'cpu', 'cuda', 'cuda:N'"
+        )
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -22,16 +22,17 @@ import torch
 
 from deqode.choices import check_profile
 from deqode.devices import describe_device, resolve_device
-from deqode.paths import repo_root, resolve, results_dir as _results_dir
+from deqode.paths import repo_root, resolve
+from deqode.paths import results_dir as _results_dir
 from deqode.results import write_json_atomic
 
 SMOKE_LABEL = "smoke profile — not a reproduction of the paper's numbers"
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    """Seed Python, NumPy's legacy global RNG (used by some libraries) and torch (CPU and CUDA)."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002
     torch.manual_seed(seed)
 
 
@@ -41,11 +42,19 @@ def git_commit() -> str:
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -90,7 +99,7 @@ class Run:
         return SMOKE_LABEL if self.is_smoke else "paper profile"
 
     def savefig(self, fig, name: str, **kwargs) -> Path:
-        """Save ``fig`` as ``results/<profile>/<notebook>/<name>.png`` (atomically) and return it."""
+        """Save ``fig`` atomically as ``results/<profile>/<notebook>/<name>.png``; return it."""
         import io
 
         from deqode.results import write_bytes_atomic
@@ -133,11 +142,18 @@ def start(
     if float64:
         torch.set_default_dtype(torch.float64)
     out = _results_dir(profile, name, root=results_dir)
-    run = Run(name=name, profile=profile, seed=seed, device=dev, out=out, data_root=resolve(data_root))
+    run = Run(
+        name=name, profile=profile, seed=seed, device=dev, out=out, data_root=resolve(data_root)
+    )
     write_json_atomic(
         out / "run.json",
-        {"notebook": name, "profile": profile, "seed": seed, **environment_record(dev),
-         "argv": sys.argv[:1]},
+        {
+            "notebook": name,
+            "profile": profile,
+            "seed": seed,
+            **environment_record(dev),
+            "argv": sys.argv[:1],
+        },
     )
     from deqode import plots
 

@@ -77,7 +77,7 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def load_reference(paper: str) -> list[dict[str, str]]:
-    """Rows of ``data/reference/<paper>.csv`` (columns: paper, table, row, column, value, source)."""
+    """Rows of ``data/reference/<paper>.csv``: paper, table, row, column, value, source."""
     path = reference_dir() / f"{paper}.csv"
     if not path.is_file():
         available = sorted(p.stem for p in reference_dir().glob("*.csv"))
