@@ -329,8 +329,10 @@ def test_search_spaces_and_protocol_constants() -> None:
         exp.search_space("copy-memory", "rff-only")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("optuna") is not None, reason="optuna installed")
-def test_optuna_backend_without_optuna_says_how_to_install_it() -> None:
+def test_optuna_backend_without_optuna_says_how_to_install_it(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # makes `import optuna` fail
     with pytest.raises(ImportError, match=r"deqode\[tune\]"):
         exp.run_search(_stub_objective([]), "regression", "rff-only", n_trials=1)
 
