@@ -450,3 +450,13 @@ def test_model_classes_can_be_built_directly():
     assert isinstance(NeuralODE(1, 10, 8, 32, max_groups=4), NeuralODE)
     assert isinstance(HomoODE(1, 10, 8, 32, max_groups=4), HomoODE)
     assert isinstance(DEQ(1, 10, 8, 32, max_groups=4), DEQ)
+
+
+def test_build_covers_the_sim_and_mondeq_families():
+    from deqode.models import mondeq, sim
+
+    assert set(sim.names()) | set(mondeq.names()) <= set(names())
+    assert count_parameters(build("sim-two-mnist").parameters()) == 80_466
+    assert count_parameters(build("mondeq-fc-mnist").parameters()) == 84_313
+    with pytest.raises(UnknownChoiceError, match="sim-two-mnist"):
+        build("sim-three-mnist")

@@ -2,7 +2,7 @@
 
 The chapter "the Nesterov solver" (nag-solver.md §2.3-§2.8) checks the **reconstructed** NAG
 rule of :mod:`deqode.solvers.nesterov` against classical linear-multistep theory. Each function
-here computes one experiment; the notebook ``05_nag_theory`` prints, plots and asserts, and
+here computes one experiment; the notebook ``10_nag_theory`` prints, plots and asserts, and
 ``tests/test_nesterov.py`` asserts the same conditions.
 
 * E0 :func:`symbolic_lmm`: ρ, σ and the error constants C_0..C_2 with sympy, for a general step

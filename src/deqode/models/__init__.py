@@ -4,6 +4,12 @@
 ``homoode-cifar10``, ``deq-digits``); the classes can also be constructed directly.
 """
 
+from deqode.models.continuous_deq import (
+    ContinuousDEQ,
+    MultiscaleNeuralODE,
+    SkipDEQ,
+    SkipRegDEQ,
+)
 from deqode.models.deq import DEQ, DEQCell
 from deqode.models.homoode import HOMOODE_GRAD_MODES, FrozenAdjoint, HomoODE
 from deqode.models.layers import (
@@ -29,6 +35,7 @@ __all__ = [
     "AlternatingInit",
     "AugmentedNeuralODE",
     "ClassificationHead",
+    "ContinuousDEQ",
     "ConvField",
     "CountingField",
     "DEQCell",
@@ -38,8 +45,11 @@ __all__ = [
     "ImplicitClassifier",
     "InitLayer",
     "ModelEntry",
+    "MultiscaleNeuralODE",
     "NeuralODE",
     "ODEClassifier",
+    "SkipDEQ",
+    "SkipRegDEQ",
     "VariationalDropout2d",
     "build",
     "count_parameters",

@@ -139,14 +139,23 @@ REGISTRY: dict[str, ModelEntry] = {
 }
 
 
+def _families() -> dict[str, Any]:
+    """Model families with their own build tables (SIM, monDEQ): name -> module with build()."""
+    from deqode.models import mondeq, sim
+
+    return {**dict.fromkeys(sim.names(), sim), **dict.fromkeys(mondeq.names(), mondeq)}
+
+
 def names() -> list[str]:
-    """Every registered build name, sorted."""
-    return sorted(REGISTRY)
+    """Every build name :func:`build` accepts, sorted."""
+    return sorted([*REGISTRY, *_families()])
 
 
 def entry(name: str) -> ModelEntry:
     """The registry entry of ``name`` (raises UnknownChoiceError listing :func:`names`)."""
     check_choice("model", name, names())
+    if name not in REGISTRY:
+        raise ValueError(f"{name!r} is built by its family's own table; use build({name!r})")
     return REGISTRY[name]
 
 
@@ -173,6 +182,10 @@ def build(name: str, **overrides: Any) -> nn.Module:
     ``rtol = atol``. Unknown names or keywords raise :class:`UnknownChoiceError` listing the valid
     ones.
     """
+    check_choice("model", name, names())
+    family = _families().get(name)
+    if family is not None:
+        return family.build(name, **overrides)
     spec = entry(name)
     valid = valid_overrides(spec.cls)
     for key in overrides:
@@ -188,3 +201,36 @@ def build(name: str, **overrides: Any) -> nn.Module:
             raise ValueError("give either tol or rtol/atol, not both")
         kwargs["rtol"] = kwargs["atol"] = tol
     return spec.cls(**kwargs)
+
+
+# Continuous DEQ / Skip DEQ / Skip Reg. DEQ and the multiscale Neural ODE baseline
+# (continuous-deq.md §3): ``cdeq-<arch>``, ``skipdeq-<arch>``, ``skipregdeq-<arch>``,
+# ``msnode-<arch>``; the discrete DEQ rows are the same builds with ``solver="discrete"``.
+@dataclass(frozen=True)
+class ShapedEntry(ModelEntry):
+    """A build whose input shape and class count come from the model class, not DATASETS."""
+
+    shape: tuple[int, ...] = ()
+    classes: int = 10
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes
+
+
+def _register_continuous_deq() -> None:
+    from deqode.models.continuous_deq import arch_config, build_names
+
+    for name, (cls, dataset, kwargs) in build_names().items():
+        cfg = arch_config(kwargs["arch"])
+        shape = getattr(cfg, "input_shape", None) or (cfg.in_channels, cfg.image_size,
+                                                      cfg.image_size)
+        REGISTRY[name] = ShapedEntry(name, name.split("-")[0], dataset, cls, kwargs, shape,
+                                     cfg.num_classes)
+
+
+_register_continuous_deq()

@@ -1,0 +1,544 @@
+"""Continuous DEQ / Skip DEQ / Skip Reg. DEQ: steady-state solver, termination rules (M1),
+implicit GMRES backward (M2), parameter counts (P1), losses and model switches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from deqode.choices import UnknownChoiceError
+from deqode.models import build, count_parameters
+from deqode.models.continuous_deq import (
+    ARCHS,
+    ContinuousDEQ,
+    MultiscaleNeuralODE,
+    SkipDEQ,
+    SkipRegDEQ,
+    solve_implicit_adjoint,
+    variant_model,
+)
+from deqode.models.regularizers import attach_loss, jacobian_frobenius, skip_loss
+from deqode.solvers import fixed_point
+from deqode.solvers.steady_state import (
+    Termination,
+    broyden_steady_state,
+    integrate,
+    steady_state,
+)
+
+D64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster, and immune to contention on a busy CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return count_parameters(module.parameters())
+
+
+def affine_map(batch: int = 3, n: int = 12, norm: float = 0.6, seed: int = 0):
+    """A batched contraction ``f(z) = A z + b`` with ``‖A_i‖₂ = norm``, and its fixed point."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(batch, n, n, generator=g, dtype=D64)
+    a = norm * a / torch.linalg.matrix_norm(a, ord=2)[:, None, None]
+    b = torch.randn(batch, n, generator=g, dtype=D64)
+    exact = torch.linalg.solve(torch.eye(n, dtype=D64) - a, b)
+
+    def f(z: Tensor) -> Tensor:
+        return torch.einsum("bij,bj->bi", a, z) + b
+
+    return f, exact
+
+
+def global_rel_residual(f, u: Tensor) -> float:
+    fu = f(u)
+    return float((fu - u).norm() / fu.norm())
+
+
+# --------------------------------------------------------------------------------------------------
+# the integrator
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["vcab3", "bs3"])
+def test_integrator_is_exact_for_a_quadratic_derivative_with_variable_steps(method):
+    # (s, y)' = (1, s²): BS3 start-up and variable-step AB3 both integrate t² exactly,
+    # whatever the (adaptively changing, sometimes rejected) step sizes.
+    def field(u: Tensor) -> Tensor:
+        return torch.stack([torch.ones_like(u[0]), u[0] ** 2])
+
+    u0 = torch.zeros(2, dtype=D64)
+    out = integrate(field, u0, t_end=1.0, method=method, abstol=1e-4, reltol=1e-4,
+                    max_steps=500)
+    assert out.reason == "t_end" and out.t == pytest.approx(1.0, abs=1e-15)
+    assert len(set(round(h, 12) for h in out.dts)) > 3, "steps must vary"
+    assert out.u[1].item() == pytest.approx(1.0 / 3.0, abs=1e-13)
+
+
+def test_vcab3_costs_one_evaluation_per_step_after_start_up():
+    out = integrate(lambda u: -u, torch.ones(4, dtype=D64), t_end=2.0, abstol=1e-6,
+                    reltol=1e-6, max_steps=5000)
+    assert out.reason == "t_end" and out.rejected > 0
+    # f(u0) + Hairer's initial step + 2 BS3 start-up steps (3 each) + 1 per accepted AB3 step;
+    # the rejected steps (AB3 here) cost no evaluation
+    assert out.nfe == 1 + 1 + 3 * 2 + (out.accepted - 2)
+    assert out.u[0].item() == pytest.approx(math.exp(-2.0), rel=1e-5)
+
+
+def test_step_attempts_are_capped():
+    out = integrate(lambda u: -50.0 * u, torch.ones(3, dtype=D64), max_steps=7)
+    assert out.attempts == 7 and out.reason == "max_steps"
+
+
+# --------------------------------------------------------------------------------------------------
+# termination rules on synthetic contractive maps (M1)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["rel_norm", "rel_deq_best", "abs_deq_best"])
+def test_continuous_and_discrete_reach_the_same_fixed_point(mode):
+    f, exact = affine_map()
+    tol = 1e-6
+    u_cont, info_c = steady_state(f, torch.zeros_like(exact), termination=mode, tol=tol,
+                                  max_steps=2000, abstol=1e-6, reltol=1e-6)
+    u_disc, info_d = broyden_steady_state(f, torch.zeros_like(exact), termination=mode,
+                                          tol=tol, max_steps=200, memory=300)
+    u_fp, info_fp = fixed_point(f, torch.zeros_like(exact), "broyden", tol=1e-10, max_iter=200)
+    assert info_c.converged and info_d.converged and info_fp.converged
+    assert info_c.reason == info_d.reason == "tolerance"
+    scale = exact.norm()
+    if mode == "abs_deq_best":
+        assert float((f(u_cont) - u_cont).norm()) <= tol
+        assert float((f(u_disc) - u_disc).norm()) <= tol
+    else:
+        assert global_rel_residual(f, u_cont) <= tol
+        assert global_rel_residual(f, u_disc) <= tol
+    # the same fixed point as the existing discrete solver, up to the stop threshold
+    assert float((u_cont - u_fp).norm() / scale) < 10 * tol
+    assert float((u_disc - u_fp).norm() / scale) < 10 * tol
+
+
+def test_rel_norm_is_relative_and_abs_mode_is_absolute_on_the_whole_batch():
+    f, exact = affine_map()
+
+    def scaled(z: Tensor) -> Tensor:  # the same problem, state scaled by 1000
+        return 1000.0 * f(z / 1000.0)
+
+    small = dict(tol=1e-3, max_steps=2000, abstol=1e-6, reltol=1e-6)
+    big = {**small, "abstol": 1e-3}  # step control scaled with the state
+    zero = torch.zeros_like(exact)
+    _, rel_small = steady_state(f, zero, termination="rel_norm", **small)
+    _, rel_big = steady_state(scaled, zero, termination="rel_norm", **big)
+    _, abs_small = steady_state(f, zero, termination="abs_deq_best", **small)
+    _, abs_big = steady_state(scaled, zero, termination="abs_deq_best", **big)
+    assert rel_small.converged and abs_small.converged and abs_big.converged
+    assert rel_small.iterations == rel_big.iterations  # scale-free
+    assert abs_big.iterations > abs_small.iterations  # ‖du‖ grows with the scale
+    # the objective is batch-global: the norm of the whole (B, n) tensor
+    rule = Termination("abs_deq_best", 0.0)
+    u = torch.zeros(2, 3, dtype=D64)
+    du = torch.tensor([[3.0, 0, 0], [4.0, 0, 0]], dtype=D64)
+    rule.check(u, du)
+    assert rule.history == [5.0]
+
+
+def _feed(rule: Termination, objectives: list[float]) -> tuple[list[str | None], list[Tensor]]:
+    """Feed iterates u_k = k (scalar tensors) with ``‖du‖`` = the given objectives (abs mode)."""
+    reasons, states = [], []
+    for k, obj in enumerate(objectives):
+        u = torch.full((1,), float(k), dtype=D64)
+        states.append(u)
+        reasons.append(rule.check(u, torch.full((1,), obj, dtype=D64)))
+    return reasons, states
+
+
+def test_best_modes_stop_at_tolerance_and_return_the_best_iterate():
+    rule = Termination("abs_deq_best", tol=0.05)
+    reasons, _ = _feed(rule, [1.0, 0.3, 0.5, 0.04])
+    assert reasons == [None, None, None, "tolerance"]
+    assert rule.result(torch.zeros(1)).item() == 3.0
+    rule = Termination("abs_deq_best", tol=0.05)  # capped run: the best, not the last
+    _feed(rule, [1.0, 0.2, 0.7, 0.9])
+    assert rule.result(torch.zeros(1)).item() == 1.0 and rule.best_objective == 0.2
+
+
+def test_rel_norm_returns_the_last_iterate():
+    rule = Termination("rel_norm", tol=0.05)
+    for u, du in [(1.0, 1.0), (2.0, 0.5), (3.0, 1.0)]:  # objectives 0.5, 0.2, 0.25
+        assert rule.check(torch.tensor([u]), torch.tensor([du])) is None
+    assert rule.result(torch.zeros(1)).item() == 3.0  # the last, not the best (2.0)
+
+
+def test_stagnation_needs_30_steps_a_flat_history_and_3_tol():
+    # flat objective 0.1 (≤ 3·0.05): stops exactly at step 30
+    rule = Termination("abs_deq_best", tol=0.05)
+    reasons, _ = _feed(rule, [0.1] * 40)
+    assert reasons.index("stagnation") == 29
+    # a history whose max/min ≥ 1.3 never stagnates (the window is the whole history)
+    rule = Termination("abs_deq_best", tol=0.05)
+    reasons, _ = _feed(rule, [0.2] + [0.12] * 40)
+    assert "stagnation" not in reasons
+    # flat but above 3·tol: no stagnation either
+    rule = Termination("abs_deq_best", tol=0.05)
+    reasons, _ = _feed(rule, [0.2] * 40)
+    assert set(reasons) == {None}
+    # rel_norm has no stagnation rule
+    rule = Termination("rel_norm", tol=0.05)
+    reasons = [rule.check(torch.ones(1), torch.full((1,), 0.1)) for _ in range(40)]
+    assert set(reasons) == {None}
+
+
+def test_protective_break_at_1e3_times_numel_times_first_objective():
+    u = torch.ones(4, dtype=D64)  # numel 4: threshold = first objective · 1e3 · 4
+    rule = Termination("abs_deq_best", tol=0.05)
+    assert rule.check(u, torch.full((4,), 0.5, dtype=D64)) is None  # first objective ‖du‖ = 1
+    assert rule.check(2 * u, torch.full((4,), 1999.0, dtype=D64)) is None  # ‖du‖ = 3998
+    assert rule.check(3 * u, torch.full((4,), 2000.5, dtype=D64)) == "protective_break"  # 4001
+    assert torch.equal(rule.result(u), u) and rule.best_objective == 1.0
+
+
+def test_non_finite_state_stops_and_returns_the_best_finite_iterate():
+    def f(z: Tensor) -> Tensor:  # expands without bound: overflows to inf
+        return 1e30 * z + 1.0
+
+    u, info = broyden_steady_state(f, torch.zeros(2, 3, dtype=D64),
+                                   termination="abs_deq_best", tol=1e-3, max_steps=30)
+    assert torch.isfinite(u).all() and not info.converged
+    assert info.reason in ("non_finite", "protective_break")
+
+
+def test_discrete_solver_nfe_is_updates_plus_one():
+    f, exact = affine_map()
+    _, info = broyden_steady_state(f, torch.zeros_like(exact), tol=1e-8, max_steps=5)
+    assert info.nfe == info.iterations + 1 == 6 and info.reason == "max_steps"
+
+
+def test_unknown_termination_mode_lists_the_modes():
+    with pytest.raises(UnknownChoiceError, match="'rel_norm', 'rel_deq_best', 'abs_deq_best'"):
+        steady_state(lambda u: u, torch.zeros(2), termination="rel")
+    with pytest.raises(UnknownChoiceError, match="'vcab3', 'bs3'"):
+        integrate(lambda u: u, torch.zeros(2), method="dopri5")
+
+
+# --------------------------------------------------------------------------------------------------
+# implicit backward (M2)
+# --------------------------------------------------------------------------------------------------
+
+
+def contractive_fc(stem_gradient: str, **kwargs) -> ContinuousDEQ:
+    """digits-FC in float64 with ‖W₁‖₂ = 0.5 (a contraction) and tight solver settings."""
+    torch.manual_seed(0)
+    model = ContinuousDEQ("digits-fc", solver="discrete", termination="rel_norm", tol=1e-13,
+                          max_steps=200, broyden_memory=400, gmres_atol=0.0, gmres_rtol=1e-13,
+                          gmres_max_iter=64, stem_gradient=stem_gradient, **kwargs).double()
+    with torch.no_grad():
+        w = model.core.state_weight.weight
+        w.mul_(0.5 / torch.linalg.matrix_norm(w, ord=2))
+    return model
+
+
+def unrolled_loss(model: ContinuousDEQ, x: Tensor, y: Tensor, iterations: int = 300) -> Tensor:
+    """The same network with the equilibrium replaced by a long unrolled Picard iteration."""
+    h = model.stem(x)
+    z = torch.zeros_like(h)
+    for _ in range(iterations):
+        z = model.core(z, h)
+    return F.cross_entropy(model.head(z), y)
+
+
+def grads(model: ContinuousDEQ, loss: Tensor) -> dict[str, Tensor]:
+    model.zero_grad()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_gmres_implicit_gradient_equals_autograd_through_a_long_unrolled_iteration():
+    x = torch.rand(6, 1, 8, 8, dtype=D64, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 10
+    model = contractive_fc("implicit")
+    implicit = grads(model, F.cross_entropy(model(x), y))
+    assert model.last_backward["iterations"] > 0 and model.last_backward["converged"]
+    reference = grads(model, unrolled_loss(model, x, y))
+    for name, g_ref in reference.items():
+        rel = float((implicit[name] - g_ref).norm() / g_ref.norm())
+        assert rel < 1e-5, (name, rel)
+
+
+def test_paper_stem_gradient_quirk_changes_only_the_stem():
+    x = torch.rand(6, 1, 8, 8, dtype=D64, generator=torch.Generator().manual_seed(2))
+    y = torch.arange(6) % 10
+    full = contractive_fc("implicit")
+    quirk = contractive_fc("paper")
+    g_full = grads(full, F.cross_entropy(full(x), y))
+    g_quirk = grads(quirk, F.cross_entropy(quirk(x), y))
+    for name in g_full:
+        same = torch.allclose(g_full[name], g_quirk[name], rtol=1e-9, atol=1e-12)
+        assert same == (not name.startswith("stem")), name
+    # the quirk's stem gradient is the explicit one: u* held fixed, only f(u*, x) differentiated
+    quirk.zero_grad()
+    h = quirk.stem(x)
+    with torch.no_grad():
+        u_star = quirk.core(torch.zeros_like(h), h)
+        for _ in range(300):
+            u_star = quirk.core(u_star, h)
+    F.cross_entropy(quirk.head(quirk.core(u_star, h)), y).backward()
+    for name, p in quirk.named_parameters():
+        if name.startswith("stem"):
+            assert torch.allclose(p.grad, g_quirk[name], rtol=1e-9, atol=1e-12), name
+
+
+def test_gmres_exits_at_iteration_zero_when_the_cotangent_is_small():
+    # ‖v‖ ≤ atol / (1 − rtol): λ = 0, i.e. the pure one-step (JFB) gradient
+    v = torch.ones(2, 5, dtype=D64)
+    v = 0.99 * (0.05 / 0.95) * v / v.norm()  # just below the threshold
+    mu, record = solve_implicit_adjoint(lambda w: 0.5 * w, v, 0.05, 0.05, 20)
+    assert record["iterations"] == 0 and float(mu.abs().max()) == 0.0
+    mu, record = solve_implicit_adjoint(lambda w: 0.5 * w, 2 * v, 0.05, 0.05, 20)
+    assert record["iterations"] >= 1
+    assert torch.allclose(mu, 2 * v / 0.5, rtol=0.1)  # (I − 0.5 I)⁻¹ v, to GMRES's tolerance
+
+
+def test_jfb_backward_equals_the_zero_iteration_gradient():
+    x = torch.rand(4, 1, 8, 8, dtype=D64, generator=torch.Generator().manual_seed(3))
+    y = torch.arange(4)
+    model = contractive_fc("paper", backward="jfb")
+    g_jfb = grads(model, F.cross_entropy(model(x), y))
+    model.backward = "implicit"
+    model.gmres_max_iter = 0
+    g_zero = grads(model, F.cross_entropy(model(x), y))
+    for name in g_jfb:
+        assert torch.allclose(g_jfb[name], g_zero[name], rtol=1e-10, atol=1e-14), name
+
+
+# --------------------------------------------------------------------------------------------------
+# parameter counts (P1)
+# --------------------------------------------------------------------------------------------------
+
+# arch: (vanilla total, Skip total, stem, DEQ f, head, predictor) — spec §3.2 / §6 P1
+COUNTS = {
+    "cifar10-small": (163_546, 200_122, 5_928, 116_064, 41_554, 36_576),
+    "cifar10-large": (10_631_958, 11_186_774, 11_296, 8_247_232, 2_373_430, 554_816),
+    "imagenet-small": (17_912_456, 18_467_272, 11_296, 9_815_392, 8_085_768, 554_816),
+    "mnist-fc": (134_538, 151_050, 100_480, 32_768, 1_290, 16_512),
+}
+
+
+@pytest.mark.parametrize("arch", list(COUNTS))
+def test_parameter_counts_are_exact(arch):
+    vanilla, skip, stem, core, head, predictor = COUNTS[arch]
+    model = ContinuousDEQ(arch)
+    assert n_params(model) == vanilla
+    assert (n_params(model.stem), n_params(model.core), n_params(model.head)) == (stem, core,
+                                                                                   head)
+    skip_model = SkipDEQ(arch)
+    assert n_params(skip_model) == skip and n_params(skip_model.predictor) == predictor
+    assert n_params(SkipRegDEQ(arch)) == vanilla  # Skip Reg. adds no parameters
+    if arch != "mnist-fc" and arch != "imagenet-small":
+        assert n_params(MultiscaleNeuralODE(arch)) == vanilla
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_skip_reg_adds_no_parameters_and_skip_adds_only_the_predictor(arch):
+    vanilla = n_params(ContinuousDEQ(arch))
+    assert n_params(SkipRegDEQ(arch)) == vanilla
+    skip = SkipDEQ(arch)
+    assert n_params(skip) == vanilla + n_params(skip.predictor)
+
+
+def test_named_builds_and_paper_counts_disagree_with_the_text_where_the_spec_says():
+    assert n_params(build("cdeq-mnist-fc")) == 134_538  # text: 138K
+    assert n_params(build("skipdeq-mnist-fc")) == 151_050  # text: 151K
+    predictor = n_params(build("skipdeq-cifar10-small")) - n_params(build("cdeq-cifar10-small"))
+    assert predictor == 36_576  # text: "+58K"
+    assert build("skipregdeq-cifar10-large", solver="discrete").solver == "discrete"
+
+
+# --------------------------------------------------------------------------------------------------
+# losses and the model's switches
+# --------------------------------------------------------------------------------------------------
+
+
+def test_attach_loss_adds_the_auxiliary_gradient_once():
+    w = torch.randn(5, requires_grad=True, dtype=D64)
+    aux = (w**2).sum()
+    out = attach_loss(3 * w, aux)
+    assert torch.equal(out, 3 * w)
+    (out.sum() + out[0]).backward()  # two uses of the output: aux still counted once
+    expected = torch.full((5,), 3.0, dtype=D64) + 2 * w.detach()
+    expected[0] += 3.0
+    assert torch.allclose(w.grad, expected)
+
+
+def test_jacobian_estimate_is_the_hutchinson_vjp_norm_and_differentiable():
+    a = torch.randn(4, 4, dtype=D64, requires_grad=True)
+    z = torch.randn(3, 4, dtype=D64)
+    g = torch.Generator().manual_seed(0)
+    est, _ = jacobian_frobenius(lambda u: u @ a.T, z, generator=g)
+    eps = torch.randn(3, 4, dtype=D64, generator=torch.Generator().manual_seed(0))
+    expected = float((eps @ a.detach()).pow(2).sum() / 12)
+    assert est.detach().item() == pytest.approx(expected, rel=1e-12)
+    est.backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+    # unbiased for ‖J‖_F² / n per sample: average of many estimates
+    many = torch.stack([jacobian_frobenius(lambda u: u @ a.detach().T, z)[0]
+                        for _ in range(4000)]).mean().detach()
+    exact = float(a.detach().pow(2).sum() / 4)
+    assert many.item() == pytest.approx(exact, rel=0.05)
+
+
+def test_skip_loss_is_the_mean_absolute_error():
+    z, u0 = torch.tensor([[1.0, -1.0]]), torch.tensor([[0.5, 0.0]])
+    assert skip_loss(z, u0).item() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="one shape"):
+        skip_loss(z, u0[:, :1])
+
+
+def digits(n: int = 8, seed: int = 0) -> Tensor:
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("variant, solver", [
+    (v, s) for v in ("vanilla", "skip", "skip_reg") for s in ("continuous", "discrete")
+] + [("neural_ode", "neural_ode")])
+def test_every_variant_trains_with_finite_gradients(variant, solver):
+    torch.manual_seed(0)
+    kwargs = {} if variant == "neural_ode" else {"solver": solver}
+    model = variant_model("digits-small", variant, max_steps=6, **kwargs).train()
+    logits = model(digits())
+    assert logits.shape == (8, 10)
+    F.cross_entropy(logits, torch.arange(8)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.nfe_forward > 1
+    if variant in ("skip", "skip_reg"):
+        assert model.last_stats["skip_loss"].item() > 0
+
+
+def test_predictor_learns_only_through_the_skip_loss():
+    torch.manual_seed(0)
+    model = SkipDEQ("digits-fc", skip_weight=0.0).train()
+    F.cross_entropy(model(digits()), torch.arange(8)).backward()
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0
+               for p in model.predictor.parameters())
+
+
+def test_nfe_counts_follow_the_definition():
+    torch.manual_seed(0)
+    model = ContinuousDEQ("digits-fc", solver="discrete", max_steps=4, tol=0.0).eval()
+    with torch.no_grad():
+        model(digits())
+    assert model.nfe_forward == 4 + 1 + 1  # updates + initial evaluation + extra application
+    model = SkipRegDEQ("digits-fc", solver="discrete", max_steps=4, tol=0.0, jac_weight=1.0)
+    model.train()(digits())
+    assert model.nfe_forward == 1 + 5 + 1 + 1  # f(0, x) + solver + extra + Jacobian term
+    assert model.last_stats["jacobian_loss"].item() > 0
+
+
+def test_pretraining_unrolls_then_switches_to_the_solver():
+    torch.manual_seed(0)
+    model = ContinuousDEQ("digits-fc", pretrain_steps=2, pretrain_depth=5).train()
+    for expected in (True, True, False):
+        F.cross_entropy(model(digits()), torch.arange(8)).backward()
+        assert model.last_stats["pretraining"] is expected
+    assert int(model.training_steps) == 3
+    model.eval()
+    with torch.no_grad():
+        model(digits())
+    assert model.last_stats["pretraining"] is False and int(model.training_steps) == 3
+
+
+def test_neural_ode_adjoint_mode_counts_backward_evaluations():
+    torch.manual_seed(0)
+    model = MultiscaleNeuralODE("digits-small", grad_mode="adjoint").train()
+    F.cross_entropy(model(digits()), torch.arange(8)).backward()
+    assert model.nfe_backward > 0
+    assert all(p.grad is not None for p in model.core.parameters())
+
+
+def test_bad_settings_raise_clear_errors():
+    with pytest.raises(UnknownChoiceError, match="'cifar10-small'"):
+        ContinuousDEQ("cifar10-tiny")
+    with pytest.raises(UnknownChoiceError, match="'continuous', 'discrete', 'neural_ode'"):
+        ContinuousDEQ("digits-fc", solver="ode")
+    with pytest.raises(ValueError, match="starts at z\\(0\\) = 0"):
+        ContinuousDEQ("digits-small", solver="neural_ode", init="skip")
+    with pytest.raises(ValueError, match="fixes init='skip'"):
+        SkipDEQ("digits-fc", init="zero")
+    with pytest.raises(ValueError, match=r"C=1, got \(2, 3, 8, 8\)"):
+        ContinuousDEQ("digits-small")(torch.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\(N, 64\)"):
+        ContinuousDEQ("digits-fc")(torch.rand(2, 65))
+
+
+# --------------------------------------------------------------------------------------------------
+# the chapter's configurations and the paper's numbers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_reference_csv_holds_every_cell_of_tables_1_to_4():
+    from deqode.experiments import continuous_deq as cd
+    from deqode.results import NOT_TRANSCRIBED
+
+    for table in cd.TABLES:
+        rows = cd.paper_table(table)
+        assert len(rows) == (6 if table in ("T1", "T4") else 7)
+        for row in rows:
+            assert NOT_TRANSCRIBED not in row.values(), (table, row)
+    assert cd.paper_cell("T2", "Skip Reg. DEQ (continuous)", "Test Acc (%)") == "82.513 ± 0.177"
+
+
+def test_claims_and_figure1_audit_from_the_tables():
+    from deqode.experiments import continuous_deq as cd
+
+    audit = cd.figure1_audit()
+    offset = sorted((b["panel"], b["dataset"], b["bar"]) for b in audit
+                    if abs(b["difference"]) > 0.05)
+    assert offset == [("Backward Pass", "CIFAR10 Small", "Skip Reg. Cont. DEQ"),
+                      ("Training", "CIFAR10 Large", "Skip Cont. DEQ"),
+                      ("Training", "CIFAR10 Large", "Skip Reg. Cont. DEQ"),
+                      ("Training", "ImageNet", "Skip Reg. Cont. DEQ")]
+    speedups = [cd.ratio(t, cd.CONT, label, "Training (s/batch)") for t in ("T2", "T3", "T4")
+                for label in (cd.SKIP_CONT, cd.SKIPREG_CONT)]
+    assert max(speedups) == pytest.approx(1.95, abs=0.005)  # not the abstract's 3.19
+    assert cd.ratio("T2", cd.CONT, cd.SKIPREG_CONT, "Training (s/batch)") == pytest.approx(
+        1.11, abs=0.005)
+    assert {c.id for c in cd.claims()} >= {"C1", "C2", "C3", "C4", "C9", "C11"}
+
+
+def test_registered_runs_and_their_settings():
+    from deqode.experiments import continuous_deq as cd
+    from deqode.experiments import experiment_names, get
+
+    smoke = [n for n in experiment_names("smoke") if n.startswith("cdeq-t")]
+    paper = [n for n in experiment_names("paper") if n.startswith("cdeq-t")]
+    assert len(smoke) == 12 + 7 + 7 + 6 and len(paper) == 12 + 7 + 7  # no ImageNet in paper
+    config = get("cdeq-t2-skipreg-cont", "paper")
+    assert (config.model, config.dataset, config.batch_size) == ("skipregdeq-cifar10-small",
+                                                                 "cifar10", 128)
+    assert config.model_kwargs == {"pretrain_steps": 3000, "solver": "continuous"}
+    code = get("cdeq-t1-skip-jac-code", "paper").model_kwargs
+    assert code == {"solver": "discrete", "jac_weight": 1.0, "skip_weight": 5.0}
+    with pytest.raises(ValueError, match="ImageNet loader"):
+        cd.train_config(cd.Row("T4", "vanilla", "continuous"), "paper")
+
+
+def test_cost_model_counts():
+    from deqode.experiments import continuous_deq as cd
+
+    assert cd.solver_nfe("continuous", 18) == 2 + 6 + 16
+    assert cd.solver_nfe("continuous", 18, "bs3") == 2 + 54
+    assert cd.solver_nfe("discrete", 18) == 19
+    costs = {"f": 1.0, "f_tape": 1.0, "vjp": 2.0, "predictor": 0.0, "step": 0.0,
+             "stem_head_forward": 0.0, "stem_head_backward": 0.0}
+    est = cd.cost_model(costs, cd.CONT, steps=18, gmres=20)
+    assert est["forward"] == 24 + 1 and est["backward"] == 1 + 22 * 2

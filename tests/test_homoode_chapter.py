@@ -1,0 +1,376 @@
+"""The HomoODE chapter (notebooks 13-15): configurations, reference cells and measurements.
+
+Every ``paper`` configuration the chapter trains is built on the CPU (no data, no training) and
+checked against the specification (homoode.md §2.3-§2.5, §3.2-§3.5); the measurement helpers of
+:mod:`deqode.experiments.homoode` are checked on the untrained smoke model with known answers.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import matplotlib
+import pytest
+import torch
+
+from deqode import experiments, models
+from deqode.choices import UnknownChoiceError
+from deqode.experiments import homoode as chapter
+from deqode.models.layers import AlternatingInit
+
+matplotlib.use("Agg")
+
+DT = torch.float64
+# spec §3.2-§3.4 and §3.3: per released script
+SCRIPTS = {
+    "cifar10": dict(dataset="cifar10", seed=0, lr_init=0.02, freq=20, grad_mode="backprop",
+                    per_epoch=781, input=(3, 32, 32), channels=64, params=132_938, init=192),
+    "cifar100": dict(dataset="cifar100", seed=0, lr_init=0.01, freq=5, grad_mode="frozen_adjoint",
+                     per_epoch=781, input=(3, 32, 32), channels=128, params=565_988, init=384),
+    "tiny": dict(dataset="tiny-imagenet", seed=1, lr_init=0.05, freq=20,
+                 grad_mode="frozen_adjoint", per_epoch=1562, input=(3, 64, 64), channels=128,
+                 params=617_288, init=384),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def paper_runs() -> list[chapter.ChapterRun]:
+    runs = (chapter.comparison_runs("paper") + chapter.ablation_runs("paper")
+            + chapter.grad_mode_runs("paper") + chapter.deq_runs("paper"))
+    unique = {run.config.name: run for run in runs}
+    return list(unique.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# the paper profile: every configuration and model, built on the CPU
+# --------------------------------------------------------------------------------------------------
+
+
+def test_paper_profile_trains_the_registered_configurations_unchanged():
+    runs = paper_runs()
+    # 5 comparison rows + 2 extra gradient modes per dataset (the ablation and DEQ rows repeat)
+    assert len(runs) == 3 * (5 + 2)
+    for run in runs:
+        assert run.config == experiments.get(run.config.name, "paper"), run.config.name
+
+
+@pytest.mark.parametrize("key", list(SCRIPTS))
+def test_every_paper_configuration_and_model_matches_the_spec(key):
+    spec = SCRIPTS[key]
+    torch.manual_seed(0)
+    x = torch.randn(2, *spec["input"])
+    homoode_total = None
+    for run in [r for r in paper_runs() if r.key == key]:
+        cfg, name = run.config, run.config.name
+        assert (cfg.dataset, cfg.seed, cfg.epochs) == (spec["dataset"], spec["seed"], 300), name
+        assert (cfg.batch_size, cfg.test_batch_size, cfg.drop_last) == (64, 400, True), name
+        assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum) == ("adam", 1e-3, 0, 0)
+        assert (cfg.schedule, cfg.eta_min, cfg.flood_level, cfg.entropy_weight) == (
+            "cosine", 1e-6, 0.0, 0.0)
+        ip = cfg.init_point
+        assert (ip.lr, ip.freq, ip.scheduler_divisor, ip.eta_min) == (
+            spec["lr_init"], spec["freq"], 1, 1e-6), name
+        assert chapter.iterations_per_epoch(cfg) == spec["per_epoch"]
+        assert chapter.iterations_per_epoch(cfg) * cfg.epochs == spec["per_epoch"] * 300
+        model = models.build(cfg.model, **cfg.model_kwargs)
+        total = models.count_parameters(model.main_parameters())
+        x_tilde = model.stem(x)
+        assert x_tilde.shape[1:] == (spec["channels"], 16, 16), name  # feature map C x 16 x 16
+        if isinstance(model, models.ODEClassifier):
+            assert (model.method, model.rtol, model.atol) == ("dopri5", 1e-3, 1e-3), name
+        if isinstance(model, models.HomoODE):
+            assert (model.lr_init, model.freq) == (spec["lr_init"], spec["freq"])
+            assert total == spec["params"], name
+            homoode_total = total
+            if model.use_init_layer:
+                assert models.count_parameters(model.init_parameters()) == spec["init"]
+            else:
+                assert model.init_parameters() == []
+            script_mode = name in (f"homoode-{key}", f"homoode-noinit-{key}")
+            assert (model.grad_mode == spec["grad_mode"]) == script_mode, name
+        if isinstance(model, models.DEQ):
+            assert (model.solver, model.max_iter, model.backward_max_iter) == ("broyden", 30, 30)
+    for run in [r for r in paper_runs() if r.key == key]:
+        model = models.build(run.config.model, **run.config.model_kwargs)
+        ratio = models.count_parameters(model.main_parameters()) / homoode_total
+        assert abs(ratio - 1) < 0.05, run.config.name
+
+
+def test_t4_parameter_counts_equal_the_released_classes():
+    rows = chapter.parameter_counts()
+    assert len(rows) == 12
+    for row in rows:
+        if row["build"].startswith("homoode-"):
+            key = row["build"].removeprefix("homoode-")
+            assert row["total"] == SCRIPTS[key]["params"] and row["init"] == SCRIPTS[key]["init"]
+            for part in ("stem", "core", "head", "total", "init"):
+                assert int(row[f"{part} (released code)"]) == row[part]
+        else:
+            assert row["init"] == 0 and row["total (released code)"] == "–"
+    cifar10 = next(r for r in rows if r["build"] == "homoode-cifar10")
+    assert (cifar10["stem"], cifar10["core"], cifar10["head"]) == (38_976, 74_112, 19_850)
+
+
+def test_t5_hyperparameter_table_matches_the_spec():
+    rows = {r["experiment"]: r for r in chapter.hyperparameter_table("paper")}
+    assert list(rows) == ["homoode-cifar10", "homoode-cifar100", "homoode-tiny"]
+    assert [r["schedule T_max"] for r in rows.values()] == [234_300, 234_300, 468_600]
+    assert [r["init steps"] for r in rows.values()] == [11_715, 46_860, 23_430]
+    # spec §2.4: the init LR ends at about 0.99 lr_init (freq 20) and 0.90 lr_init (freq 5)
+    ends = [r["init lr at end / lr_init"] for r in rows.values()]
+    assert ends == pytest.approx([0.99, 0.90, 0.99], abs=0.006)
+    assert [r["flip p"] for r in rows.values()] == [0.2, 0.5, 0.5]
+    assert "0.485" in rows["homoode-cifar10"]["normalisation"]  # ImageNet statistics on CIFAR
+    assert "0.4914" in rows["homoode-tiny"]["normalisation"]  # CIFAR statistics on Tiny
+    assert [r["GN groups"] for r in rows.values()] == [32, 32, 8]
+    assert [r["dropout"] for r in rows.values()] == [0.1, 0.15, 0.15]
+    assert [r["crop"] for r in rows.values()] == ["32 pad 4", "32 pad 4", "64 pad 8"]
+    assert {r["solver"] for r in rows.values()} == {"dopri5 rtol=atol=0.001"}
+    smoke = chapter.hyperparameter_table("smoke")
+    assert smoke[0]["epochs"] == chapter.CHAPTER_SMOKE_EPOCHS
+    assert smoke[0]["schedule T_max"] == 22 * chapter.CHAPTER_SMOKE_EPOCHS  # 1437 // 64 = 22
+
+
+# --------------------------------------------------------------------------------------------------
+# the smoke profile and the registry
+# --------------------------------------------------------------------------------------------------
+
+
+def test_smoke_chapter_runs_are_tagged_shortened_and_otherwise_registered():
+    runs = chapter.comparison_runs("smoke", tag="ch02")
+    assert [r.label for r in runs] == [label for _, _, label in chapter.COMPARISON_ROWS]
+    for run in runs:
+        registered = experiments.get(run.config.name.removesuffix("-ch02"), "smoke")
+        assert run.config.name.endswith("-ch02") and run.config.epochs == 3
+        extra = chapter.SMOKE_DEQ_THRESHOLDS if run.config.model == "deq-digits" else {}
+        assert run.config.model_kwargs == {**registered.model_kwargs, **extra}
+        assert run.config.replace(name=registered.name, epochs=registered.epochs,
+                                  model_kwargs=registered.model_kwargs,
+                                  description=registered.description) == registered
+    ablation = chapter.ablation_runs("smoke", tag="ch03")
+    assert [r.config.epochs for r in ablation] == [chapter.ABLATION_SMOKE_EPOCHS] * 2
+    assert [r.config.model_kwargs["use_init_layer"] for r in ablation] == [True, False]
+    modes = chapter.grad_mode_runs("smoke", tag="ch04")
+    assert [r.config.model_kwargs["grad_mode"] for r in modes] == list(chapter.GRAD_MODES)
+    with pytest.raises(ValueError, match="tag"):
+        chapter.chapter_config("homoode-digits", "smoke")
+
+
+def test_paper_epoch_override_renames_the_run():
+    cfg = chapter.chapter_config("homoode-cifar10", "paper", epochs=10)
+    assert (cfg.name, cfg.epochs) == ("homoode-cifar10-e10", 10)
+
+
+def test_chapter_keys_reject_unknown_datasets():
+    assert chapter.chapter_keys("paper", "tiny") == ["tiny"]
+    with pytest.raises(UnknownChoiceError, match="cifar10"):
+        chapter.chapter_keys("paper", ["cifar10", "imagenet"])
+    with pytest.raises(ValueError, match="digits only"):
+        chapter.chapter_keys("smoke", "cifar10")
+    with pytest.raises(UnknownChoiceError, match="frozen_adjoint"):
+        chapter.grad_mode_experiment("cifar10", "phantom")
+
+
+def test_gradient_mode_experiments_are_registered_in_both_profiles():
+    assert chapter.grad_mode_experiment("cifar100", "frozen_adjoint") == "homoode-cifar100"
+    assert chapter.grad_mode_experiment("cifar100", "backprop") == "homoode-backprop-cifar100"
+    assert chapter.grad_mode_experiment("digits", "frozen_adjoint") == (
+        "homoode-frozen-adjoint-digits")
+    for profile, key in (("smoke", "digits"), ("paper", "cifar10"), ("paper", "tiny")):
+        for mode in chapter.GRAD_MODES:
+            cfg = experiments.get(chapter.grad_mode_experiment(key, mode), profile)
+            assert cfg.model_kwargs["grad_mode"] == mode
+
+
+# --------------------------------------------------------------------------------------------------
+# reference cells and tables
+# --------------------------------------------------------------------------------------------------
+
+
+def test_reference_holds_every_cell_the_tables_show():
+    rows = chapter.reference_rows()
+    assert {r["paper"] for r in rows} == {"homoode"}
+    for table, models_, columns in (
+        ("T1", ["Neural ODE", "ANODE", "DEQ", "HomoODE"], 6),
+        ("T2", ["Neural ODE", "ANODE", "DEQ", "HomoODE"], 12),
+        ("T3", list(chapter.ABLATION_ROWS.values()), 3),
+    ):
+        mine = [r for r in rows if r["table"] == table]
+        assert sorted({r["row"] for r in mine}) == sorted(models_)
+        assert len(mine) == len(models_) * columns
+        for r in mine:  # paper cells are not in the spec: never a guessed value
+            assert r["value"] == "not transcribed" and "not in the spec" in r["source"]
+            assert r["source"].startswith("arXiv 2310.09583v2")
+    released = [r for r in rows if r["table"] == "T4"]
+    assert {r["source"] for r in released} == {chapter.RELEASED_SOURCE}
+    assert chapter.reference_cell("T4", "homoode-tiny", "total") == "617288"
+    assert chapter.reference_cell("T1", "HomoODE", "MNIST accuracy") == "not transcribed"
+
+
+def test_side_by_side_puts_paper_cells_next_to_ours():
+    ours = {"HomoODE": {"digits best acc % (smoke)": "90.0"},
+            "HomoODE without shared init": {"digits best acc % (smoke)": "89.0"}}
+    table = chapter.side_by_side("T1", ["HomoODE", "HomoODE without shared init"],
+                                 ["CIFAR-10 accuracy"], ours)
+    assert table.loc["HomoODE", "CIFAR-10 accuracy (paper)"] == "not transcribed"
+    assert table.loc["HomoODE without shared init", "CIFAR-10 accuracy (paper)"] == "–"
+    assert list(table["digits best acc % (smoke)"]) == ["90.0", "89.0"]
+    assert chapter.released_parameters("DEQ") == "–"
+    assert chapter.released_parameters("HomoODE without shared init") == (
+        "132,938 / 565,988 / 617,288")
+
+
+def fake_result(state: str = "completed") -> SimpleNamespace:
+    history = [
+        {"epoch": e, "iterations": 10 * e, "test_acc": acc, "train_loss": 1.0 / e,
+         "nfe_forward": nfe, "nfe_backward": 0.0, "test_nfe_forward": 20.0,
+         "saved_tensor_peak_mb": mb, "cuda_peak_mb": None, "epoch_time_s": 2.0,
+         "time_forward_per_batch_s": 0.1, "time_backward_per_batch_s": 0.2, "init_loss": 0.5 / e}
+        for e, acc, nfe, mb in ((1, 0.5, 20.0, 4.0), (2, 0.8, 26.0, 5.0), (3, 0.7, 32.0, 4.5))
+    ]
+    summary = {"epochs_completed": 3, "iterations": 30, "iterations_per_epoch": 10,
+               "num_parameters": 2594, "num_init_parameters": 24, "best_test_acc": 0.8,
+               "best_epoch": 2, "last_test_acc": 0.7}
+    return SimpleNamespace(history=history, summary=summary, state=state, reason="",
+                           out_dir="results/smoke/x")
+
+
+def test_run_record_summarises_a_fit_result():
+    run = chapter.comparison_runs("smoke", tag="t")[3]
+    record = chapter.run_record(run, fake_result())
+    assert (record["label"], record["gradient"], record["params"]) == ("HomoODE", "backprop", 2594)
+    assert (record["best_acc"], record["best_epoch"], record["last_acc"]) == (0.8, 2, 0.7)
+    assert record["nfe_forward"] == pytest.approx(26.0) and record["saved_mb"] == 5.0
+    assert record["batch_s"] == pytest.approx(0.3) and record["cuda_mb"] is None
+    cells = chapter.ours_by_label([record], "smoke")["HomoODE"]
+    assert cells["digits best acc % (smoke)"] == "80.0"
+    assert cells["digits last acc % (smoke)"] == "70.0"
+    assert cells["digits NFE fwd/bwd (smoke)"] == "26.0 / 0.0"
+    assert cells["digits CUDA peak MB (smoke)"] == "–"
+    failed = chapter.run_record(run, fake_result("failed"))
+    assert chapter.ours_by_label([failed], "smoke")["HomoODE"][
+        "digits best acc % (smoke)"].endswith("(failed)")
+    deq = chapter.run_record(chapter.comparison_runs("smoke", tag="t")[2], fake_result())
+    assert deq["gradient"] == "implicit (ift)"
+    table = chapter.comparison_table([record, deq])
+    assert table.loc[("digits", "HomoODE"), "best acc %"] == "80.0"
+    for plot in (chapter.plot_curves, chapter.plot_nfe_vs_iteration):
+        fig = plot([record, deq], "t")
+        assert len(fig.axes) == 2
+        matplotlib.pyplot.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# measurements on the smoke model
+# --------------------------------------------------------------------------------------------------
+
+
+def digits_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return chapter.eval_batch("digits", "smoke", size=n)
+
+
+def test_fixed_starts_and_the_start_distance():
+    reference = torch.randn(2, 4, 3, 3)
+    assert torch.equal(chapter.FixedStart("alternating")(reference), AlternatingInit()(reference))
+    assert torch.equal(chapter.FixedStart("zeros")(reference), torch.zeros(2, 4, 3, 3))
+    constant = chapter.FixedStart(torch.tensor([1.0, 2.0, 3.0, 4.0]))(reference)
+    assert torch.equal(constant[1, :, 2, 0], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    with pytest.raises(ValueError, match="channels"):
+        chapter.FixedStart(torch.ones(3))(reference)
+
+    torch.manual_seed(0)
+    model = models.build("homoode-digits").eval()
+    own = model.init_layer
+    x, y = digits_batch(16)
+    zeros = chapter.evaluate_start(model, x, y, tol=1e-3, start="zeros")
+    assert zeros["start_distance"] == pytest.approx(1.0)  # ||z(1) - 0|| / ||z(1)||
+    assert model.init_layer is own and (model.rtol, model.atol) == (1e-3, 1e-3)  # restored
+    rows = chapter.start_sweep({"m": model}, x, y, tols=[1e-3, 1e-5],
+                               starts={"own": ("m", None), "mean": (
+                                   "m", chapter.endpoint_mean(model, x))})
+    assert [(r["label"], r["tol"]) for r in rows] == [
+        ("own", 1e-3), ("own", 1e-5), ("mean", 1e-3), ("mean", 1e-5)]
+    assert rows[0]["nfe"] <= rows[1]["nfe"] and 0 <= rows[0]["acc"] <= 1
+    spread = chapter.init_point_spread(model, model.stem(x))
+    assert spread["across_samples"] == 0.0 and spread["across_positions"] < 1e-6
+
+
+def test_gradient_gaps_known_structure():
+    """Head exact in every mode; frozen adjoint biased; smooth exact adjoint = backprop."""
+    torch.manual_seed(0)
+    model = models.build("homoode-digits").eval()
+    x, y = digits_batch(8)
+    rows = chapter.gradient_gaps(model, x, y, tol=1e-7, activation="softplus")
+    gap = {(r["mode"], r["group"]): r for r in rows}
+    assert gap["backprop", "all"]["rel_diff"] == 0.0
+    for mode in ("adjoint", "frozen_adjoint"):
+        assert gap[mode, "head"]["rel_diff"] < 1e-9
+        assert gap[mode, "all"]["nfe_backward"] > 0
+    assert gap["backprop", "all"]["nfe_backward"] == 0
+    assert gap["adjoint", "field"]["rel_diff"] < 1e-4
+    assert gap["frozen_adjoint", "field"]["rel_diff"] > 0.01
+    for r in rows:
+        assert r["tensor_min"] <= r["tensor_max"] and -1 <= r["cosine"] <= 1 + 1e-12
+    relu = chapter.adjoint_gap_vs_tol(model, x, y, tols=[1e-5])
+    assert relu[0]["activation"] == "relu" and relu[0]["failed"] == ""
+    assert 0 < relu[0]["rel_diff"] < 0.1
+
+
+def test_memory_grows_with_nfe_for_backprop_and_stays_flat_for_the_adjoints():
+    torch.manual_seed(0)
+    model = models.build("homoode-digits")
+    x, y = digits_batch(8)
+    rng = torch.get_rng_state()
+    rows = chapter.memory_vs_nfe(model, x, y, tols=[1e-2, 1e-6])
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG is left alone
+    by = {(r["mode"], r["tol"]): r for r in rows}
+    loose, tight = by["backprop", 1e-2], by["backprop", 1e-6]
+    assert tight["nfe_forward"] > loose["nfe_forward"] and tight["saved_mb"] > loose["saved_mb"]
+    for mode in ("adjoint", "frozen_adjoint"):
+        assert by[mode, 1e-6]["nfe_forward"] > by[mode, 1e-2]["nfe_forward"]
+        assert by[mode, 1e-6]["saved_mb"] == by[mode, 1e-2]["saved_mb"]
+        assert by[mode, 1e-6]["saved_mb"] < loose["saved_mb"]
+        assert by[mode, 1e-6]["nfe_backward"] > 0
+    assert all(r["cuda_mb"] is None for r in rows)
+    fig = chapter.plot_memory_vs_nfe(rows, "t")
+    matplotlib.pyplot.close(fig)
+
+
+def test_deq_residual_traces_record_every_iterate_and_the_failures():
+    torch.manual_seed(0)
+    model = models.build("deq-digits")
+    x, _ = digits_batch(6)
+    traces = chapter.deq_residual_traces(model, x, solvers=("broyden", "picard"), max_iter=5,
+                                         tol=1e-12)
+    for trace in traces.values():
+        assert trace["nfe"] == len(trace["residuals"]) == 6  # initial iterate + 5 updates
+        assert len(trace["final"]) == 6 and trace["failed"] == 1.0  # nobody reaches 1e-12
+        assert not trace["converged"] and all(math.isfinite(v) for v in trace["residuals"])
+    loose = chapter.deq_residual_traces(model, x, solvers=("broyden",), max_iter=5, tol=10.0)
+    assert loose["broyden"]["failed"] == 0.0 and loose["broyden"]["converged"]
+    fig = chapter.plot_deq_residuals(traces, 20, 1e-3, "t")
+    matplotlib.pyplot.close(fig)
+
+
+def test_a_short_smoke_run_reloads_with_its_learned_start(tmp_path):
+    run = chapter.ablation_runs("smoke", tag="test", epochs=1)[0]
+    run = chapter.ChapterRun(run.label, run.key, run.config.replace(epochs=1))
+    (record,) = chapter.train_runs([run], "smoke", device="cpu", results_dir=str(tmp_path))
+    assert record["state"] == "completed" and record["iterations"] == 22
+    assert record["init_params"] == 24 and record["nfe_backward"] == 0
+    model = chapter.load_trained(record, tol=1e-4)
+    assert not model.training and (model.rtol, model.atol) == (1e-4, 1e-4)
+    drift = chapter.init_point_drift(record)
+    assert len(drift["before"]) == len(drift["after"]) == 8
+    assert 0 < drift["max_change"] < 0.5  # five init steps of SGD at lr 0.02 move it a little
+    x, y = digits_batch(32)
+    assert chapter.evaluate_start(model, x, y, tol=1e-3)["start"] == "own"
