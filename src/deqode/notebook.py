@@ -110,6 +110,18 @@ class Run:
         fig.savefig(buffer, format="png", **kwargs)
         return write_bytes_atomic(self.out / f"{name}.png", buffer.getvalue())
 
+    def show(self, fig, name: str, *, stamp: bool = True) -> Path:
+        """Stamp ``fig`` with the profile label, save it (:meth:`savefig`) and display it."""
+        import matplotlib.pyplot as plt
+
+        from deqode import plots
+
+        if stamp:
+            plots.stamp(fig, self.label)
+        path = self.savefig(fig, name)
+        plt.show()
+        return path
+
     def save_json(self, name: str, record: Any) -> Path:
         return write_json_atomic(self.out / f"{name}.json", record)
 
@@ -128,16 +140,20 @@ def start(
 
     Raises at once for an unknown profile or device. Relative folders are taken relative to the
     repository root, so the notebook gives the same result wherever its kernel was started.
-    ``DEQODE_THREADS`` (set by the Makefile when notebooks run side by side) fixes torch's CPU
-    threads.
+    Torch's CPU threads: ``DEQODE_THREADS`` if set (the Makefile sets it when notebooks run side by
+    side), else one thread for the smoke profile on the CPU (its tiny models run fastest on one
+    thread; two threads on a busy two-core machine were about ten times slower), else torch's
+    default.
     """
     check_profile(profile)
-    threads = os.environ.get("DEQODE_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     dev = resolve_device(device)
+    threads = os.environ.get("DEQODE_THREADS") or (
+        1 if profile == "smoke" and dev.type == "cpu" else 0
+    )
+    if int(threads):
+        torch.set_num_threads(int(threads))
     seed_everything(seed)
     if float64:
         torch.set_default_dtype(torch.float64)

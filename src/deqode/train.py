@@ -434,7 +434,7 @@ class _Trainer:
 
     # ---- one epoch ----------------------------------------------------------------------------
     def _train_epoch(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bar; tqdm.auto needs ipywidgets in notebooks
 
         cfg, net = self.config, self.net
         self.model.train()
