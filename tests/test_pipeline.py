@@ -54,7 +54,7 @@ def test_notebook_start_writes_an_environment_record(tmp_path):
     run = notebook.start("contract", profile="smoke", device="cpu", results_dir=tmp_path)
     assert run.out == tmp_path / "smoke" / "contract"
     record = (run.out / "run.json").read_text()
-    assert '"torch"' in record and '"device": "cpu"' in record
+    assert '"torch"' in record and '"device": "cpu (' in record
 
 
 def test_make_rejects_an_unknown_profile_at_once():

@@ -41,4 +41,6 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    return "cpu"
+    from deqode.metrics import cpu_model
+
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} torch thread(s))"
