@@ -542,3 +542,31 @@ def test_cost_model_counts():
              "stem_head_forward": 0.0, "stem_head_backward": 0.0}
     est = cd.cost_model(costs, cd.CONT, steps=18, gmres=20)
     assert est["forward"] == 24 + 1 and est["backward"] == 1 + 22 * 2
+
+
+def test_smoke_runs_train_on_a_digits_subset_and_state_their_budget():
+    from deqode import data
+    from deqode.experiments import continuous_deq as cd
+
+    full = data.load_dataset("digits", split="train", profile="smoke", recipe="cdeq")
+    subset = cd.DigitsSubset(256)
+    train, test = subset("train"), subset("test")
+    assert len(train) == 256
+    assert torch.equal(train[3][0], full[3][0]) and train[3][1] == full[3][1]
+    assert len(test) == len(data.load_dataset("digits", split="test", profile="smoke",
+                                              recipe="cdeq"))
+    with pytest.raises(ValueError, match=rf"train_size must lie in \[1, {len(full)}\]"):
+        cd.DigitsSubset(len(full) + 1)("train")
+    config = cd.train_config(cd.Row("T2", "vanilla", "continuous"), "smoke")
+    assert config.dataset == cd.DigitsSubset(256, "cdeq")
+
+    s = cd.setup("T2", "smoke")
+    assert s.train_images == 256 and s.steps == s.epochs * (256 // s.batch_size)
+    assert cd.setup("T1", "smoke").train_images == len(full)  # T1 trains on the whole split
+    assert cd.setup("T4", "paper").steps is None  # ImageNet: no loader, so no size
+    summary = cd.setup_summary("T2", "smoke")
+    assert summary.startswith(f"smoke T2: {s.epochs} epochs of batch {s.batch_size} on the "
+                              f"first 256 of the {len(full):,} digits train images = {s.steps} ")
+    assert "one CPU thread per run" in summary
+    assert "constant (text setting)" in cd.setup_summary("T1", "smoke")
+    assert cd.setup_summary("T4", "paper").endswith("Listed for the record, not runnable here.")

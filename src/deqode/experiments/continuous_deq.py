@@ -24,7 +24,9 @@ large 231 epochs = 90,090), the code's decoupled, learning-rate-unscaled weight 
 (Nesterov SGD, step schedule, a 1000-class loader deqode.data does not have) is described
 (:func:`setup`) but not registered. ``smoke`` = the digits analogues of §6 [reconstruction]:
 digits-FC for Table 1 and three digits-MDEQs (2 branches; 4 branches; downsampling stem) for
-Tables 2–4, a few epochs each, one CPU thread. Smoke numbers are smoke, never a reproduction.
+Tables 2–4, a few short epochs each (Tables 2–4 on a subset of the train split,
+:class:`DigitsSubset`), one CPU thread, rows one after another (:func:`setup_summary` states
+each budget). Smoke numbers are smoke, never a reproduction.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class TableSetup:
     momentum: float = 0.0
     weight_decay: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_size: int | None = None  # smoke: train on the first N images only (None = all)
     registered: bool = True
     source: str = ""
     departures: str = ""
@@ -130,6 +133,51 @@ class TableSetup:
     @property
     def rows(self) -> tuple[Row, ...]:
         return table_rows(self.table)
+
+    @property
+    def dataset_train_size(self) -> int | None:
+        """Images in the data set's train split (None where not recorded: ImageNet has no
+        loader here)."""
+        from deqode import data
+
+        if self.dataset not in data.dataset_names():
+            return None
+        return (data.dataset_info(self.dataset, self.profile).sizes or {}).get("train")
+
+    @property
+    def train_images(self) -> int | None:
+        """Images of one training epoch: ``train_size``, else the whole train split."""
+        return self.train_size if self.train_size is not None else self.dataset_train_size
+
+    @property
+    def steps(self) -> int | None:
+        """Optimiser steps of one run (the train loader drops the last partial batch)."""
+        images = self.train_images
+        return None if images is None else self.epochs * (images // self.batch_size)
+
+
+@dataclass(frozen=True)
+class DigitsSubset:
+    """Data set factory of the short smoke runs: the digits test split whole, the train split cut
+    to its first ``train_size`` images — a random sample, since sklearn's stratified split is
+    shuffled. A picklable callable, as :class:`deqode.train.TrainConfig` accepts for ``dataset``.
+    """
+
+    train_size: int
+    recipe: str = "cdeq"
+
+    def __call__(self, split: str):
+        from torch.utils.data import Subset
+
+        from deqode import data
+
+        dataset = data.load_dataset("digits", split=split, profile="smoke", recipe=self.recipe)
+        if split != "train":
+            return dataset
+        if not 0 < self.train_size <= len(dataset):
+            raise ValueError(f"train_size must lie in [1, {len(dataset)}] for the digits train "
+                             f"split, got {self.train_size}")
+        return Subset(dataset, range(self.train_size))
 
 
 def table_rows(table: str) -> tuple[Row, ...]:
@@ -145,24 +193,30 @@ def table_rows(table: str) -> tuple[Row, ...]:
 
 
 _SMOKE_COMMON = {"dataset": "digits", "recipe": "cdeq", "schedule": "cosine"}
+# Smoke budgets: each notebook must run in about a minute on two cores with another notebook
+# beside it, one torch thread each, so the rows get tens of optimiser steps (Table 1) or a
+# handful (the MDEQs: 0.1-0.3 s a step whatever the batch up to 64, Python and per-call
+# overhead, and an evaluation of the 360 test digits after every epoch). Runs train on the first
+# ``train_size`` images of the (shuffled) train split, so that short epochs still give two or
+# three evaluation points for the curves of Figures 2-4.
 SETUPS: dict[tuple[str, str], TableSetup] = {
     ("T1", "smoke"): TableSetup(
-        "T1", "smoke", "digits-fc", epochs=3, batch_size=32, test_batch_size=120, lr=1e-2,
+        "T1", "smoke", "digits-fc", epochs=2, batch_size=32, test_batch_size=120, lr=1e-2,
         eta_min=1e-5, source="digits-FC analogue of Table 1 (spec §6) [reconstruction]",
         **_SMOKE_COMMON),
     ("T2", "smoke"): TableSetup(
-        "T2", "smoke", "digits-small", epochs=3, batch_size=64, test_batch_size=180, lr=5e-3,
-        eta_min=1e-5, source="digits-MDEQ analogue of Table 2 (spec §6) [reconstruction]",
-        **_SMOKE_COMMON),
+        "T2", "smoke", "digits-small", epochs=2, batch_size=64, test_batch_size=180, lr=3e-2,
+        eta_min=1e-5, train_size=256,
+        source="digits-MDEQ analogue of Table 2 (spec §6) [reconstruction]", **_SMOKE_COMMON),
     ("T3", "smoke"): TableSetup(
-        "T3", "smoke", "digits-large", epochs=2, batch_size=128, test_batch_size=360, lr=1e-2,
-        eta_min=1e-5, model_kwargs={"max_steps": 8},
+        "T3", "smoke", "digits-large", epochs=2, batch_size=64, test_batch_size=360, lr=2e-2,
+        eta_min=1e-5, model_kwargs={"max_steps": 8}, train_size=256,
         source="4-branch digits-MDEQ analogue of Table 3 (spec §6) [reconstruction]",
         **_SMOKE_COMMON),
     ("T4", "smoke"): TableSetup(
-        "T4", "smoke", "digits-ds", epochs=2, batch_size=64, test_batch_size=360, lr=1e-2,
-        eta_min=1e-5, source="digits-MDEQ with a downsampling stem, analogue of Table 4 "
-        "(spec §6) [reconstruction]", **_SMOKE_COMMON),
+        "T4", "smoke", "digits-ds", epochs=3, batch_size=64, test_batch_size=360, lr=2e-2,
+        eta_min=1e-5, train_size=512, source="digits-MDEQ with a downsampling stem, analogue "
+        "of Table 4 (spec §6) [reconstruction]", **_SMOKE_COMMON),
     ("T1", "paper"): TableSetup(
         "T1", "paper", "mnist-fc", "mnist", "cdeq", epochs=25, batch_size=32, test_batch_size=32,
         lr=1e-3, eta_min=1e-6, source="v1 mnist_fc.jl (code settings) and the v4 text "
@@ -220,8 +274,13 @@ def train_config(row: Row, profile: str, *, seed: int = 0, **changes: Any):
     schedule, eta_min = s.schedule, s.eta_min
     if row.table == "T1" and row.setting == "text":
         schedule = "constant"  # the text: Adam with a constant learning rate
+    dataset: Any = s.dataset
+    if s.train_size is not None:
+        if s.dataset != "digits":
+            raise ValueError(f"train_size is only supported on digits, not {s.dataset!r}")
+        dataset = DigitsSubset(s.train_size, s.recipe)
     config = TrainConfig(
-        name=row.name, model=f"{PREFIX[row.variant]}-{s.arch}", dataset=s.dataset,
+        name=row.name, model=f"{PREFIX[row.variant]}-{s.arch}", dataset=dataset,
         model_kwargs=row_kwargs(row, s), epochs=s.epochs, batch_size=s.batch_size,
         test_batch_size=s.test_batch_size, dataset_kwargs={"recipe": s.recipe},
         optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
@@ -259,9 +318,12 @@ def hyperparameters(profile: str) -> list[dict[str, Any]]:
     for table in TABLES:
         s = setup(table, profile)
         solver = {**ARCH_DEFAULTS[s.arch], **s.model_kwargs}
+        images = s.train_images
         rows.append({
             "table": table, "architecture": s.arch, "dataset": s.dataset,
+            "train images / epoch": "-" if images is None else f"{images:,}",
             "epochs": s.epochs, "batch": s.batch_size,
+            "optimiser steps": "-" if s.steps is None else f"{s.steps:,}",
             "optimizer": f"{s.optimizer} lr {s.lr:g}" + (f", momentum {s.momentum:g}"
                                                         if s.momentum else ""),
             "schedule": f"{s.schedule} → {s.eta_min:g}" if s.schedule == "cosine" else s.schedule,
@@ -272,6 +334,33 @@ def hyperparameters(profile: str) -> list[dict[str, Any]]:
             "runnable": s.registered, "source": s.source, "departures": s.departures or "-",
         })
     return rows
+
+
+def setup_summary(table: str, profile: str) -> str:
+    """One sentence stating the training budget of ``table``'s runs in ``profile`` (for the
+    notebooks' text: the numbers come from :data:`SETUPS`, never typed)."""
+    from deqode.models.continuous_deq import ARCH_DEFAULTS
+
+    s = setup(table, profile)
+    solver = {**ARCH_DEFAULTS[s.arch], **s.model_kwargs}
+    images, total = s.train_images, s.dataset_train_size
+    if images is None:
+        data_text = f"the {s.dataset} train split"
+    elif s.train_size is not None and total is not None:
+        data_text = f"the first {images:,} of the {total:,} {s.dataset} train images"
+    else:
+        data_text = f"all {images:,} {s.dataset} train images"
+    steps = "" if s.steps is None else f" = {s.steps:,} optimiser steps"
+    schedule = f"{s.schedule} to {s.eta_min:g}" if s.schedule == "cosine" else s.schedule
+    if table == "T1":
+        schedule = f"constant (text setting) or {schedule} (code setting)"
+    threads = ", one CPU thread per run, rows one after another" if profile == "smoke" else ""
+    return (f"{profile} {table}: {s.epochs} epochs of batch {s.batch_size} on {data_text}"
+            f"{steps}; {s.optimizer} lr {s.lr:g}, schedule {schedule}; termination "
+            f"{solver['termination']} {solver['tol']:g}, at most {solver['max_steps']} solver "
+            f"steps and {solver['gmres_max_iter']} GMRES iterations; test batches of "
+            f"{s.test_batch_size}, evaluated after every epoch{threads}."
+            + ("" if s.registered else " Listed for the record, not runnable here."))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,24 +431,22 @@ def run_table(
     seed: int = 0,
     rows: Sequence[Row] | None = None,
     threads: int | None = None,
-    workers: int | None = None,
+    workers: int = 1,
     progress: Callable[[str], None] | None = None,
     **changes: Any,
 ) -> list[dict[str, Any]]:
     """Train every row of ``table`` with :func:`deqode.train.fit`; one summary per row.
 
     ``threads``: torch CPU threads per run (smoke default 1). ``workers``: runs trained at the
-    same time in separate processes (smoke default: one per CPU core, at most 2; paper: 1). Each
-    run is seeded on its own, so the numbers do not depend on ``workers``; the per-batch times
-    of concurrent runs are each measured on one core. ``changes`` override the
-    :class:`TrainConfig` (e.g. ``epochs``). A failed run raises ``RuntimeError`` with its reason.
+    same time in separate processes (default 1: one after another in this process). The book
+    already executes notebooks side by side, one per core, and a spawned worker re-imports torch
+    and deqode (seconds of CPU each), so a process pool made the smoke notebooks slower; pass
+    ``workers=2`` on an otherwise idle machine. Each run is seeded on its own, so the numbers do
+    not depend on ``workers``. ``changes`` override the :class:`TrainConfig` (e.g. ``epochs``).
+    A failed run raises ``RuntimeError`` with its reason.
     """
-    import os
-
     if threads is None and profile == "smoke":
         threads = SMOKE_THREADS
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if profile == "smoke" else 1
     selected = list(rows if rows is not None else table_rows(table))
     args = [(row, profile, seed, device, str(results_dir), str(data_root), threads,
              dict(changes)) for row in selected]
@@ -1057,6 +1144,7 @@ __all__ = [
     "TIMING_LABEL",
     "TIMING_VARIANTS",
     "Claim",
+    "DigitsSubset",
     "Row",
     "TableSetup",
     "backward_probe",
@@ -1079,6 +1167,7 @@ __all__ = [
     "run_table",
     "schematic_figure",
     "setup",
+    "setup_summary",
     "side_by_side",
     "solver_nfe",
     "summarize",
