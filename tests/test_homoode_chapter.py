@@ -7,6 +7,7 @@ checked against the specification (homoode.md §2.3-§2.5, §3.2-§3.5); the mea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -156,13 +157,84 @@ def test_smoke_chapter_runs_are_tagged_shortened_and_otherwise_registered():
         assert run.config.replace(name=registered.name, epochs=registered.epochs,
                                   model_kwargs=registered.model_kwargs,
                                   description=registered.description) == registered
-    ablation = chapter.ablation_runs("smoke", tag="ch03")
-    assert [r.config.epochs for r in ablation] == [chapter.ABLATION_SMOKE_EPOCHS] * 2
-    assert [r.config.model_kwargs["use_init_layer"] for r in ablation] == [True, False]
     modes = chapter.grad_mode_runs("smoke", tag="ch04")
     assert [r.config.model_kwargs["grad_mode"] for r in modes] == list(chapter.GRAD_MODES)
     with pytest.raises(ValueError, match="tag"):
         chapter.chapter_config("homoode-digits", "smoke")
+
+
+def test_smoke_ablation_pairs_differ_only_in_the_start():
+    ablation = chapter.ablation_runs("smoke", tag="ch03")
+    assert [r.label for r in ablation] == list(chapter.ABLATION_ROWS.values())
+    assert [r.config.name for r in ablation] == ["homoode-digits-abl-s0-ch03",
+                                                 "homoode-noinit-digits-abl-s0-ch03"]
+    with_init, without = (r.config for r in ablation)
+    assert with_init.epochs == chapter.ABLATION_SMOKE_EPOCHS and with_init.seed == 0
+    assert with_init.model_kwargs["tol"] == chapter.ABLATION_SMOKE_TOL == 1e-5
+    assert with_init.init_point.freq == with_init.model_kwargs["freq"] == 1
+    assert with_init.init_point.lr == with_init.model_kwargs["lr_init"]
+    # identical but for the start (and the run name)
+    assert without.replace(name=with_init.name, model_kwargs={
+        **without.model_kwargs, "use_init_layer": True}) == with_init
+    # the rest is the registered smoke configuration
+    registered = experiments.get("homoode-digits", "smoke")
+    assert with_init.replace(
+        name=registered.name, epochs=registered.epochs, model_kwargs=registered.model_kwargs,
+        init_point=registered.init_point, description=registered.description) == registered
+    seeded = chapter.ablation_runs("smoke", tag="t", seeds=[3, 4])
+    assert [(r.config.seed, r.config.model_kwargs["use_init_layer"]) for r in seeded] == [
+        (3, True), (4, True), (3, False), (4, False)]
+    assert len({r.config.name for r in seeded}) == 4
+    with pytest.raises(ValueError, match="seeds"):
+        chapter.ablation_runs("paper", seeds=[1])
+    with pytest.raises(ValueError, match="tag"):
+        chapter.ablation_runs("smoke")
+
+
+def _scheduled_init_rates(config) -> list[float]:
+    """The init learning rates as torch's SGD + CosineAnnealingLR apply them in deqode.train."""
+    lr, freq = config.init_point.lr, config.init_point.freq
+    total = chapter.iterations_per_epoch(config) * config.epochs
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, max(total // config.init_point.scheduler_divisor, 1),
+        eta_min=config.init_point.eta_min)
+    rates = []
+    for iteration in range(total):
+        if iteration % freq == 0:
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+    return rates
+
+
+def test_init_reach_known_answers():
+    smoke_released = chapter.chapter_config("homoode-digits", "smoke", tag="t", epochs=6)
+    ablation = chapter.ablation_runs("smoke", tag="t")[0].config
+    for config in (smoke_released, ablation):
+        assert chapter.init_learning_rates(config) == pytest.approx(
+            _scheduled_init_rates(config), rel=1e-9, abs=1e-12)
+    # released smoke: 132 iterations, a step at 0, 5, ..., 130 -> 27 steps at about 0.02, C = 8
+    rates = chapter.init_learning_rates(smoke_released)
+    assert len(rates) == 27 and rates[0] == pytest.approx(0.02)
+    assert chapter.init_reach(smoke_released) == pytest.approx(sum(rates) / 8)
+    # CIFAR-10 script: 300 x 781 iterations, 11,715 steps, the rate hardly decays; C = 64
+    cifar10 = chapter.paper_config("homoode", "cifar10")
+    reach = chapter.init_reach(cifar10)
+    assert 0.99 * 11_715 * 0.02 / 64 < reach < 11_715 * 0.02 / 64
+    # freq 1 with T_max = n steps: sum_k (1 + cos(pi k / n)) / 2 = (n + 1) / 2, so
+    # lr_init = eta + (reach C - n eta) / ((n + 1) / 2) with n = 132, C = 8
+    eta = 1e-6
+    assert ablation.init_point.lr == pytest.approx(eta + (reach * 8 - 132 * eta) / 66.5, rel=1e-9)
+    assert chapter.init_reach(ablation) == pytest.approx(reach, rel=1e-9)
+    matched = dataclasses.replace(smoke_released.init_point,
+                                  lr=chapter.matched_init_lr(smoke_released, 1.0))
+    assert chapter.init_reach(smoke_released.replace(init_point=matched)) == pytest.approx(1.0)
+    rows = {r["run"]: r for r in chapter.init_reach_table()}
+    assert rows["digits, smoke ablation"]["reach"] == pytest.approx(reach, rel=1e-9)
+    assert rows["digits, released smoke lr_init/freq"]["init steps"] == 27
+    assert [rows[f"{t} script (released)"]["init steps"] for t in (
+        "CIFAR-10", "CIFAR-100", "Tiny-ImageNet")] == [11_715, 46_860, 23_430]
 
 
 def test_paper_epoch_override_renames_the_run():
@@ -293,6 +365,18 @@ def test_fixed_starts_and_the_start_distance():
     x, y = digits_batch(16)
     zeros = chapter.evaluate_start(model, x, y, tol=1e-3, start="zeros")
     assert zeros["start_distance"] == pytest.approx(1.0)  # ||z(1) - 0|| / ||z(1)||
+    mean = chapter.endpoint_mean(model, x)  # z(1) from the model's own start, not from 0
+    with chapter.start_from(model, "zeros"):
+        from_zero = chapter.endpoint_mean(model, x)
+    assert zeros["mean_gap"] == pytest.approx(float(from_zero.norm()), rel=1e-5)
+    at_mean = chapter.evaluate_start(model, x, y, tol=1e-3, start=mean)
+    with chapter.start_from(model, mean):
+        from_mean = chapter.endpoint_mean(model, x)
+    assert at_mean["mean_gap"] == pytest.approx(float((mean - from_mean).norm()), rel=1e-5)
+    with chapter.start_from(model, "zeros"), torch.no_grad():
+        z1 = model.solve(model.stem(x))
+    assert zeros["init_loss"] == pytest.approx(
+        float(torch.nn.functional.smooth_l1_loss(torch.zeros_like(z1), z1)), rel=1e-5)
     assert model.init_layer is own and (model.rtol, model.atol) == (1e-3, 1e-3)  # restored
     rows = chapter.start_sweep({"m": model}, x, y, tols=[1e-3, 1e-5],
                                starts={"own": ("m", None), "mean": (
@@ -362,15 +446,18 @@ def test_deq_residual_traces_record_every_iterate_and_the_failures():
 
 
 def test_a_short_smoke_run_reloads_with_its_learned_start(tmp_path):
-    run = chapter.ablation_runs("smoke", tag="test", epochs=1)[0]
-    run = chapter.ChapterRun(run.label, run.key, run.config.replace(epochs=1))
+    run = chapter.chapter_config("homoode-digits", "smoke", tag="test", epochs=1)
+    run = chapter.ChapterRun("HomoODE", "digits", run)
     (record,) = chapter.train_runs([run], "smoke", device="cpu", results_dir=str(tmp_path))
     assert record["state"] == "completed" and record["iterations"] == 22
-    assert record["init_params"] == 24 and record["nfe_backward"] == 0
+    assert record["init_params"] == 24 and record["nfe_backward"] == 0 and record["seed"] == 0
     model = chapter.load_trained(record, tol=1e-4)
     assert not model.training and (model.rtol, model.atol) == (1e-4, 1e-4)
     drift = chapter.init_point_drift(record)
     assert len(drift["before"]) == len(drift["after"]) == 8
-    assert 0 < drift["max_change"] < 0.5  # five init steps of SGD at lr 0.02 move it a little
+    # five init steps of SGD at lr 0.02 move it a little: at most the reach per parameter,
+    # for beta_c and gamma_c together (no sign flip of the normalised conv weights here)
+    reach = chapter.init_reach(run.config)
+    assert 0 < drift["max_change"] <= 2 * reach < 0.05
     x, y = digits_batch(32)
     assert chapter.evaluate_start(model, x, y, tol=1e-3)["start"] == "own"
