@@ -36,26 +36,19 @@ writes ``deq_solvers.md``, ``deq_solvers.png`` (residual against evaluations for
 
 from __future__ import annotations
 
-import argparse
-import io
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from deqode.choices import check_profile
-from deqode.devices import describe_device, resolve_device
-from deqode.metrics import cpu_model
+from deqode import benchmarking
 from deqode.models import build
 from deqode.models.zoo import entry
-from deqode.results import write_bytes_atomic, write_json_atomic, write_text_atomic
 from deqode.solvers import fixed_point
 from deqode.solvers.fixed_point import REL_EPS
 
@@ -199,13 +192,11 @@ SOLVERS = {"deqode": solve_deqode, "torchdeq": solve_torchdeq}
 
 def _timed(library: str, method: str, case: Case, device: torch.device) -> tuple[float, int]:
     counted = Counted(case.f)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    benchmarking.synchronize(device)
+    started = time.perf_counter()
     SOLVERS[library](method, counted, case)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, counted.calls
+    benchmarking.synchronize(device)
+    return time.perf_counter() - started, counted.calls
 
 
 @dataclass
@@ -260,21 +251,9 @@ def measure(setting: dict[str, Any], device: torch.device, seed: int = 0) -> lis
 # --------------------------------------------------------------------------------------------------
 
 
-def machine(device: torch.device) -> str:
-    """Device, CPU model, threads and versions, for the table's caption."""
-    from importlib.metadata import version
-
-    where = f"{describe_device(device)}, host " if device.type == "cuda" else ""
-    return (f"{where}CPU {cpu_model()}, {torch.get_num_threads()} intra-op thread(s), "
-            f"torch {torch.__version__}, torchdeq {version('torchdeq')}, "
-            f"Python {platform.python_version()}")
-
-
 def markdown(rows: list[Row], setting: dict[str, Any], profile: str, device: torch.device,
              seconds: float) -> str:
-    lines = [f"### {TITLE}", ""]
-    if profile == "smoke":
-        lines += [f"*{SMOKE_NOTE}*", ""]
+    lines = benchmarking.heading(TITLE, profile, SMOKE_NOTE)
     lines += [
         "Forward fixed-point solves `z = f(z)` from `z0 = 0` by `deqode.solvers.fixed_point` and "
         "by `torchdeq.solver` on the same `f`, tolerance and evaluation budget (relative residual "
@@ -283,7 +262,8 @@ def markdown(rows: list[Row], setting: dict[str, Any], profile: str, device: tor
         "evaluations of f counted by one wrapper for both; residual: recomputed on the returned "
         f"state. Time: median of {setting['repeats']} alternating repeats after a warm-up; "
         "ratio: median over repeats of deqode / torchdeq (below 1: deqode faster). "
-        f"Machine: {machine(device)}. The benchmark took {seconds:.0f} s.",
+        f"Machine: {benchmarking.machine(device, 'torchdeq')}. "
+        f"The benchmark took {seconds:.0f} s.",
         "",
         "| case | method | tol / budget | NFE deqode | NFE torchdeq | residual deqode | "
         "residual torchdeq | time deqode (ms) | time torchdeq (ms) | time ratio deqode/torchdeq |",
@@ -310,16 +290,9 @@ def markdown(rows: list[Row], setting: dict[str, Any], profile: str, device: tor
 
 
 def figure(rows: list[Row], profile: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deqode import plots
-
-    plots.use_book_style()
     cases = list(dict.fromkeys(r.case for r in rows))
-    fig, axes = plt.subplots(1, len(cases), figsize=(3.3 * len(cases), 3.3), squeeze=False)
+    fig, axes = benchmarking.subplots(1, len(cases), figsize=(3.3 * len(cases), 3.3),
+                                      squeeze=False)
     styles = {("broyden", "deqode"): ("#1b7837", "-"), ("broyden", "torchdeq"): ("#1b7837", "--"),
               ("anderson", "deqode"): ("#2166ac", "-"), ("anderson", "torchdeq"): ("#2166ac", "--")}
     for ax, case in zip(axes[0], cases, strict=True):
@@ -333,51 +306,25 @@ def figure(rows: list[Row], profile: str) -> bytes:
         ax.set_xlabel("evaluations of f")
     axes[0][0].set_ylabel("relative residual at the evaluated point")
     axes[0][0].legend(fontsize=6)
-    if profile == "smoke":
-        from deqode.notebook import SMOKE_LABEL
-
-        plots.stamp(fig, SMOKE_LABEL)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130)
-    plt.close(fig)
-    return buffer.getvalue()
+    return benchmarking.png_bytes(fig, profile)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="smoke", help="smoke (CPU, < 1 min) or paper")
-    parser.add_argument("--out", default=None, help="folder (default results/<profile>/benchmarks)")
-    parser.add_argument("--device", default=None,
-                        help="auto, cpu, cuda[:N] (default: cpu for smoke, auto for paper)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny configuration to test the script")
-    args = parser.parse_args(argv)
-    check_profile(args.profile)
+    run = benchmarking.start(argv, __doc__.splitlines()[0], SETTINGS)
     try:
         import torchdeq  # noqa: F401
     except ImportError:
         print("bench_deq_solvers needs torchdeq==0.1.0: pip install -e '.[bench]' (it is also in "
               "the dev extra that `make` installs)", file=sys.stderr)
         return 2
-    setting = SETTINGS["quick" if args.quick else args.profile]
-    device = resolve_device(args.device or setting["device"])
-    out = Path(args.out or f"results/{args.profile}/benchmarks")
-    if setting["threads"]:
-        torch.set_num_threads(setting["threads"])
     started = time.perf_counter()
-    rows = measure(setting, device, args.seed)
+    rows = measure(run.setting, run.device, run.seed)
     seconds = time.perf_counter() - started
-    text = markdown(rows, setting, args.profile, device, seconds)
-    write_json_atomic(out / f"{NAME}.json", {
-        "profile": args.profile, "setting": setting, "machine": machine(device),
-        "rows": [asdict(r) for r in rows], "seconds": seconds,
-    })
-    write_bytes_atomic(out / f"{NAME}.png", figure(rows, args.profile))
-    write_text_atomic(out / f"{NAME}.md", text)
-    print(text)
-    print(f"[{NAME}] {seconds:.1f} s -> {out / (NAME + '.md')}", file=sys.stderr)
+    record = {"profile": run.profile, "setting": run.setting,
+              "machine": benchmarking.machine(run.device, "torchdeq"),
+              "rows": [asdict(r) for r in rows], "seconds": seconds}
+    text = markdown(rows, run.setting, run.profile, run.device, seconds)
+    benchmarking.write_report(run.out, NAME, record, text, figure(rows, run.profile), seconds)
     return 0
 
 

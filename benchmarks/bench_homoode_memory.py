@@ -29,27 +29,21 @@ configuration (the digits HomoNet, two tolerances, one repeat) for tests.
 
 from __future__ import annotations
 
-import argparse
-import io
 import itertools
-import platform
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deqode.choices import check_profile
-from deqode.devices import describe_device, resolve_device
-from deqode.metrics import MB, RSSPeakMeter, SavedTensorMeter, cpu_model
+from deqode import benchmarking
+from deqode.metrics import MB, RSSPeakMeter, SavedTensorMeter
 from deqode.models import HOMOODE_GRAD_MODES, build
 from deqode.models.zoo import entry
-from deqode.results import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 NAME = "homoode_memory"
 #: Per profile: model, batch, tolerances (loosest first), repeats per (mode, tol), intra-op threads
@@ -90,11 +84,6 @@ class StepRecord:
         return self.forward_s + self.backward_s
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train_step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device
 ) -> dict[str, Any]:
@@ -106,15 +95,15 @@ def train_step(
         torch.cuda.reset_peak_memory_stats(device)
         cuda_start = torch.cuda.memory_allocated(device)
     with RSSPeakMeter() as rss, meter.track(exclude=list(model.parameters())):
-        _sync(device)
-        start = time.perf_counter()
+        benchmarking.synchronize(device)
+        started = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
-        _sync(device)
+        benchmarking.synchronize(device)
         forward_done = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        _sync(device)
+        benchmarking.synchronize(device)
         done = time.perf_counter()
     cuda_growth = None
     if device.type == "cuda":
@@ -122,7 +111,7 @@ def train_step(
     return {
         "nfe_forward": int(model.nfe_forward),
         "nfe_backward": int(model.nfe_backward),
-        "forward_s": forward_done - start,
+        "forward_s": forward_done - started,
         "backward_s": done - forward_done,
         "saved_peak_mb": meter.peak_bytes / MB,
         "rss_growth_mb": None if rss.growth_bytes is None else rss.growth_bytes / MB,
@@ -200,13 +189,6 @@ def verdict(records: list[StepRecord]) -> dict[str, Any]:
     return out
 
 
-def machine(device: torch.device) -> str:
-    """Device, CPU model, threads and versions, for the table's caption."""
-    where = f"{describe_device(device)}, host " if device.type == "cuda" else ""
-    return (f"{where}CPU {cpu_model()}, {torch.get_num_threads()} intra-op thread(s), "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
-
-
 def _span(low_high: tuple[float, float]) -> str:
     low, high = low_high
     return f"is {low:.2f} MB throughout" if f"{low:.2f}" == f"{high:.2f}" else \
@@ -220,9 +202,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def markdown(records: list[StepRecord], setting: dict[str, Any], profile: str,
              device: torch.device, check: dict[str, Any], seconds: float) -> str:
     memory = "CUDA peak growth (MB)" if device.type == "cuda" else "RSS peak growth (MB)"
-    lines = [f"### {TITLE}", ""]
-    if profile == "smoke":
-        lines += [f"*{SMOKE_NOTE}*", ""]
+    lines = benchmarking.heading(TITLE, profile, SMOKE_NOTE)
     lines += [
         f"One training step (forward, loss, backward, SGD step) of `{setting['model']}` on "
         f"a batch of {setting['batch']} random images, dopri5 with rtol = atol = tol, for each "
@@ -231,7 +211,7 @@ def markdown(records: list[StepRecord], setting: dict[str, Any], profile: str,
         "autograd held for backward during the step (stem and head included; deterministic), the "
         f"{memory.split(' (')[0]} a process measurement (noisier). Backprop's backward NFE is 0: "
         "autograd replays the saved stages without evaluating the field again. "
-        f"Machine: {machine(device)}. The benchmark took {seconds:.0f} s.",
+        f"Machine: {benchmarking.machine(device)}. The benchmark took {seconds:.0f} s.",
         "",
         f"| mode | tol | NFE forward | NFE backward | forward (s) | backward + step (s) | "
         f"saved-tensor peak (MB) | {memory} |",
@@ -260,15 +240,7 @@ def markdown(records: list[StepRecord], setting: dict[str, Any], profile: str,
 
 
 def figure(records: list[StepRecord], profile: str, device: torch.device) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deqode import plots
-
-    plots.use_book_style()
-    fig, (mem_ax, time_ax) = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    fig, (mem_ax, time_ax) = benchmarking.subplots(1, 2, figsize=(9.0, 3.6))
     for mode in HOMOODE_GRAD_MODES:
         rows = sorted((r for r in records if r.mode == mode), key=lambda r: r.nfe_forward)
         nfe = [r.nfe_forward for r in rows]
@@ -291,46 +263,23 @@ def figure(records: list[StepRecord], profile: str, device: torch.device) -> byt
     time_ax.legend(fontsize=7)
     for ax in (mem_ax, time_ax):
         ax.set_ylim(bottom=0)
-    if profile == "smoke":
-        from deqode.notebook import SMOKE_LABEL
-
-        plots.stamp(fig, SMOKE_LABEL)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130)
-    plt.close(fig)
-    return buffer.getvalue()
+    return benchmarking.png_bytes(fig, profile)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="smoke", help="smoke (CPU, < 1 min) or paper")
-    parser.add_argument("--out", default=None, help="folder (default results/<profile>/benchmarks)")
-    parser.add_argument("--device", default=None,
-                        help="auto, cpu, cuda[:N] (default: cpu for smoke, auto for paper)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny configuration (digits model, 2 tolerances) to test the script")
-    args = parser.parse_args(argv)
-    check_profile(args.profile)
-    setting = SETTINGS["quick" if args.quick else args.profile]
-    device = resolve_device(args.device or setting["device"])
-    out = Path(args.out or f"results/{args.profile}/benchmarks")
-    if setting["threads"]:
-        torch.set_num_threads(setting["threads"])
+    run = benchmarking.start(
+        argv, __doc__.splitlines()[0], SETTINGS,
+        quick_help="tiny configuration (digits model, 2 tolerances) to test the script")
     started = time.perf_counter()
-    records = measure(setting, device, args.seed)
+    records = measure(run.setting, run.device, run.seed)
     check = verdict(records)
     seconds = time.perf_counter() - started
-    text = markdown(records, setting, args.profile, device, check, seconds)
-    write_json_atomic(out / f"{NAME}.json", {
-        "profile": args.profile, "setting": setting, "machine": machine(device),
-        "records": [asdict(r) for r in records], "verdict": check, "seconds": seconds,
-    })
-    write_bytes_atomic(out / f"{NAME}.png", figure(records, args.profile, device))
-    write_text_atomic(out / f"{NAME}.md", text)
-    print(text)
-    print(f"[{NAME}] {seconds:.1f} s -> {out / (NAME + '.md')}", file=sys.stderr)
+    record = {"profile": run.profile, "setting": run.setting,
+              "machine": benchmarking.machine(run.device),
+              "records": [asdict(r) for r in records], "verdict": check, "seconds": seconds}
+    text = markdown(records, run.setting, run.profile, run.device, check, seconds)
+    png = figure(records, run.profile, run.device)
+    benchmarking.write_report(run.out, NAME, record, text, png, seconds)
     return 0
 
 

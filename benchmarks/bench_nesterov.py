@@ -21,24 +21,16 @@ writes ``nesterov.md`` (a markdown table with the machine description), ``nester
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchdiffeq import odeint
 
 import deqode  # noqa: F401  (registers method="nesterov")
-from deqode.choices import check_profile
-from deqode.devices import describe_device, resolve_device
-from deqode.metrics import cpu_model
+from deqode import benchmarking
 from deqode.models.layers import ConvField
-from deqode.results import write_bytes_atomic, write_json_atomic, write_text_atomic
 from deqode.solvers.nesterov import step_grid
 
 NAME = "nesterov"
@@ -94,17 +86,16 @@ def time_solve(field: nn.Module, x0: torch.Tensor, method: str, steps: int, back
     if method == "nesterov":
         options["beta"] = 0.5
     x = x0.detach().requires_grad_(backward)
-    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
+    benchmarking.synchronize(device)
+    started = time.perf_counter()
     if backward:
         out = odeint(field, x, t, method=method, options=options)[-1]
         out.square().mean().backward()
     else:
         with torch.no_grad():
             odeint(field, x, t, method=method, options=options)
-    sync()
-    return time.perf_counter() - start
+    benchmarking.synchronize(device)
+    return time.perf_counter() - started
 
 
 def measure(setting: dict, device: torch.device) -> list[dict[str, object]]:
@@ -127,24 +118,15 @@ def measure(setting: dict, device: torch.device) -> list[dict[str, object]]:
     return rows
 
 
-def machine(device: torch.device) -> str:
-    """Device, CPU model, threads and versions, for the table's caption."""
-    where = f"{describe_device(device)}, host " if device.type == "cuda" else ""
-    return (f"{where}CPU {cpu_model()}, {torch.get_num_threads()} intra-op thread(s), "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
-
-
 def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device: torch.device,
              seconds: float) -> str:
-    lines = [f"### {TITLE}", ""]
-    if profile == "smoke":
-        lines += [f"*{SMOKE_NOTE}*", ""]
+    lines = benchmarking.heading(TITLE, profile, SMOKE_NOTE)
     lines += [
         f"Both methods take one evaluation of f per step, so the ratio is the cost of the NAG "
         f"momentum update (a few elementwise operations on the state, and their backward) and its "
         f"Python overhead; it tends to 1 as f gets more expensive. {setting['steps']} equal steps "
         f"per solve on [0, 1] (beta = 0.5), median of {setting['repeats']} alternating repeats "
-        f"after a warm-up, one run. Machine: {machine(device)}. The benchmark took "
+        f"after a warm-up, one run. Machine: {benchmarking.machine(device)}. The benchmark took "
         f"{seconds:.0f} s.",
         "",
         "| case | pass | euler (ms/step) | nesterov (ms/step) | ratio nesterov/euler |",
@@ -157,64 +139,27 @@ def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device:
 
 
 def figure(rows: list[dict[str, object]], profile: str) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from deqode import plots
-
-    plots.use_book_style()
     labels = [f"{r['case']}\n{r['pass']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(rows) + 1.2))
+    fig, ax = benchmarking.subplots(figsize=(7.0, 0.42 * len(rows) + 1.2))
     ax.barh(range(len(rows)), [r["ratio"] for r in rows], color="#2166ac")
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("time per step, nesterov / euler")
     ax.set_title("Nesterov vs euler at equal step count", fontsize=10)
-    if profile == "smoke":
-        from deqode.notebook import SMOKE_LABEL
-
-        plots.stamp(fig, SMOKE_LABEL)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130)
-    plt.close(fig)
-    return buffer.getvalue()
+    return benchmarking.png_bytes(fig, profile)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="smoke", help="smoke (CPU, < 30 s) or paper")
-    parser.add_argument("--out", default=None,
-                        help="folder (default results/<profile>/benchmarks)")
-    parser.add_argument("--device", default=None,
-                        help="auto, cpu, cuda[:N] (default: cpu for smoke, auto for paper)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny configuration to test the script")
-    args = parser.parse_args(argv)
-    check_profile(args.profile)
-    setting = SETTINGS["quick" if args.quick else args.profile]
-    device = resolve_device(args.device or setting["device"])
-    out = Path(args.out or f"results/{args.profile}/benchmarks")
-    if setting["threads"]:  # small tensors on a shared CPU: one thread, less noise
-        torch.set_num_threads(setting["threads"])
-    torch.manual_seed(args.seed)
+    run = benchmarking.start(argv, __doc__.splitlines()[0], SETTINGS, smoke_time="< 30 s")
+    torch.manual_seed(run.seed)
     started = time.perf_counter()
-    rows = measure(setting, device)
+    rows = measure(run.setting, run.device)
     seconds = time.perf_counter() - started
-    text = markdown(rows, setting, args.profile, device, seconds)
-    write_json_atomic(out / f"{NAME}.json", {"profile": args.profile, "setting": setting,
-                                              "machine": machine(device), "rows": rows,
-                                              "seconds": seconds})
-    write_bytes_atomic(out / f"{NAME}.png", figure(rows, args.profile))
-    write_text_atomic(out / f"{NAME}.md", text)
-    print(text)
-    print(f"[bench_{NAME}] {seconds:.1f} s -> {out / (NAME + '.md')}", file=sys.stderr)
+    record = {"profile": run.profile, "setting": run.setting,
+              "machine": benchmarking.machine(run.device), "rows": rows, "seconds": seconds}
+    text = markdown(rows, run.setting, run.profile, run.device, seconds)
+    benchmarking.write_report(run.out, NAME, record, text, figure(rows, run.profile), seconds)
     return 0
 
 

@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 import torch
 
+from deqode.benchmarking import heading, machine, start
 from deqode.choices import UnknownChoiceError
 from deqode.metrics import MB, RSSPeakMeter, SavedTensorMeter, cpu_model
 
@@ -82,6 +83,27 @@ def test_cpu_model_is_named() -> None:
     assert isinstance(cpu_model(), str) and cpu_model().strip()
 
 
+# --- the scripts' shared plumbing -----------------------------------------------------------------
+
+
+def test_start_benchmark_applies_the_chosen_setting(tmp_path: Path, restore_threads) -> None:
+    settings = {"smoke": {"threads": 1, "device": "cpu", "size": 8},
+                "paper": {"threads": None, "device": "cpu", "size": 64},
+                "quick": {"threads": 2, "device": "cpu", "size": 2}}
+    run = start(["--quick", "--seed", "3"], "test", settings)
+    assert run.setting["size"] == 2 and run.seed == 3 and torch.get_num_threads() == 2
+    assert run.out == Path("results/smoke/benchmarks") and run.device == torch.device("cpu")
+    run = start(["--profile", "paper", "--out", str(tmp_path)], "test", settings)
+    assert run.setting["size"] == 64 and run.out == tmp_path and run.profile == "paper"
+
+
+def test_report_heading_and_machine_line() -> None:
+    assert heading("T", "smoke", "note") == ["### T", "", "*note*", ""]
+    assert heading("T", "paper", "note") == ["### T", ""]
+    line = machine(torch.device("cpu"), "torchdiffeq")
+    assert line.startswith(f"CPU {cpu_model()}, ") and ", torchdiffeq 0.2.5, Python " in line
+
+
 # --- HomoODE memory benchmark ---------------------------------------------------------------------
 
 
@@ -131,7 +153,7 @@ def test_homoode_memory_quick_run_writes_its_files(tmp_path: Path, restore_threa
 
 
 def test_benchmarks_reject_an_unknown_profile(tmp_path: Path) -> None:
-    for name in ("homoode_memory", "deq_solvers"):
+    for name in ("homoode_memory", "deq_solvers", "nesterov", "cdeq"):
         with pytest.raises(UnknownChoiceError, match="'smoke', 'paper'"):
             load(name).main(["--profile", "full", "--out", str(tmp_path)])
 
@@ -186,3 +208,26 @@ def test_deq_solvers_quick_run_writes_its_files(tmp_path: Path, restore_threads)
     cell = next(r for r in rows if r["method"] == "broyden" and "cell" in r["case"])
     ours, theirs = cell["traces"]["deqode"][:4], cell["traces"]["torchdeq"][:4]
     assert ours == pytest.approx(theirs, rel=1e-3)
+
+
+# --- continuous vs discrete DEQ benchmark ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cdeq_quick_run_writes_its_files(tmp_path: Path, restore_threads) -> None:
+    bench = load("cdeq")
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "cdeq.md").read_text()
+    assert text.startswith("### Continuous vs discrete DEQ") and "Machine: " in text
+    assert (tmp_path / "cdeq.png").read_bytes()[:4] == b"\x89PNG"
+    from deqode.results import read_json
+
+    record = read_json(tmp_path / "cdeq.json")
+    assert record["trained"]["epochs"] == 1
+    assert len(record["rows"]) == len(bench.TOLERANCES) * len(bench.SOLVERS)
+    for row in record["rows"]:
+        assert row["nfe"] > 0 and 0.0 <= row["accuracy"] <= 100.0
+    # the discrete Broyden solve meets both tolerances on this model (the benchmark's premise)
+    discrete = [r for r in record["rows"] if r["solver"].startswith("discrete")]
+    assert all(r["residual"] <= r["tol"] for r in discrete)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -19,13 +19,8 @@ from deqode.models.mondeq import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster (and steadier on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one intra-op thread is faster (and steadier on a shared 2-core machine).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dense(op, shape: tuple[int, ...], transpose: bool = False) -> torch.Tensor:

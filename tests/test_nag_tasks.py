@@ -21,13 +21,8 @@ from deqode.results import NOT_TRANSCRIBED, load_reference, reference_value
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster than two on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: These models are tiny: one intra-op thread is faster than two on a shared CPU.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- the equal-NFE protocol --------------------------------------------------------------------

@@ -23,13 +23,8 @@ from deqode.solvers import nesterov
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Scalar and 2-D problems: one intra-op thread avoids contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Scalar and 2-D problems: one intra-op thread avoids contention on a shared CPU.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _decay(t, x):

@@ -56,6 +56,7 @@ _GENERATED_OPTIONS = {
 
 
 def _image_info(name, shape, classes, source, sizes, folder=None, options=()) -> DatasetInfo:
+    """An image classification set with train and test splits."""
     return DatasetInfo(
         name,
         "classification",
@@ -68,39 +69,33 @@ def _image_info(name, shape, classes, source, sizes, folder=None, options=()) ->
     )
 
 
+def _pixel_regression_info(name, source, options_kind, folder=None) -> DatasetInfo:
+    """An image fitted pixel by pixel: 2-D coordinates in, RGB out; train/val/test pixels."""
+    return DatasetInfo(
+        name,
+        "regression",
+        (2,),
+        None,
+        f"{source}; pixel coordinates -> RGB",
+        folder=folder,
+        splits=("train", "val", "test"),
+        options=_GENERATED_OPTIONS[options_kind],
+    )
+
+
+#: The torchvision sets: name, item shape, classes, torchvision class (with notes), split sizes.
+_TORCHVISION_INFO = (
+    ("mnist", (1, 28, 28), 10, "MNIST", {"train": 60_000, "test": 10_000}),
+    ("svhn", (3, 32, 32), 10, "SVHN (train and test; 'extra' unused)",
+     {"train": 73_257, "test": 26_032}),
+    ("cifar10", (3, 32, 32), 10, "CIFAR10", {"train": 50_000, "test": 10_000}),
+    ("cifar100", (3, 32, 32), 100, "CIFAR100 (fine labels)", {"train": 50_000, "test": 10_000}),
+)
 _STATIC: dict[str, DatasetInfo] = {
-    "mnist": _image_info(
-        "mnist",
-        (1, 28, 28),
-        10,
-        _TV.format(cls="MNIST", name="mnist"),
-        {"train": 60_000, "test": 10_000},
-        folder="mnist",
-    ),
-    "svhn": _image_info(
-        "svhn",
-        (3, 32, 32),
-        10,
-        _TV.format(cls="SVHN (train and test; 'extra' unused)", name="svhn"),
-        {"train": 73_257, "test": 26_032},
-        folder="svhn",
-    ),
-    "cifar10": _image_info(
-        "cifar10",
-        (3, 32, 32),
-        10,
-        _TV.format(cls="CIFAR10", name="cifar10"),
-        {"train": 50_000, "test": 10_000},
-        folder="cifar10",
-    ),
-    "cifar100": _image_info(
-        "cifar100",
-        (3, 32, 32),
-        100,
-        _TV.format(cls="CIFAR100 (fine labels)", name="cifar100"),
-        {"train": 50_000, "test": 10_000},
-        folder="cifar100",
-    ),
+    name: _image_info(name, shape, classes, _TV.format(cls=cls, name=name), sizes, folder=name)
+    for name, shape, classes, cls, sizes in _TORCHVISION_INFO
+}
+_STATIC.update({
     "tiny-imagenet": _image_info(
         "tiny-imagenet",
         (3, 64, 64),
@@ -119,7 +114,7 @@ _STATIC: dict[str, DatasetInfo] = {
         {"train": 1437, "test": 360},
         options=("seed", "test_fraction"),
     ),
-}
+})
 for _density in synthetic.DENSITY_NAMES:
     _STATIC[_density] = DatasetInfo(
         _density,
@@ -151,27 +146,14 @@ for _img, _src in (
     ("sample-flower", "sklearn load_sample_image('flower.jpg') (bundled), square, resized"),
     ("rendered-text", "Pillow-rendered coloured text on white (bundled font)"),
 ):
-    _STATIC[_img] = DatasetInfo(
-        _img,
-        "regression",
-        (2,),
-        None,
-        f"generated: {_src}; pixel coordinates -> RGB",
-        splits=("train", "val", "test"),
-        options=_GENERATED_OPTIONS["image"],
-    )
+    _STATIC[_img] = _pixel_regression_info(_img, f"generated: {_src}", "image")
 for _img, _file in images.TANCIK_FILES.items():
-    _STATIC[_img] = DatasetInfo(
+    _STATIC[_img] = _pixel_regression_info(
         _img,
-        "regression",
-        (2,),
-        None,
         f"Tancik et al. Fourier-features {_file} (Google Drive id "
-        f"{images.TANCIK_DRIVE_IDS[_img]}) under <root>/{images.TANCIK_FOLDER}/; "
-        "pixel coordinates -> RGB",
+        f"{images.TANCIK_DRIVE_IDS[_img]}) under <root>/{images.TANCIK_FOLDER}/",
+        "tancik",
         folder=images.TANCIK_FOLDER,
-        splits=("train", "val", "test"),
-        options=_GENERATED_OPTIONS["tancik"],
     )
 
 

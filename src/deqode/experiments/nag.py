@@ -34,9 +34,10 @@ builds each model on the CPU).
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,6 +134,52 @@ def median_step_seconds(step_seconds: Sequence[float], warmup: int = 2) -> float
     """Median time per training iteration, discarding the first ``warmup`` iterations."""
     kept = list(step_seconds[warmup:]) or list(step_seconds)
     return float(statistics.median(kept)) if kept else float("nan")
+
+
+def _train_and_evaluate(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, iterations: int, eval_every: int,
+    batches: Iterator[Any], batch_loss: Callable[[Any], Tensor],
+    evaluate: Callable[[], dict[str, float]], what: str,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The training loop of tasks B and C: ``iterations`` optimiser steps, timed and counted.
+
+    Each iteration takes the next of ``batches`` (untimed), then times zero_grad, the forward and
+    backward pass of ``batch_loss(batch)`` and the step, and adds the model's forward + backward
+    NFE. The history holds per iteration the cumulative training seconds (evaluation excluded),
+    the cumulative NFE and the loss; at iteration 0, every ``eval_every`` iterations and after the
+    last, also the metrics of ``evaluate()``. A non-finite loss raises ``FloatingPointError``
+    naming ``what``. Returns the history and the timing summary (median seconds per iteration,
+    NFE per iteration, total training seconds).
+    """
+    history: list[dict[str, Any]] = []
+    seconds, nfe, step_times = 0.0, 0.0, []
+
+    def record_evaluation(iteration: int) -> None:
+        history.append({"iteration": iteration, "seconds": seconds, "nfe": nfe, **evaluate()})
+
+    record_evaluation(0)
+    for iteration in range(1, iterations + 1):
+        batch = next(batches)
+        started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        model.reset_nfe()
+        loss = batch_loss(batch)
+        loss.backward()
+        model.sync_nfe()
+        optimizer.step()
+        elapsed = time.perf_counter() - started
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{what}: non-finite loss at iteration {iteration}")
+        seconds += elapsed
+        step_times.append(elapsed)
+        nfe += model.nfe_forward + model.nfe_backward
+        history.append({"iteration": iteration, "seconds": seconds, "nfe": nfe,
+                        "loss": loss.item()})
+        if iteration % eval_every == 0 or iteration == iterations:
+            record_evaluation(iteration)
+    timing = {"seconds_per_iteration": median_step_seconds(step_times),
+              "nfe_per_iteration": nfe / iterations, "train_seconds": seconds}
+    return history, timing
 
 
 # ------------------------------------------------------------------------------------------------
@@ -436,45 +483,26 @@ def train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int = 0,
     data_rng = np.random.default_rng([seed, 0])
     from deqode.data import sample_2d_density
 
-    history: list[dict[str, Any]] = []
-    seconds, nfe, step_times = 0.0, 0.0, []
+    def fresh_batches() -> Iterator[Tensor]:
+        while True:
+            x, _ = sample_2d_density(setup.dataset, setup.batch_size, data_rng)
+            yield x.to(device, dtype)
 
-    def evaluate(iteration: int) -> None:
+    def evaluate() -> dict[str, float]:
         nll, _ = cnf_nll(model, held_out)
         with transfer_solver(model):
             nll_ref, nfe_ref = cnf_nll(model, held_out)
-        history.append({"iteration": iteration, "seconds": seconds, "nfe": nfe,
-                        "nll": nll, "nll_dopri5": nll_ref, "nfe_dopri5": nfe_ref})
+        return {"nll": nll, "nll_dopri5": nll_ref, "nfe_dopri5": nfe_ref}
 
-    evaluate(0)
-    for iteration in range(1, setup.iterations + 1):
-        x, _ = sample_2d_density(setup.dataset, setup.batch_size, data_rng)
-        x = x.to(device, dtype)
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        model.reset_nfe()
-        loss = -model.log_prob(x).mean()
-        loss.backward()
-        model.sync_nfe()
-        optimizer.step()
-        elapsed = time.perf_counter() - started
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"CNF with {solver.label}: non-finite loss at {iteration}")
-        seconds += elapsed
-        step_times.append(elapsed)
-        nfe += model.nfe_forward + model.nfe_backward
-        history.append({"iteration": iteration, "seconds": seconds, "nfe": nfe,
-                        "loss": loss.item()})
-        if iteration % setup.eval_every == 0 or iteration == setup.iterations:
-            evaluate(iteration)
+    history, timing = _train_and_evaluate(
+        model, optimizer, setup.iterations, setup.eval_every, fresh_batches(),
+        lambda x: -model.log_prob(x).mean(), evaluate, f"CNF with {solver.label}")
     evals = [h for h in history if "nll_dopri5" in h]
     record = {
         "label": solver.label, "method": solver.method, "budget": solver.budget,
         "n_steps": solver.n_steps, "seed": seed, "nll": evals[-1]["nll"],
         "nll_dopri5": evals[-1]["nll_dopri5"], "nfe_dopri5": evals[-1]["nfe_dopri5"],
-        "seconds_per_iteration": median_step_seconds(step_times),
-        "nfe_per_iteration": nfe / setup.iterations, "train_seconds": seconds,
-        "history": history, "model": model,
+        **timing, "history": history, "model": model,
     }
     if panels:
         record.update(cnf_panels(model, setup, seed))
@@ -609,44 +637,25 @@ def train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int = 0,
     optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
     observed, times = train.observed.to(device, dtype), train.times.to(device, dtype)
     generator = torch.Generator().manual_seed(seed + 3)
-    history: list[dict[str, Any]] = []
-    seconds, nfe, step_times = 0.0, 0.0, []
 
-    def evaluate(iteration: int) -> None:
+    def evaluate() -> dict[str, float]:
         metrics = latent_metrics(model, test, setup.n_extrapolate, seed)
         with transfer_solver(model):
             ref = latent_metrics(model, test, setup.n_extrapolate, seed)
-        history.append({"iteration": iteration, "seconds": seconds, "nfe": nfe, **metrics,
-                        **{f"{k}_dopri5": v for k, v in ref.items()}})
+        return {**metrics, **{f"{k}_dopri5": v for k, v in ref.items()}}
 
-    evaluate(0)
-    for iteration in range(1, setup.iterations + 1):
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        model.reset_nfe()
-        loss = model.negative_elbo(observed, times, generator=generator)
-        loss.backward()
-        model.sync_nfe()
-        optimizer.step()
-        elapsed = time.perf_counter() - started
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"latent ODE with {solver.label}: non-finite loss")
-        seconds += elapsed
-        step_times.append(elapsed)
-        nfe += model.nfe_forward + model.nfe_backward
-        history.append({"iteration": iteration, "seconds": seconds, "nfe": nfe,
-                        "loss": loss.item()})
-        if iteration % setup.eval_every == 0 or iteration == setup.iterations:
-            evaluate(iteration)
+    history, timing = _train_and_evaluate(
+        model, optimizer, setup.iterations, setup.eval_every,
+        itertools.repeat((observed, times)),  # the whole training set as one batch
+        lambda batch: model.negative_elbo(*batch, generator=generator), evaluate,
+        f"latent ODE with {solver.label}")
     final = [h for h in history if "neg_elbo" in h][-1]
     return {
         "label": solver.label, "method": solver.method, "budget": solver.budget,
         "n_steps": solver.n_steps, "seed": seed,
         **{k: final[k] for k in ("neg_elbo", "recon_mse", "extrap_mse", "neg_elbo_dopri5",
                                  "recon_mse_dopri5", "extrap_mse_dopri5")},
-        "seconds_per_iteration": median_step_seconds(step_times),
-        "nfe_per_iteration": nfe / setup.iterations, "train_seconds": seconds,
-        "history": history, "model": model, "interval": interval,
+        **timing, "history": history, "model": model, "interval": interval,
     }
 
 

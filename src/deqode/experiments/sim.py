@@ -112,10 +112,17 @@ class CopyMemorySetup:
     source: str = ""
 
 
+def _sim_models(task: str) -> tuple[ModelSpec, ModelSpec]:
+    """The single-tier and two-tier SIM of a task: the named builds ``sim-{single,two}-<task>``."""
+    return (
+        ModelSpec("single-tier SIM", "sim", f"sim-single-{task}", variant="single-tier"),
+        ModelSpec("two-tier SIM", "sim", f"sim-two-{task}", variant="two-tier"),
+    )
+
+
 def _digits_models() -> tuple[ModelSpec, ...]:
     return (
-        ModelSpec("single-tier SIM", "sim", "sim-single-digits", variant="single-tier"),
-        ModelSpec("two-tier SIM", "sim", "sim-two-digits", variant="two-tier"),
+        *_sim_models("digits"),
         ModelSpec(
             "DEQ (monDEQ on the same basis)",
             "basis-mondeq",
@@ -129,8 +136,7 @@ def _digits_models() -> tuple[ModelSpec, ...]:
 def _paper_cls_models(dataset: str) -> tuple[ModelSpec, ...]:
     step = 10 if dataset == "mnist" else 25
     return (
-        ModelSpec("single-tier SIM", "sim", f"sim-single-{dataset}", variant="single-tier"),
-        ModelSpec("two-tier SIM", "sim", f"sim-two-{dataset}", variant="two-tier"),
+        *_sim_models(dataset),
         ModelSpec("monDEQ single conv", "mondeq", f"mondeq-conv-{dataset}",
                   train=dict(epochs=40, batch_size=128, lr=1e-3, lr_mode="step",
                              steplr_step=step)),
@@ -206,16 +212,14 @@ def copy_memory_setup(profile: str) -> CopyMemorySetup:
     check_profile(profile)
     if profile == "smoke":
         models = (
-            ModelSpec("single-tier SIM", "sim", "sim-single-cpmem-smoke", variant="single-tier"),
-            ModelSpec("two-tier SIM", "sim", "sim-two-cpmem-smoke", variant="two-tier"),
+            *_sim_models("cpmem-smoke"),
             ModelSpec("DEQ-TCN (Anderson, tol 1e-3, ≤ 30 it.)", "deq-tcn",
                       kwargs=dict(hidden=16, channels=8, levels=4, kernel=3)),
         )
         return CopyMemorySetup("smoke", 10, models, epochs=2, batch_size=10, lr=0.01, seed=0,
                                source="sim.md §6 T3 smoke [companion choice]")
     models = (
-        ModelSpec("single-tier SIM", "sim", "sim-single-cpmem", variant="single-tier"),
-        ModelSpec("two-tier SIM", "sim", "sim-two-cpmem", variant="two-tier"),
+        *_sim_models("cpmem"),
         ModelSpec("DEQ-TCN (Anderson, tol 1e-3, ≤ 30 it.)", "deq-tcn",
                   kwargs=dict(hidden=32, channels=10, levels=8, kernel=8)),
     )

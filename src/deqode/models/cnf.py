@@ -22,7 +22,8 @@ log-determinant of the discrete map, so the training-solver NLL is not a normali
 (nag-solver.md §3.4); compare solvers on a ``dopri5`` re-evaluation.
 
 NFE: ``nfe_forward`` / ``nfe_backward`` count evaluations of the field in the last call's solve
-and in its backward pass (non-zero only under the adjoint).
+and in its backward pass (non-zero only under the adjoint); solver attributes and counters come
+from :class:`~deqode.models.solved_field.SolvedFieldModel`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from deqode.choices import check_choice
+from deqode.models.solved_field import GRAD_MODES, SolvedFieldModel
 
 TRACE_MODES = ("analytic", "autograd")
-GRAD_MODES = ("backprop", "adjoint")
 
 
 class HyperNetwork(nn.Module):
@@ -99,7 +99,7 @@ class CNFField(nn.Module):
         return dz, -trace
 
 
-class CNF(nn.Module):
+class CNF(SolvedFieldModel):
     """The 2-D CNF of torchdiffeq's example (see the module docstring).
 
     ``hidden`` is the hypernetwork width H (example: 32), ``width`` the number of units (64).
@@ -126,41 +126,17 @@ class CNF(nn.Module):
             raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}")
         if base_variance <= 0:
             raise ValueError(f"base_variance must be positive, got {base_variance}")
-        check_choice("gradient mode", grad_mode, GRAD_MODES)
+        self._set_solver(method, options, rtol, atol, grad_mode)
         self.dim = dim
         self.field = CNFField(dim, hidden, width, trace)
         self.t0, self.t1 = float(t0), float(t1)
         self.base_variance = float(base_variance)
-        self.method, self.options = method, dict(options or {})
-        self.rtol, self.atol = rtol, atol
-        self.grad_mode = grad_mode
-        self.nfe_forward = 0
-        self.nfe_backward = 0
-
-    # ---- counters ------------------------------------------------------------------------------
-    def reset_nfe(self) -> None:
-        self.field.nfe = 0
-        self.nfe_forward = self.nfe_backward = 0
-
-    def sync_nfe(self) -> None:
-        """After a backward pass: the evaluations since the last solve are backward ones."""
-        self.nfe_backward = self.field.nfe - self.nfe_forward
 
     # ---- densities -----------------------------------------------------------------------------
     def base_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, σ² I) with σ² = ``base_variance``, per row."""
         var = self.base_variance
         return -0.5 * (z * z).sum(dim=1) / var - 0.5 * self.dim * math.log(2 * math.pi * var)
-
-    def _solve(self, state: tuple[Tensor, Tensor], times: Tensor) -> tuple[Tensor, Tensor]:
-        kwargs = dict(method=self.method, options=self.options, rtol=self.rtol, atol=self.atol)
-        self.field.nfe = 0
-        if self.grad_mode == "adjoint":
-            out = odeint_adjoint(self.field, state, times, **kwargs)
-        else:
-            out = odeint(self.field, state, times, **kwargs)
-        self.nfe_forward, self.nfe_backward = self.field.nfe, 0
-        return out
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) per point (nats), integrating (z, Δ) from t1 back to t0."""

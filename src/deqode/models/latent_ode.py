@@ -13,7 +13,8 @@ Used by the Nesterov-solver chapter (nag-solver.md §3.5, task C, spirals). Desc
 
 The ODE is solved with torchdiffeq on the shared time stamps of the batch; with a fixed grid the
 outputs come from torchdiffeq's linear interpolation between grid points. The solver is an
-attribute (``method``, ``options``, ``rtol``, ``atol``, ``grad_mode``), as in :mod:`.cnf`.
+attribute (``method``, ``options``, ``rtol``, ``atol``, ``grad_mode``), as in :mod:`.cnf`
+(both build on :class:`~deqode.models.solved_field.SolvedFieldModel`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
-from deqode.choices import check_choice
-
-GRAD_MODES = ("backprop", "adjoint")
+from deqode.models.solved_field import GRAD_MODES, SolvedFieldModel
 
 
 class RecognitionRNN(nn.Module):
@@ -86,7 +84,7 @@ def kl_to_standard_normal(mean: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mean * mean + logvar.exp() - 1.0 - logvar).sum(dim=-1)
 
 
-class LatentODE(nn.Module):
+class LatentODE(SolvedFieldModel):
     """Recognition RNN → z_0 → ODE in latent space → decoder (see the module docstring).
 
     Defaults are the example's: latent 4, observations 2-D, field and decoder width 20, RNN 25,
@@ -110,36 +108,16 @@ class LatentODE(nn.Module):
         super().__init__()
         if noise_std <= 0:
             raise ValueError(f"noise_std must be positive, got {noise_std}")
-        check_choice("gradient mode", grad_mode, GRAD_MODES)
+        self._set_solver(method, options, rtol, atol, grad_mode)
         self.latent_dim, self.obs_dim = latent_dim, obs_dim
         self.encoder = RecognitionRNN(latent_dim, obs_dim, rnn_hidden)
         self.field = LatentField(latent_dim, hidden)
         self.decoder = Decoder(latent_dim, obs_dim, hidden)
         self.noise_std = float(noise_std)
-        self.method, self.options = method, dict(options or {})
-        self.rtol, self.atol = rtol, atol
-        self.grad_mode = grad_mode
-        self.nfe_forward = 0
-        self.nfe_backward = 0
-
-    def reset_nfe(self) -> None:
-        self.field.nfe = 0
-        self.nfe_forward = self.nfe_backward = 0
-
-    def sync_nfe(self) -> None:
-        """After a backward pass: the evaluations since the last solve are backward ones."""
-        self.nfe_backward = self.field.nfe - self.nfe_forward
 
     def integrate(self, z0: Tensor, times: Tensor) -> Tensor:
         """Latent states at ``times`` (len(times), N, latent); times may decrease."""
-        kwargs = dict(method=self.method, options=self.options, rtol=self.rtol, atol=self.atol)
-        self.field.nfe = 0
-        if self.grad_mode == "adjoint":
-            z = odeint_adjoint(self.field, z0, times, **kwargs)
-        else:
-            z = odeint(self.field, z0, times, **kwargs)
-        self.nfe_forward, self.nfe_backward = self.field.nfe, 0
-        return z
+        return self._solve(z0, times)
 
     def reconstruct(self, observed: Tensor, times: Tensor, sample: bool = True,
                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
