@@ -50,8 +50,8 @@ class BenchmarkRun:
 
 
 def start(argv: Sequence[str] | None, description: str,
-                    settings: Mapping[str, Mapping[str, Any]], *, smoke_time: str = "< 1 min",
-                    quick_help: str = "tiny configuration to test the script") -> BenchmarkRun:
+          settings: Mapping[str, Mapping[str, Any]], *, smoke_time: str = "< 1 min",
+          quick_help: str = "tiny configuration to test the script") -> BenchmarkRun:
     """Parse a benchmark's command line, validate the profile and apply its setting.
 
     ``settings`` maps ``"smoke"``, ``"paper"`` and ``"quick"`` to the script's configuration; each
