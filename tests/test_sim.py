@@ -366,6 +366,41 @@ def test_regression_and_copy_memory_loops_on_tiny_data() -> None:
     assert res["test_loss"] == pytest.approx(manual)
 
 
+class _ConstantPredictor(torch.nn.Module):
+    """Predicts ``cls`` at every position (perfect on the targets when ``cls`` is None)."""
+
+    def __init__(self, targets: torch.Tensor | None = None, cls: int = 0) -> None:
+        super().__init__()
+        self.targets, self.cls, self.seen = targets, cls, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length = x.shape[0], x.shape[-1]
+        if self.targets is None:
+            labels = torch.full((n, length), self.cls)
+        else:
+            labels, self.seen = self.targets[self.seen:self.seen + n], self.seen + n
+        return F.one_hot(labels, 10).float()
+
+
+def test_copy_memory_position_accuracy_separates_blanks_and_digits() -> None:
+    from deqode.data import load_dataset
+
+    seqs = load_dataset("copy-memory", split="test", profile="smoke", n_samples=12)
+    blank = exp.copy_memory_position_accuracy(_ConstantPredictor(cls=0), seqs, batch_size=5)
+    assert blank == {"blank positions": 100.0, "digit positions": 0.0,
+                     "digit positions predicted blank": 100.0}
+    # overall accuracy of "always blank" is (T + 10) / (T + 20), as the notebook prose says
+    _, overall = exp.evaluate_copy_memory(_ConstantPredictor(cls=0), seqs.inputs, seqs.targets, 5)
+    assert overall == pytest.approx(100 * 20 / 30)
+    perfect = exp.copy_memory_position_accuracy(_ConstantPredictor(seqs.targets), seqs,
+                                                batch_size=5)
+    assert perfect == {"blank positions": 100.0, "digit positions": 100.0,
+                       "digit positions predicted blank": 0.0}
+    with pytest.raises(ValueError, match="T \\+ 20"):
+        exp.copy_memory_position_accuracy(_ConstantPredictor(), torch.utils.data.TensorDataset(
+            torch.zeros(2, 1, 5), torch.zeros(2, 5, dtype=torch.long)))
+
+
 def test_paper_profile_models_build_and_take_a_training_step() -> None:
     """Every paper-profile model (no data needed): one forward/backward on random inputs."""
     torch.manual_seed(0)

@@ -685,8 +685,9 @@ class TemporalDEQ(nn.Module):
         z* = tanh(W ⋆ z* + V h + b),     logits = Lin(z*) per time step,
 
     with ``W ⋆`` a causal 1-D convolution (kernel ``k``, dilation 1) whose weight is rescaled so
-    that ``||W||₁`` over the kernel entries is ``≤ max_norm`` (a bound on the operator norm of the
-    convolution, so the map is a contraction). Forward: ``solver`` (Anderson by default) with
+    that ``Σ_taps ||W_tap||_F ≤ max_norm`` (the sum over the kernel taps of the Frobenius norms
+    of the ``hidden × hidden`` tap matrices bounds the operator 2-norm of the convolution, so the
+    map is a contraction). Forward: ``solver`` (Anderson by default) with
     relative ``tol`` and ``max_iter``; backward: IFT with GMRES. This is a [companion choice]: the
     paper's copy-memory DEQ is not transcribed (spec §3.5).
     """
