@@ -244,6 +244,16 @@ def test_symbolic_error_constants():
     assert float(normalised.subs(b, 0.9)) == pytest.approx(8.6, abs=1e-12)
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.9])
+def test_numeric_error_constants_and_order(beta):
+    lmm = nag.symbolic_lmm(max_q=3)
+    for scale, c in ((True, 1 - lmm.beta), (False, 1)):
+        symbolic = [float(C.subs({lmm.c: c}).subs(lmm.beta, beta)) for C in lmm.constants]
+        assert nag.error_constants(beta, scale) == pytest.approx(symbolic, abs=1e-14)
+    assert nag.lmm_order(beta, True) == 1  # C2 = (2 beta^2 - beta + 1)/2 > 0
+    assert nag.lmm_order(beta, False) == (1 if beta == 0.0 else None)  # c = 1: C1 = -beta
+
+
 def test_root_condition():
     assert sorted(nag.rho_roots(0.6)) == pytest.approx([0.6, 1.0])
     assert all(nag.satisfies_root_condition(b) for b in (-0.9, 0.0, 0.5, 0.99))
@@ -397,6 +407,8 @@ def test_solver_properties_table():
     assert rows["nesterov, beta=0.9, c=1-beta"]["interval_grid"] == pytest.approx(-13.571, abs=1e-3)
     assert rows["nesterov, beta=0.5, c=1"]["interval_closed_form"] == pytest.approx(-1.5)
     assert rows["rk4"]["nfe_per_step"] == 4 and rows["euler"]["interval_grid"] == -2.0
+    assert rows["nesterov, beta=0.5, c=1-beta"]["order"] == "1"
+    assert rows["nesterov, beta=0.5, c=1"]["order"].startswith("inconsistent")
 
 
 # ---- the benchmark script ------------------------------------------------------------------

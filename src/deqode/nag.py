@@ -6,7 +6,8 @@ here computes one experiment; the notebook ``10_nag_theory`` prints, plots and a
 ``tests/test_nesterov.py`` asserts the same conditions.
 
 * E0 :func:`symbolic_lmm`: ρ, σ and the error constants C_0..C_2 with sympy, for a general step
-  coefficient c and for c = 1 and c = 1 - β; :func:`rho_roots` for the root condition.
+  coefficient c and for c = 1 and c = 1 - β (numerically: :func:`error_constants`,
+  :func:`lmm_order`); :func:`rho_roots` for the root condition.
 * E1 :func:`order_study`: global error at t1 against closed-form solutions of three test ODEs
   (:data:`PROBLEMS`), the least-squares order over the finest step sizes (:func:`fit_order`).
 * E2 :func:`real_stability_interval` (grid search) against :func:`stability_interval_closed_form`;
@@ -101,6 +102,37 @@ def symbolic_lmm(max_q: int = 2) -> SymbolicLMM:
             )
         constants.append(sp.simplify(term))
     return SymbolicLMM(beta, c, z, rho, sigma, tuple(constants))
+
+
+def error_constants(beta: float, scale: bool = True, max_q: int = 3) -> list[float]:
+    """C_0..C_max_q of the NAG recursion at a numeric β (c = 1 - β, or c = 1 if not ``scale``).
+
+    The same convention as :func:`symbolic_lmm`, evaluated in floating point.
+    """
+    c = (1.0 - beta) if scale else 1.0
+    alphas = (beta, -(1.0 + beta), 1.0)
+    betas = (-c * beta, c * (1.0 + beta), 0.0)
+    out = []
+    for q in range(max_q + 1):
+        term = sum(j**q * a for j, a in enumerate(alphas)) / math.factorial(q)
+        if q >= 1:
+            term -= sum(j ** (q - 1) * b for j, b in enumerate(betas)) / math.factorial(q - 1)
+        out.append(float(term))
+    return out
+
+
+def lmm_order(beta: float, scale: bool = True, tol: float = 1e-12) -> int | None:
+    """Order of consistency p (C_0 = ... = C_p = 0, C_{p+1} != 0), or None if inconsistent.
+
+    Computed from :func:`error_constants`, not assumed (T1's order column).
+    """
+    constants = error_constants(beta, scale)
+    if abs(constants[0]) > tol or abs(constants[1]) > tol:
+        return None
+    for q, value in enumerate(constants[2:], start=2):
+        if abs(value) > tol:
+            return q - 1
+    raise ValueError(f"order of the NAG recursion at beta={beta} exceeds {len(constants) - 2}")
 
 
 def rho_roots(beta: float) -> np.ndarray:
@@ -599,10 +631,16 @@ def adjoint_gradient_study(
 T1_BETAS = (0.3, 0.5, 0.7, 0.9)
 
 
+def _order_label(order: int | None) -> str:
+    return "inconsistent (solves f/(1-beta))" if order is None else str(order)
+
+
 def solver_properties(betas: Sequence[float] = T1_BETAS, unscaled_beta: float = 0.5,
                       spacing: float = 1e-3) -> list[dict[str, Any]]:
     """T1: NFE per step, order, zero-stability and the real stability interval (grid search next
-    to the closed form where one exists)."""
+    to the closed form where one exists). The NAG rows' order comes from the error constants
+    (:func:`lmm_order`) and their zero-stability from the roots of ρ; the Runge-Kutta rows use the
+    classical orders of :data:`RK_METHODS` (one-step methods are always zero-stable)."""
     rows: list[dict[str, Any]] = []
     for method in ("euler", "midpoint", "heun3", "rk4"):
         nfe, order = RK_METHODS[method]
@@ -612,11 +650,12 @@ def solver_properties(betas: Sequence[float] = T1_BETAS, unscaled_beta: float = 
                      "interval_closed_form": -2.0 if method in ("euler", "midpoint") else None})
     for beta in betas:
         rows.append({"solver": f"nesterov, beta={beta:g}, c=1-beta", "nfe_per_step": 1,
-                     "order": "1", "zero_stable": satisfies_root_condition(beta),
+                     "order": _order_label(lmm_order(beta, True)),
+                     "zero_stable": satisfies_root_condition(beta),
                      "interval_grid": real_stability_interval("nesterov", beta, True, spacing),
                      "interval_closed_form": stability_interval_closed_form(beta, True)})
     rows.append({"solver": f"nesterov, beta={unscaled_beta:g}, c=1", "nfe_per_step": 1,
-                 "order": "inconsistent (solves f/(1-beta))",
+                 "order": _order_label(lmm_order(unscaled_beta, False)),
                  "zero_stable": satisfies_root_condition(unscaled_beta),
                  "interval_grid": real_stability_interval("nesterov", unscaled_beta, False,
                                                           spacing),
@@ -641,6 +680,7 @@ __all__ = [
     "adjoint_gradient_study",
     "amplification",
     "boundary_locus",
+    "error_constants",
     "final_error",
     "fit_order",
     "fitted_orders",
@@ -649,6 +689,7 @@ __all__ = [
     "gradient_of_sum",
     "imaginary_axis_stable",
     "latent_ode_times",
+    "lmm_order",
     "max_root_modulus",
     "memory_ode_linear",
     "order_study",
