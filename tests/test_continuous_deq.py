@@ -444,6 +444,25 @@ def test_nfe_counts_follow_the_definition():
     assert model.last_stats["jacobian_loss"].item() > 0
 
 
+def test_solve_outcomes_reports_cap_or_tolerance_per_test_batch():
+    from deqode.experiments import continuous_deq as cd
+
+    torch.manual_seed(0)
+    x = digits(12)
+    capped = ContinuousDEQ("digits-fc", solver="discrete", max_steps=3, tol=0.0)
+    out = cd.solve_outcomes(capped, x, batch_size=5)  # batches of 5, 5, 2
+    assert out["stops"] == "max_steps" and out["met tol"] == "0/3"
+    assert out["solver steps (mean)"] == 3.0 and out["final objective (max)"] > 0
+    loose = ContinuousDEQ("digits-fc", solver="discrete", max_steps=3, tol=1e9)
+    out = cd.solve_outcomes(loose, x, batch_size=12)
+    assert out == {"stops": "tolerance", "met tol": "1/1", "solver steps (mean)": 0.0,
+                   "final objective (max)": out["final objective (max)"]}
+    with pytest.raises(ValueError, match="batch_size"):
+        cd.solve_outcomes(loose, x, batch_size=0)
+    with pytest.raises(ValueError, match="no steady-state solve"):
+        cd.solve_outcomes(MultiscaleNeuralODE("digits-small"), digits(4), batch_size=4)
+
+
 def test_pretraining_unrolls_then_switches_to_the_solver():
     torch.manual_seed(0)
     model = ContinuousDEQ("digits-fc", pretrain_steps=2, pretrain_depth=5).train()

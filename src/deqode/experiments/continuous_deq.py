@@ -868,6 +868,29 @@ def backward_probe(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def solve_outcomes(model: nn.Module, x: Tensor, batch_size: int) -> dict[str, Any]:
+    """How the test-mode forward solves of ``model`` on ``x`` (in batches of ``batch_size``)
+    ended: why they stopped, how many solver steps they took (accepted integrator steps or
+    Broyden updates) and the largest final termination objective, e.g. to check whether an NFE
+    column is spent reaching the tolerance or running into the step cap."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model.eval()
+    infos = []
+    for i in range(0, len(x), batch_size):
+        model(x[i:i + batch_size])
+        info = model.last_stats.get("solver_info")
+        if info is None:
+            raise ValueError(f"{type(model).__name__} with solver={model.solver!r} has no "
+                             "steady-state solve to report (use 'continuous' or 'discrete')")
+        infos.append(info)
+    return {"stops": "/".join(sorted({i.reason for i in infos})),
+            "met tol": f"{sum(i.converged for i in infos)}/{len(infos)}",
+            "solver steps (mean)": float(np.mean([i.iterations for i in infos])),
+            "final objective (max)": max(i.final_residual for i in infos)}
+
+
+@torch.no_grad()
 def topk_accuracy(model: nn.Module, dataset: Any, k: int = 5, batch_size: int = 180) -> float:
     """Top-k test accuracy (%) of ``model`` on ``dataset`` in batches of ``batch_size``."""
     from torch.utils.data import DataLoader
@@ -1169,6 +1192,7 @@ __all__ = [
     "setup",
     "setup_summary",
     "side_by_side",
+    "solve_outcomes",
     "solver_nfe",
     "summarize",
     "table_rows",

@@ -23,8 +23,11 @@ ratios are ratios of function evaluations: an integrator with a different cost p
 change every timing comparison. ``method="bs3"`` (Bogacki–Shampine throughout) is offered for
 comparison. Step sizes: Hairer's initial-step heuristic (one extra evaluation), the error norm is
 the RMS over the whole batch tensor of ``err / (abstol + reltol · max(|u|, |u⁺|))``, and the
-I-controller ``h ← h · clip(0.9 · err^(−1/3), 0.2, 10)``. ``max_steps`` caps step *attempts*
-(accepted + rejected), as ``maxiters`` does in OrdinaryDiffEq.
+I-controller ``h ← h · clip(0.9 · err^(−1/3), 0.2, 10)``. This controller is our simplification
+[reconstruction]: OrdinaryDiffEq's default for ``VCAB3`` is its PI controller (β₁ = 7/30,
+β₂ = 2/15 for order 3, same safety factor and limits), which damps step-size oscillation and so
+changes how many attempts are rejected. ``max_steps`` caps step *attempts* (accepted +
+rejected), as ``maxiters`` does in OrdinaryDiffEq.
 
 Termination (evaluated after every accepted step, on ``du = f(u) − u``; norms are 2-norms over
 the **entire batch tensor**, not per sample — the paper's convention, which differs from the
