@@ -1,4 +1,4 @@
-"""The HomoODE chapter (notebooks 13-15): configurations, reference cells and measurements.
+"""The HomoODE chapter (notebooks 02-04): configurations, reference cells and measurements.
 
 Every ``paper`` configuration the chapter trains is built on the CPU (no data, no training) and
 checked against the specification (homoode.md §2.3-§2.5, §3.2-§3.5); the measurement helpers of
@@ -223,16 +223,19 @@ def test_init_reach_known_answers():
     reach = chapter.init_reach(cifar10)
     assert 0.99 * 11_715 * 0.02 / 64 < reach < 11_715 * 0.02 / 64
     # freq 1 with T_max = n steps: sum_k (1 + cos(pi k / n)) / 2 = (n + 1) / 2, so
-    # lr_init = eta + (reach C - n eta) / ((n + 1) / 2) with n = 132, C = 8
-    eta = 1e-6
-    assert ablation.init_point.lr == pytest.approx(eta + (reach * 8 - 132 * eta) / 66.5, rel=1e-9)
+    # lr_init = eta + (reach C - n eta) / ((n + 1) / 2) with n = 22 x epochs iterations, C = 8
+    eta, n = 1e-6, 22 * chapter.ABLATION_SMOKE_EPOCHS
+    assert ablation.init_point.lr == pytest.approx(
+        eta + (reach * 8 - n * eta) / ((n + 1) / 2), rel=1e-9)
     assert chapter.init_reach(ablation) == pytest.approx(reach, rel=1e-9)
     matched = dataclasses.replace(smoke_released.init_point,
                                   lr=chapter.matched_init_lr(smoke_released, 1.0))
     assert chapter.init_reach(smoke_released.replace(init_point=matched)) == pytest.approx(1.0)
     rows = {r["run"]: r for r in chapter.init_reach_table()}
     assert rows["digits, smoke ablation"]["reach"] == pytest.approx(reach, rel=1e-9)
-    assert rows["digits, released smoke lr_init/freq"]["init steps"] == 27
+    # the table's smoke rows have the ablation's budget: a step at 0, 5, ... below n
+    assert rows["digits, released smoke lr_init/freq"]["init steps"] == len(range(0, n, 5))
+    assert rows["digits, smoke ablation"]["init steps"] == n
     assert [rows[f"{t} script (released)"]["init steps"] for t in (
         "CIFAR-10", "CIFAR-100", "Tiny-ImageNet")] == [11_715, 46_860, 23_430]
 

@@ -80,8 +80,11 @@ class FrozenAdjoint(torch.autograd.Function):
 
     i.e. the state-transition Jacobian ∂z(1)/∂z(t) is replaced by I (exact only if ∂F/∂z ≡ 0).
     The integrals are computed by integrating [z, g_x̃, g_θ] backwards from t = 1 with the same
-    solver and tolerances (spec option (i)); z is re-integrated with F, so the backward NFE equals
-    that of an exact adjoint. Used by HomoODE's ``grad_mode="frozen_adjoint"``.
+    solver and tolerances (spec option (i)); z is re-integrated with F, so the backward pass costs
+    about as many evaluations as an exact adjoint's. Not exactly as many (the spec's "equals" is
+    too strong): the step-size control sees a different augmented state ([z, g] here, [z, a, g]
+    there), so the two backward NFE differ (notebook 04 shows both per tolerance). Used by
+    HomoODE's ``grad_mode="frozen_adjoint"``.
 
     ``apply(func, field, z0, condition, times, solver_kwargs, *params)`` → z(1).
     """
