@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -116,9 +117,25 @@ def test_h10_nfe_versus_start_distance(setup):
     assert r.epsilons[0] == 0.0
     assert r.path_deviation_at_zero < 1e-12
     assert r.nfe["fixed_point"][0] <= r.nfe["fixed_point"][-1]
-    lengths = r.path_lengths["newton"]
-    assert all(a < b for a, b in itertools.pairwise(lengths))
+    for lengths in r.path_lengths.values():
+        assert all(a < b for a, b in itertools.pairwise(lengths))
+    for nfe in r.nfe.values():  # the smallest positive ε is cheaper than the largest
+        assert nfe[1] < nfe[-1]
     r.assert_passed()
+
+
+def test_h10_conditions_fail_when_a_far_start_is_cheaper():
+    record = hl.H10Record(
+        epsilons=(0.0, 1e-3, 1.0),
+        nfe={"fixed_point": (32, 60, 50), "newton": (32, 14, 50)},
+        end_residuals={"fixed_point": (0.0, 1e-7, 1e-7), "newton": (0.0, 1e-7, 1e-7)},
+        path_lengths={"fixed_point": (0.0, 1e-3, 1.0), "newton": (0.0, 2e-3, 1e-3)},
+        path_deviation_at_zero=0.0,
+        rtol=1e-6,
+    )
+    failed = [c.name for c in record.conditions() if not c.ok]
+    assert failed == ["NFE fixed_point at ε = 0.001 (bound: NFE at ε = 1)",
+                      "path length in z grows strictly with ε (both homotopies)"]
 
 
 def test_turning_point_against_the_closed_form():
@@ -131,6 +148,9 @@ def test_turning_point_against_the_closed_form():
     assert "underflow" in r.dopri5_failure
     assert r.success_reached_end and abs(r.success_end_x - 1) < 1e-7
     r.assert_passed()
+    no_failure = dataclasses.replace(r, dopri5_failure="no failure", dopri5_furthest_lam=1.0)
+    with pytest.raises(AssertionError, match="step-size underflow"):
+        no_failure.assert_passed()
     with pytest.raises(ValueError, match="a = -2"):
         hl.turning_point_closed_form(2.0)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -691,10 +692,17 @@ class H10Record(CheckRecord):
 
     def conditions(self) -> list[Condition]:
         fp = self.nfe["fixed_point"]
+        # the smallest positive ε (ε = 0 pays the step-size warm-up, see check_h10)
+        first = min(i for i, e in enumerate(self.epsilons) if e > 0)
+        eps_min, eps_max = self.epsilons[first], self.epsilons[-1]
         return [
             Condition("max_λ ||z(λ) - z*|| at ε = 0", self.path_deviation_at_zero, "<", 1e-12),
-            Condition(f"NFE at ε = 0 (bound: NFE at ε = {self.epsilons[-1]:g})", fp[0], "<=",
-                      fp[-1]),
+            Condition(f"NFE at ε = 0 (bound: NFE at ε = {eps_max:g})", fp[0], "<=", fp[-1]),
+            *(Condition(f"NFE {kind} at ε = {eps_min:g} (bound: NFE at ε = {eps_max:g})",
+                        nfe[first], "<", nfe[-1]) for kind, nfe in self.nfe.items()),
+            Condition("path length in z grows strictly with ε (both homotopies)",
+                      all(a < b for lengths in self.path_lengths.values()
+                          for a, b in itertools.pairwise(lengths)), "==", True),
             Condition("max endpoint residual (dopri5 1e-6)",
                       max(max(v) for v in self.end_residuals.values()), "<", 1e-4),
         ]
@@ -790,6 +798,8 @@ class TurningPointRecord(CheckRecord):
             Condition("a = -2: arc length reaches λ = 1", self.fail_reached_end, "==", False),
             Condition("a = -2: λ at s_max (heading back to 0)", self.fail_lam_at_s_max, "<",
                       self.lam_turn_exact),
+            Condition("a = -2: dopri5 in λ fails with a step-size underflow",
+                      "underflow" in self.dopri5_failure, "==", True),
             Condition("a = -2: dopri5 in λ stalls at the turning point: |λ_stall - λ_turn|",
                       abs(self.dopri5_furthest_lam - self.lam_turn_exact), "<", 1e-5),
             Condition("a = -2: RK4 in λ leaves H = 0 (max ||H||)",
@@ -905,7 +915,7 @@ KIND_LABELS = {
 
 
 def plot_p1(paths: dict[str, HomotopyPath], z_star: Tensor):
-    """P1: components ``z_i(λ)`` of the three paths from the same ``z0``; dashed lines at ``z*``."""
+    """P1: components ``z_i(λ)`` of the three paths from the same ``z0``; dotted lines at ``z*``."""
     import matplotlib.pyplot as plt
 
     from deqode.plots import PALETTE
@@ -1037,7 +1047,7 @@ def plot_p3(record: TurningPointRecord):
         ax.plot(lam0.numpy(), x0.numpy(), color="0.75", linewidth=5, solid_capstyle="round",
                 label="zero set $H(x, \\lambda) = 0$ (closed form)")
         ax.plot(arc.lambdas.numpy(), arc.states[:, 0].numpy(), color=PALETTE["fixed_point"],
-                linewidth=2, label="arc length $s \\in [0, 10]$")
+                linewidth=2, label=f"arc length $s \\in [0, {float(arc.params[-1]):g}]$")
         ax.plot(lam_path.lambdas.numpy(), lam_path.states[:, 0].numpy(), color=PALETTE["fig1"],
                 linestyle="--", linewidth=1.5, label="Davidenko ODE in $\\lambda$ (RK4)")
         ax.plot([0], [a], "o", color="black", label=f"start $x = a = {a:g}$")
