@@ -464,3 +464,24 @@ def test_a_short_smoke_run_reloads_with_its_learned_start(tmp_path):
     assert 0 < drift["max_change"] <= 2 * reach < 0.05
     x, y = digits_batch(32)
     assert chapter.evaluate_start(model, x, y, tol=1e-3)["start"] == "own"
+
+
+def test_ablation_verdicts_pair_by_key_and_seed_and_apply_the_thresholds():
+    def rec(init, seed, nfe, best, last):
+        return {"experiment": f"{'homoode' if init else 'homoode-noinit'}-s{seed}", "key": "digits",
+                "seed": seed, "init_params": 24 if init else 0, "nfe_forward": nfe,
+                "best_acc": best, "last_acc": last}
+
+    records = [rec(True, 0, 27.0, 0.90, 0.90), rec(False, 0, 30.0, 0.91, 0.91),
+               rec(True, 1, 28.0, 0.90, 0.87), rec(False, 1, 30.0, 0.90, 0.90),
+               rec(False, 2, 30.0, 0.90, 0.90), rec(True, 2, 31.0, 0.95, 0.95)]
+    verdicts = chapter.ablation_verdicts(records)
+    assert [(v["with"]["seed"], v["without"]["seed"]) for v in verdicts] == [(0, 0), (1, 1), (2, 2)]
+    assert verdicts[0]["nfe_ratio"] == pytest.approx(0.9)
+    # seed 0: exactly 10 % fewer, 1 point less accurate; seed 1: 3 points below on the last epoch
+    assert [(v["lower"], v["equal"]) for v in verdicts] == [(True, True), (False, False),
+                                                           (False, True)]
+    assert verdicts[1]["acc_gaps"] == pytest.approx((0.0, -0.03))
+    assert chapter.ablation_verdicts(records, acc_margin=0.05)[1]["equal"]
+    with pytest.raises(ValueError, match="expected one run without the shared start"):
+        chapter.ablation_verdicts(records[:1])

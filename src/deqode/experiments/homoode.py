@@ -368,6 +368,39 @@ def ablation_runs(profile: str, *, tag: str = "", datasets: Any = None,
     return runs
 
 
+#: The ablation's verdict rule (notebook 03): the forward NFE is *lower* when the mean over the
+#: epochs of the forward NFE per training batch drops by at least this fraction ...
+ABLATION_NFE_DROP = 0.10
+#: ... and the accuracy *equal* when neither the best nor the last test accuracy of the run with
+#: the learned start is more than this (a fraction, 0.02 = 2 points) below the other run's.
+ABLATION_ACC_MARGIN = 0.02
+
+
+def ablation_verdicts(records: Sequence[dict[str, Any]], *, nfe_drop: float = ABLATION_NFE_DROP,
+                      acc_margin: float = ABLATION_ACC_MARGIN) -> list[dict[str, Any]]:
+    """Pair each ablation run with the shared start (``init_params`` > 0) with the run of the same
+    key and seed without it, and judge the pair: ``with``, ``without`` (the two :func:`run_record`
+    dicts), ``nfe_ratio`` (mean forward NFE with / without), ``lower`` (ratio ≤ 1 − ``nfe_drop``),
+    ``acc_gaps`` ((best, last) accuracy with minus without) and ``equal`` (both gaps ≥
+    −``acc_margin``). Raises ``ValueError`` when a run has no partner."""
+    pairs = []
+    for w in records:
+        if not w["init_params"]:
+            continue
+        partners = [r for r in records if not r["init_params"] and r["key"] == w["key"]
+                    and r["seed"] == w["seed"]]
+        if len(partners) != 1:
+            raise ValueError(f"{w['experiment']}: expected one run without the shared start for "
+                             f"key {w['key']!r}, seed {w['seed']}, found {len(partners)}")
+        wo = partners[0]
+        ratio = w["nfe_forward"] / wo["nfe_forward"]
+        gaps = (w["best_acc"] - wo["best_acc"], w["last_acc"] - wo["last_acc"])
+        pairs.append({"with": w, "without": wo, "nfe_ratio": ratio,
+                      "lower": ratio <= 1 - nfe_drop, "acc_gaps": gaps,
+                      "equal": min(gaps) >= -acc_margin})
+    return pairs
+
+
 def _init_settings(config: TrainConfig) -> tuple[float, int]:
     """(lr_init, freq) of a HomoODE run: the init-point config's, else the model kwargs'."""
     point = config.init_point
