@@ -389,9 +389,10 @@ def test_copy_memory_position_accuracy_separates_blanks_and_digits() -> None:
     blank = exp.copy_memory_position_accuracy(_ConstantPredictor(cls=0), seqs, batch_size=5)
     assert blank == {"blank positions": 100.0, "digit positions": 0.0,
                      "digit positions predicted blank": 100.0}
-    # overall accuracy of "always blank" is (T + 10) / (T + 20), as the notebook prose says
+    # overall accuracy of "always blank" is (T + 10) / (T + 20), here T = 10
     _, overall = exp.evaluate_copy_memory(_ConstantPredictor(cls=0), seqs.inputs, seqs.targets, 5)
     assert overall == pytest.approx(100 * 20 / 30)
+    assert exp.always_blank_accuracy(10) == pytest.approx(overall)
     perfect = exp.copy_memory_position_accuracy(_ConstantPredictor(seqs.targets), seqs,
                                                 batch_size=5)
     assert perfect == {"blank positions": 100.0, "digit positions": 100.0,

@@ -1086,6 +1086,12 @@ def memoryless_loss(T: int) -> float:
     return 10 * math.log(8) / (T + 20)
 
 
+def always_blank_accuracy(T: int) -> float:
+    """Accuracy (%) of predicting a blank everywhere: right on the ``T + 10`` blank positions of
+    the ``T + 20``, wrong on the 10 digits to recall."""
+    return 100 * (T + 10) / (T + 20)
+
+
 # --------------------------------------------------------------------------------------------------
 # tables: paper (from data/reference/sim.csv) and ours side by side
 # --------------------------------------------------------------------------------------------------
@@ -1190,6 +1196,7 @@ __all__ = [
     "SearchSettings",
     "TrialRecord",
     "all_paper_cells_not_transcribed",
+    "always_blank_accuracy",
     "build_model",
     "classification_setup",
     "copy_memory_position_accuracy",
