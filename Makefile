@@ -1,13 +1,15 @@
 # deqode — the only entry points a reader needs.
 #
-#   make book                  execute every notebook (smoke profile) and build the site in _build/html
-#   make book PROFILE=paper    the same at the papers' scale (GPU, datasets on disk)
-#   make test                  ruff, unit tests, every notebook under nbval, book build with -W
+#   make book                  execute every notebook (cpu profile, about an hour on 2 cores) and build
+#                              the site readers get in _build/html
+#   make book PROFILE=smoke    the quick check (minutes): does the code run? -> _build/smoke/_build/html
+#   make book PROFILE=paper    the papers' scale (GPU, datasets on disk) -> _build/paper/_build/html
+#   make test                  ruff, unit tests, the smoke book under nbval, the cpu-config rehearsal
 #
 # Setup (a .venv with the pinned dependencies) is part of every target.
 
-PROFILES := smoke paper
-PROFILE ?= smoke
+PROFILES := smoke cpu paper
+PROFILE ?= cpu
 ifeq ($(filter $(PROFILE),$(PROFILES)),)
 $(error unknown PROFILE '$(PROFILE)'; valid profiles: $(PROFILES))
 endif
@@ -26,8 +28,8 @@ STAMP := $(VENV)/.deqode-installed
 
 EXEC_DIR := _build/executed/$(PROFILE)
 STAGE := _build/site/$(PROFILE)
-# smoke renders to _build/html; other profiles to _build/<profile>/_build/html
-ifeq ($(PROFILE),smoke)
+# cpu (the site readers get) renders to _build/html; other profiles to _build/<profile>/_build/html
+ifeq ($(PROFILE),cpu)
 OUTPUT := .
 else
 OUTPUT := _build/$(PROFILE)
@@ -45,9 +47,9 @@ BENCH_RESULTS := $(patsubst benchmarks/bench_%.py,$(BENCH_DIR)/%.md,$(BENCHMARKS
 
 JB_FLAGS := -W -n --keep-going
 
-# Smoke notebooks run side by side, one torch thread each (tiny models run fastest on one thread,
-# and two threads per process oversubscribe the cores); the paper profile runs them one at a time.
-ifeq ($(PROFILE),smoke)
+# Smoke and cpu notebooks run side by side, one torch thread each (small models run fastest on one
+# thread, and two threads per process oversubscribe the cores); paper runs them one at a time.
+ifneq ($(filter $(PROFILE),smoke cpu),)
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 export DEQODE_THREADS ?= 1
 else
@@ -71,7 +73,7 @@ results: $(STAMP)
 	@$(MAKE) --no-print-directory -j$(JOBS) $(EXECUTED)
 
 # The paper profile first checks that every dataset is on disk, so that no partial book is built.
-ifeq ($(PROFILE),smoke)
+ifneq ($(PROFILE),paper)
 PREFLIGHT :=
 else
 PREFLIGHT := preflight
@@ -114,13 +116,15 @@ nbval: results
 pipeline-test: book
 	DEQODE_BUILT_PROFILE=$(PROFILE) $(VENV)/bin/pytest -q tests/test_build.py
 
+# make test always checks the smoke book (minutes); the cpu profile is rehearsed for a few steps.
 test: $(STAMP)
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory book
-	@$(MAKE) --no-print-directory nbval
-	@$(MAKE) --no-print-directory pipeline-test
-	@echo "make test: all checks passed (profile $(PROFILE))"
+	@$(MAKE) --no-print-directory book PROFILE=smoke
+	@$(MAKE) --no-print-directory nbval PROFILE=smoke
+	@$(MAKE) --no-print-directory pipeline-test PROFILE=smoke
+	@$(MAKE) --no-print-directory rehearse-cpu
+	@echo "make test: all checks passed (smoke book, cpu rehearsal)"
 
 clean:
 	rm -rf _build results

@@ -54,15 +54,17 @@ def start(argv: Sequence[str] | None, description: str,
           quick_help: str = "tiny configuration to test the script") -> BenchmarkRun:
     """Parse a benchmark's command line, validate the profile and apply its setting.
 
-    ``settings`` maps ``"smoke"``, ``"paper"`` and ``"quick"`` to the script's configuration; each
+    ``settings`` maps ``"smoke"``, ``"paper"`` and ``"quick"`` (and optionally ``"cpu"``; without
+    it the cpu profile measures the smoke setting) to the script's configuration; each
     entry names at least its default ``"device"`` and its intra-op ``"threads"`` (``None``: torch's
     default). The chosen entry's thread count is set here, before anything is measured. The output
     folder defaults to ``results/<profile>/benchmarks``.
 
-    Raises :class:`deqode.choices.UnknownChoiceError` for a profile other than smoke or paper.
+    Raises :class:`deqode.choices.UnknownChoiceError` for an unknown profile.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--profile", default="smoke", help=f"smoke (CPU, {smoke_time}) or paper")
+    parser.add_argument("--profile", default="smoke",
+                        help=f"smoke (CPU, {smoke_time}), cpu or paper")
     parser.add_argument("--out", default=None, help="folder (default results/<profile>/benchmarks)")
     parser.add_argument("--device", default=None,
                         help="auto, cpu, cuda[:N] (default: the profile's setting)")
@@ -70,7 +72,10 @@ def start(argv: Sequence[str] | None, description: str,
     parser.add_argument("--quick", action="store_true", help=quick_help)
     args = parser.parse_args(argv)
     check_profile(args.profile)
-    setting = settings["quick" if args.quick else args.profile]
+    key = "quick" if args.quick else args.profile
+    if key == "cpu" and "cpu" not in settings:
+        key = "smoke"
+    setting = settings[key]
     device = resolve_device(args.device or setting["device"])
     if setting["threads"]:  # small tensors on a shared CPU: fewer threads, less noise
         torch.set_num_threads(setting["threads"])
@@ -94,9 +99,9 @@ def machine(device: torch.device, *packages: str) -> str:
 
 
 def heading(title: str, profile: str, smoke_note: str) -> list[str]:
-    """The first markdown lines of a report: ``### title``, then in smoke the note in italics."""
+    """The first markdown lines of a report: ``### title``, then on the CPU profiles the note."""
     lines = [f"### {title}", ""]
-    if profile == "smoke":
+    if profile in ("smoke", "cpu"):
         lines += [f"*{smoke_note}*", ""]
     return lines
 
@@ -115,14 +120,14 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def png_bytes(fig: Any, profile: str, dpi: int = 130) -> bytes:
-    """Stamp a smoke figure with the smoke label, lay it out, render it as PNG and close it."""
+    """Stamp a CPU-profile figure with its label, lay it out, render it as PNG and close it."""
     import matplotlib.pyplot as plt
 
     from deqode import plots
-    from deqode.notebook import SMOKE_LABEL
+    from deqode.notebook import profile_label
 
-    if profile == "smoke":
-        plots.stamp(fig, SMOKE_LABEL)
+    if profile != "paper":
+        plots.stamp(fig, profile_label(profile))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-PROFILES = ("smoke", "paper")
+PROFILES = ("smoke", "cpu", "paper")
+#: Profiles whose runs take one torch thread on the CPU by default (small models; the book runs
+#: two notebooks at a time on two cores).
+ONE_THREAD_PROFILES = ("smoke", "cpu")
 
 
 class UnknownChoiceError(ValueError):
@@ -21,6 +24,7 @@ def check_choice(kind: str, value: object, choices: Iterable[object]) -> object:
 
 
 def check_profile(profile: str) -> str:
-    """The run profile: ``smoke`` (CPU, minutes, offline) or ``paper`` (GPU, the papers' scale)."""
+    """The run profile: ``smoke`` (does the code run? minutes, CI), ``cpu`` (the evidence that two
+    CPU cores give in about an hour; the site readers get) or ``paper`` (GPU, the papers' scale)."""
     check_choice("profile", profile, PROFILES)
     return profile

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from deqode.choices import PROFILES, UnknownChoiceError
+from deqode.choices import ONE_THREAD_PROFILES, PROFILES, UnknownChoiceError
 from deqode.errors import DatasetMissingError
 
 EPILOG = """\
@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="experiment name, e.g. homoode-digits (smoke) or homoode-cifar10 "
                        "(paper); `python -m deqode list` shows them all")
     train.add_argument("--profile", default="smoke", metavar="P",
-                       help=f"run profile, one of {', '.join(PROFILES)}: smoke = digits on a CPU "
-                       "in about a minute; paper = the released settings on GPU "
+                       help=f"run profile, one of {', '.join(PROFILES)}: smoke = does the code "
+                       "run (minutes); cpu = narrowed models trained to a plateau on 2 CPU "
+                       "cores; paper = the released settings on GPU "
                        "(default: %(default)s)")
     train.add_argument("--resume", action="store_true",
                        help="continue from RESULTS_DIR/PROFILE/EXPERIMENT/checkpoint.pt (same "
@@ -90,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no tqdm progress bar (it is shown only on a terminal anyway)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     train.add_argument("--threads", type=int, metavar="T",
-                       help="torch CPU threads; default 1 for the smoke profile on the CPU (its "
-                       "models are tiny: a second thread gains little, and on a busy 2-core "
-                       "machine spinning threads made steps over 10x slower), else torch's choice")
+                       help="torch CPU threads; default 1 for the smoke and cpu profiles on the "
+                       "CPU (their models are small: a second thread gains little, and on a "
+                       "busy 2-core machine spinning threads made steps over 10x slower), "
+                       "else torch's choice")
 
     listing = commands.add_parser(
         "list", help="list experiments, models and datasets",
@@ -131,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError) as err:
         raise UnknownChoiceError(str(err)) from err
     threads = args.threads
-    if threads is None and args.profile == "smoke" and device.type == "cpu":
+    if threads is None and args.profile in ONE_THREAD_PROFILES and device.type == "cpu":
         threads = 1
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed),
                                    ("batch_size", args.batch_size)) if v is not None}

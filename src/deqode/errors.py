@@ -17,4 +17,8 @@ class DatasetMissingError(FileNotFoundError):
     """A dataset is not on disk and cannot be downloaded; the message says where to put it."""
 
 
-__all__ = ["DatasetMissingError", "SolverFailure", "UnknownChoiceError"]
+class DatasetDamagedError(ValueError):
+    """A dataset file is on disk but its content is wrong (checksum or format); says how to fix."""
+
+
+__all__ = ["DatasetDamagedError", "DatasetMissingError", "SolverFailure", "UnknownChoiceError"]

@@ -20,13 +20,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from deqode.choices import check_profile
+from deqode.choices import ONE_THREAD_PROFILES, check_profile
 from deqode.devices import describe_device, resolve_device
 from deqode.paths import repo_root, resolve
 from deqode.paths import results_dir as _results_dir
 from deqode.results import write_json_atomic
 
 SMOKE_LABEL = "smoke profile — not a reproduction of the paper's numbers"
+CPU_LABEL = "cpu profile — narrowed models on 2 CPU cores, not the paper's scale"
+PROFILE_LABELS = {"smoke": SMOKE_LABEL, "cpu": CPU_LABEL, "paper": "paper profile"}
+
+
+def profile_label(profile: str) -> str:
+    """The caption stamp of figures and tables of ``profile``."""
+    return PROFILE_LABELS[check_profile(profile)]
 
 
 def seed_everything(seed: int) -> None:
@@ -94,9 +101,40 @@ class Run:
         return self.profile == "smoke"
 
     @property
+    def is_cpu(self) -> bool:
+        return self.profile == "cpu"
+
+    @property
+    def is_rehearsal(self) -> bool:
+        """True under ``make rehearse-cpu``: loops stop after a few steps; not results."""
+        from deqode import rehearsal
+
+        return rehearsal.active()
+
+    @property
     def label(self) -> str:
         """The caption stamp every figure and table carries."""
-        return SMOKE_LABEL if self.is_smoke else "paper profile"
+        if self.is_rehearsal:
+            return f"{self.profile} rehearsal — a few steps per run, not results"
+        return profile_label(self.profile)
+
+    @property
+    def results_root(self) -> Path:
+        """The results folder that holds ``<profile>/<notebook>/`` (``results/`` by default)."""
+        return self.out.parent.parent
+
+    def claim(self, claim_id: str, *, ran: str, measured: str, rule: str, verdict: str,
+              section: str, reason: str = "", values: dict | None = None) -> Path:
+        """Write this notebook's evidence for ``claim_id`` to the claims ledger (see
+        :mod:`deqode.claims`); the verdict must come from a rule in code, never typed here."""
+        from deqode import claims
+
+        evidence = claims.Evidence(
+            claim_id=claim_id, profile=self.profile, ran=ran, measured=measured, rule=rule,
+            verdict=verdict, notebook=self.name, section=section, reason=reason,
+            values=dict(values or {}),
+        )
+        return claims.record(evidence, results_dir=self.results_root)
 
     def savefig(self, fig, name: str, **kwargs) -> Path:
         """Save ``fig`` atomically as ``results/<profile>/<notebook>/<name>.png``; return it."""
@@ -141,16 +179,16 @@ def start(
     Raises at once for an unknown profile or device. Relative folders are taken relative to the
     repository root, so the notebook gives the same result wherever its kernel was started.
     Torch's CPU threads: ``DEQODE_THREADS`` if set (the Makefile sets it when notebooks run side by
-    side), else one thread for the smoke profile on the CPU (its tiny models run fastest on one
-    thread; two threads on a busy two-core machine were about ten times slower), else torch's
-    default.
+    side), else one thread for the smoke and cpu profiles on the CPU (their small models run
+    fastest on one thread; two threads on a busy two-core machine were about ten times slower),
+    else torch's default.
     """
     check_profile(profile)
     if not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     dev = resolve_device(device)
     threads = os.environ.get("DEQODE_THREADS") or (
-        1 if profile == "smoke" and dev.type == "cpu" else 0
+        1 if profile in ONE_THREAD_PROFILES and dev.type == "cpu" else 0
     )
     if int(threads):
         torch.set_num_threads(int(threads))

@@ -77,7 +77,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from deqode import metrics
+from deqode import metrics, rehearsal
 from deqode.choices import check_choice, check_profile
 from deqode.devices import resolve_device
 from deqode.errors import SolverFailure
@@ -444,7 +444,7 @@ class _Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         params = [p for p in net.parameters()]
-        for x, y in bar:
+        for x, y in rehearsal.capped(bar):
             x, y = x.to(self.device, self.dtype, non_blocking=True), y.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             if self.init_optimizer is not None:
@@ -509,7 +509,7 @@ class _Trainer:
         net = self.net
         net.eval()
         acc, timer = metrics.Accumulator(), metrics.PhaseTimer(self.device)
-        for x, y in self.test_loader:
+        for x, y in rehearsal.capped(self.test_loader):
             x, y = x.to(self.device, self.dtype, non_blocking=True), y.to(self.device)
             metrics.reset_nfe(net)
             with timer.phase("eval"):
@@ -709,6 +709,7 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
                 "world_size": trainer.ctx.world, "environment": environment_record(trainer.device),
             })
         stop_at = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
+        stop_at = rehearsal.epochs(stop_at)
         trainer.write("running")
         try:
             while trainer.epoch < stop_at:

@@ -24,7 +24,8 @@ Recipes:
   summing to one) bilinear resizing, so normalising last is equivalent up to interpolation details.
 
 The default recipe of a dataset is ``homoode`` where HomoODE defines one (``cifar10``,
-``cifar100``, ``tiny-imagenet``, ``digits``) and ``plain`` otherwise (``mnist``, ``svhn``).
+``cifar100``, ``tiny-imagenet``, ``digits``) and ``plain`` otherwise (``mnist``, ``mnist-8k``,
+``svhn``). ``mnist-8k`` has exactly MNIST's recipes.
 Augmentation applies to the train split by default (``augment=None``); test transforms are
 deterministic.
 """
@@ -32,7 +33,7 @@ deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import torch
@@ -103,6 +104,19 @@ class Preprocessing:
         steps.append(transforms.ToTensor())
         if self.mean is not None:
             steps.append(transforms.Normalize(self.mean, self.std))
+        return transforms.Compose(steps)
+
+    def tensor_augmentation(self) -> Callable:
+        """The train augmentation for ``(C, H, W)`` tensors (sets held in memory as tensors)."""
+        from torchvision import transforms
+
+        steps: list = []
+        if self.flip_p > 0:
+            steps.append(transforms.RandomHorizontalFlip(p=self.flip_p))
+        if self.resize is not None:
+            steps.append(transforms.Resize((self.resize, self.resize), antialias=True))
+        if self.crop is not None:
+            steps.append(transforms.RandomCrop(self.crop, padding=self.crop_padding))
         return transforms.Compose(steps)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
@@ -199,6 +213,11 @@ _TABLE: dict[str, dict[str, Preprocessing]] = {
         "plain": _plain("svhn"),
         "sim": Preprocessing("svhn", "sim", SVHN_MEAN, SVHN_STD, source="sim.md §3.2"),
     },
+}
+# MNIST-8k (a subset of MNIST's test set) takes MNIST's recipes unchanged.
+_TABLE["mnist-8k"] = {
+    recipe: replace(record, dataset="mnist-8k", source=f"{record.source} (as for mnist)")
+    for recipe, record in _TABLE["mnist"].items()
 }
 
 # digits: tensors in [0, 1]; no recipe augments them.

@@ -105,6 +105,17 @@ _STATIC.update({
         {"train": 100_000, "test": 10_000},
         folder="tiny-imagenet",
     ),
+    "mnist-8k": _image_info(
+        "mnist-8k",
+        (1, 28, 28),
+        10,
+        f"{vision.MNIST8K_LABEL}: the first 8,000 digits of the official MNIST test set, "
+        "versioned in data/mnist-8k/ (CC BY-SA 3.0, LeCun, Cortes, Burges); test = every fourth "
+        "image from index 3",
+        {"train": 6000, "test": 2000},
+        folder="mnist-8k",
+        options=("check_md5",),
+    ),
     "digits": _image_info(
         "digits",
         (1, 8, 8),
@@ -231,6 +242,9 @@ def _howto(name: str, folder: Path) -> str:
         return vision.torchvision_howto(name, folder)
     if name == "tiny-imagenet":
         return vision.tiny_imagenet_howto(folder)
+    if name == "mnist-8k":
+        return (f"it is versioned in the repository: restore it with `git checkout -- "
+                f"data/mnist-8k/`, or copy the two files of data/mnist-8k/README.md into {folder}/")
     file, drive = images.TANCIK_FILES[name], images.TANCIK_DRIVE_IDS[name]
     return (
         f"download it (network needed) with download=True or "
@@ -278,9 +292,9 @@ def download_dataset(name: str, root: str | os.PathLike = "data") -> None:
     if not _missing(name, root):
         return
     folder = _folder(name, root)
-    if name == "tiny-imagenet":
+    if name in ("tiny-imagenet", "mnist-8k"):
         raise DatasetMissingError(
-            f"dataset 'tiny-imagenet' cannot be downloaded automatically. {_howto(name, folder)}"
+            f"dataset {name!r} cannot be downloaded automatically. {_howto(name, folder)}"
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -324,6 +338,8 @@ def _load_images(name, root, split, augment, recipe, options) -> Dataset:
     use_aug = _resolve_augment(name, split, augment, prep.has_augmentation)
     if name == "digits":
         dataset = vision.DigitsDataset(split, prep, **options)
+    elif name == "mnist-8k":
+        dataset = vision.Mnist8k(_folder(name, root), split, prep, use_aug, **options)
     elif name == "tiny-imagenet":
         dataset = vision.TinyImageNet(_folder(name, root), split, prep.image_transform(use_aug))
     else:

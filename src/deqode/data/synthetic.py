@@ -54,7 +54,11 @@ DENSITY_DESCRIPTIONS = {
     "checkerboard": "uniform on the 8 dark cells of a 4x4 board tiling [-1.5, 1.5]^2; "
     "component = cell",
 }
-DENSITY_SIZES = {"smoke": {"train": 2048, "test": 512}, "paper": {"train": 512_000, "test": 30_000}}
+DENSITY_SIZES = {
+    "smoke": {"train": 2048, "test": 512},
+    "cpu": {"train": 2048, "test": 512},
+    "paper": {"train": 512_000, "test": 30_000},
+}
 
 
 def sample_2d_density(
@@ -123,6 +127,7 @@ def density_dataset(
 
 SPIRAL_SIZES = {
     "smoke": {"n_spirals": 64, "n_total": 200, "n_sample": 20},
+    "cpu": {"n_spirals": 64, "n_total": 200, "n_sample": 20},
     "paper": {"n_spirals": 1000, "n_total": 1000, "n_sample": 100},
 }
 
@@ -207,6 +212,7 @@ class SpiralDataset(Dataset):
 
 COPY_MEMORY_SIZES = {
     "smoke": {"T": 10, "train": 200, "test": 50},
+    "cpu": {"T": 10, "train": 200, "test": 50},
     "paper": {"T": 500, "train": 5000, "test": 500},
 }
 

@@ -1,4 +1,4 @@
-"""Image classification sets on disk (MNIST, SVHN, CIFAR-10/100, Tiny-ImageNet) and sklearn digits.
+"""Image classification sets on disk (MNIST, SVHN, CIFAR-10/100, Tiny-ImageNet, MNIST-8k); digits.
 
 Every file-backed set lives in ``<root>/<name>/`` in the layout its reader expects:
 
@@ -7,7 +7,9 @@ Every file-backed set lives in ``<root>/<name>/`` in the layout its reader expec
 - ``cifar100``: ``cifar-100-python/{train,test,meta}`` (torchvision);
 - ``svhn``: ``{train,test}_32x32.mat`` (torchvision);
 - ``tiny-imagenet``: ``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``,
-  ``val/val_annotations.txt`` (Kaggle; read by :class:`TinyImageNet`).
+  ``val/val_annotations.txt`` (Kaggle; read by :class:`TinyImageNet`);
+- ``mnist-8k``: ``{images-idx3,labels-idx1}-ubyte.gz``, versioned in the repository (read by
+  :class:`Mnist8k`, md5-checked).
 
 Integrity: torchvision's CIFAR and SVHN classes check the md5 of every file at load time. We load
 through thin subclasses (:mod:`deqode.data.tv_readers`) that only check that the files are
@@ -27,6 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from deqode.data.recipes import Preprocessing
+from deqode.errors import DatasetDamagedError
 
 TORCHVISION_SETS = ("mnist", "cifar10", "cifar100", "svhn")
 KAGGLE_TINY_URL = "https://www.kaggle.com/competitions/tiny-imagenet/data"
@@ -48,6 +51,7 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "cifar100": tuple(f"{_CIFAR100_DIR}/{f}" for f in ("train", "test", "meta")),
     "svhn": ("train_32x32.mat", "test_32x32.mat"),
     "tiny-imagenet": ("wnids.txt", "train/", "val/images/", "val/val_annotations.txt"),
+    "mnist-8k": ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"),
 }
 
 
@@ -254,3 +258,103 @@ class DigitsDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.images[index], int(self.targets[index])
+
+
+# ---------------------------------------------------------------------------------------------
+# MNIST-8k: the first 8,000 digits of the MNIST test set, versioned in data/mnist-8k/
+
+MNIST8K_FILES = {
+    "images-idx3-ubyte.gz": "bae42a57a80ed0ec5c4d57fb5ae3073f",
+    "labels-idx1-ubyte.gz": "8cbcac77e05ab5476f467943afcfa71d",
+}
+MNIST8K_SIZE = 8000
+#: Our split: image i (file order) is a test image when i % 4 == 3 (every fourth, from index 3).
+MNIST8K_TEST_EVERY = 4
+MNIST8K_LABEL = "MNIST-8k (first 8,000 of the MNIST test set; our split)"
+_IDX_MAGIC = {"images-idx3-ubyte.gz": 2051, "labels-idx1-ubyte.gz": 2049}
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def read_idx_gz(path: Path) -> tuple[np.ndarray, int]:
+    """Parse a gzip-compressed IDX file (MNIST's format): the uint8 array and the magic number."""
+    import gzip
+
+    raw = gzip.decompress(path.read_bytes())
+    magic = int.from_bytes(raw[:4], "big")
+    if magic >> 8 != 0x08:  # the third byte is the type code: 0x08 = unsigned byte
+        raise DatasetDamagedError(f"{path}: not an unsigned-byte IDX file (magic {magic})")
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
+    payload = raw[4 + 4 * ndim:]
+    if len(payload) != int(np.prod(dims)):
+        raise DatasetDamagedError(
+            f"{path}: header says {dims} ({int(np.prod(dims))} bytes), payload has {len(payload)}"
+        )
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims), magic
+
+
+@lru_cache(maxsize=4)
+def _mnist8k_arrays(folder: str, check_md5: bool) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for name, md5 in MNIST8K_FILES.items():
+        path = Path(folder) / name
+        if check_md5 and (got := _md5(path)) != md5:
+            raise DatasetDamagedError(
+                f"dataset 'mnist-8k': {path} is damaged (md5 {got}, expected {md5}); restore it "
+                f"with `git checkout -- data/mnist-8k/` or copy it again from the README's source"
+            )
+        try:
+            array, magic = read_idx_gz(path)
+        except (OSError, EOFError) as err:  # gzip errors: truncated or not gzip at all
+            raise DatasetDamagedError(f"dataset 'mnist-8k': cannot read {path}: {err}") from err
+        if magic != _IDX_MAGIC[name]:
+            raise DatasetDamagedError(f"{path}: magic {magic}, expected {_IDX_MAGIC[name]}")
+        arrays.append(array)
+    images, labels = arrays
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise DatasetDamagedError(
+            f"dataset 'mnist-8k' in {folder}: images {images.shape}, labels {labels.shape}"
+        )
+    return images, labels
+
+
+def mnist8k_split_indices(n: int, split: str) -> np.ndarray:
+    """Indices of ``split`` under our fixed rule (test: every fourth image, from index 3)."""
+    index = np.arange(n)
+    is_test = index % MNIST8K_TEST_EVERY == MNIST8K_TEST_EVERY - 1
+    return index[is_test] if split == "test" else index[~is_test]
+
+
+class Mnist8k(Dataset):
+    """MNIST-8k as ``(1, 28, 28)`` float32 tensors (pixels / 255, then the recipe) and int labels.
+
+    Reads the two gzip-compressed IDX files of ``folder`` (md5-checked unless
+    ``check_md5=False``, which tests use for small files in the same format) and keeps the split
+    of :func:`mnist8k_split_indices`: 6,000 train and 2,000 test images from the 8,000.
+    Augmentation (the ``nag`` recipe's random crop) runs on tensors, per item.
+    """
+
+    def __init__(self, folder: Path, split: str, prep: Preprocessing, augment: bool = False,
+                 check_md5: bool = True) -> None:
+        images, labels = _mnist8k_arrays(str(folder), check_md5)
+        keep = mnist8k_split_indices(len(labels), split)
+        pixels = torch.from_numpy(images[keep].astype(np.float32) / 255.0)[:, None]
+        self.preprocessing = prep
+        self.augment = augment
+        self._transform = prep.tensor_augmentation() if augment else None
+        self.images = pixels if self._transform is not None else prep.normalise(pixels)
+        self.targets = torch.from_numpy(labels[keep].astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        if self._transform is not None:
+            image = self.preprocessing.normalise(self._transform(image)[None])[0]
+        return image, int(self.targets[index])
