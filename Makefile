@@ -56,7 +56,8 @@ else
 JOBS ?= 1
 endif
 
-.PHONY: preflight setup book results benchmarks test lint unit nbval pipeline-test clean help
+.PHONY: preflight setup book results benchmarks test lint unit nbval pipeline-test rehearse-cpu \
+	clean help
 
 help:
 	@sed -n '2,8p' Makefile
@@ -115,6 +116,22 @@ nbval: results
 
 pipeline-test: book
 	DEQODE_BUILT_PROFILE=$(PROFILE) $(VENV)/bin/pytest -q tests/test_build.py
+
+# --- rehearsal of the cpu profile -----------------------------------------------------------------
+# Every notebook with profile cpu, every training loop capped at 2 steps (DEQODE_REHEARSAL_STEPS), in
+# a results folder of its own: a broken cpu configuration fails here in minutes. Not results.
+REHEARSAL := _build/rehearsal
+REHEARSED := $(patsubst notebooks/%.ipynb,$(REHEARSAL)/cpu/%.ipynb,$(NOTEBOOKS))
+
+rehearse-cpu: $(STAMP)
+	@rm -rf $(REHEARSAL)
+	@$(MAKE) --no-print-directory -j$(JOBS) $(REHEARSED)
+	$(PY) -m deqode.book check-claims --profile cpu --executed $(REHEARSAL)/cpu \
+		--results $(REHEARSAL)/results
+
+$(REHEARSAL)/cpu/%.ipynb: notebooks/%.ipynb $(STAMP)
+	DEQODE_REHEARSAL_STEPS=2 DEQODE_THREADS=1 $(PY) -m deqode.book execute $< --profile cpu \
+		--out $@ -p results_dir $(REHEARSAL)/results
 
 # make test always checks the smoke book (minutes); the cpu profile is rehearsed for a few steps.
 test: $(STAMP)

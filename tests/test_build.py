@@ -44,7 +44,7 @@ def executed(dry_run: str) -> set[str]:
 def html_dir() -> Path:
     return (
         ROOT / "_build" / "html"
-        if PROFILE == "smoke"
+        if PROFILE == "cpu"
         else ROOT / "_build" / PROFILE / "_build" / "html"
     )
 
@@ -73,6 +73,7 @@ def test_site_holds_every_page():
         "book/reproducibility.html",
         "book/bibliography.html",
         "book/developer_notes.html",
+        "book/claims.html",
     ] + [f"notebooks/{n}.html" for n in NOTEBOOKS]
     for page in pages:
         assert (html / page).is_file(), f"{page} missing from {html}"
@@ -89,3 +90,14 @@ def test_every_saved_figure_is_in_the_chapter(name):
     figures = sorted((ROOT / "results" / PROFILE / name).glob("*.png"))
     page = (html_dir() / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
     assert page.count("<img") >= len(figures)
+
+
+def test_claims_ledger_has_a_verdict_for_every_claim():
+    """Every catalogue claim has evidence from this build, and the page says which profile."""
+    from deqode import claims
+
+    page = (html_dir() / "book" / "claims.html").read_text(encoding="utf-8")
+    assert f"Claims ledger ({PROFILE} profile)" in page
+    assert claims.NOT_RUN not in page
+    for claim_id in claims.load_catalogue():
+        assert claim_id in page

@@ -48,9 +48,9 @@ def test_list_shows_experiments_models_and_datasets(capsys):
      "'anode-digits', "),
     (["train", "nope"], "'homoode-digits', "),
     (["train", "homoode-cifar10"], "exists in profile 'paper'"),
-    (["train", "homoode-digits", "--profile", "full"], "valid choices: 'smoke', 'paper'"),
+    (["train", "homoode-digits", "--profile", "full"], "valid choices: 'smoke', 'cpu', 'paper'"),
     (["train", "homoode-digits", "--device", "tpu"], "valid choices: 'auto', 'cpu', 'cuda'"),
-    (["list", "--profile", "full"], "valid choices: 'smoke', 'paper'"),
+    (["list", "--profile", "full"], "valid choices: 'smoke', 'cpu', 'paper'"),
 ])
 def test_bad_input_exits_2_naming_the_valid_choices(capsys, argv, message):
     assert cli.main(argv) == 2
@@ -100,7 +100,7 @@ def test_registry_names_and_errors():
     paper = set(experiments.experiment_names("paper"))
     for model in ("homoode", "node", "anode", "deq"):
         assert {f"{model}-cifar10", f"{model}-cifar100", f"{model}-tiny"} <= paper
-    with pytest.raises(UnknownChoiceError, match="valid choices: 'smoke', 'paper'"):
+    with pytest.raises(UnknownChoiceError, match="valid choices: 'smoke', 'cpu', 'paper'"):
         experiments.get("homoode-digits", "full")
     assert {"cifar10", "cifar100", "tiny-imagenet"} <= set(experiments.required_datasets("paper"))
     assert "digits" in experiments.required_datasets("smoke")

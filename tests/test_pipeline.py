@@ -46,7 +46,7 @@ def test_unknown_override_names_the_declared_parameters():
 
 
 def test_unknown_profile_in_a_notebook_fails_at_once(tmp_path):
-    with pytest.raises(UnknownChoiceError, match="'smoke', 'paper'"):
+    with pytest.raises(UnknownChoiceError, match="'smoke', 'cpu', 'paper'"):
         notebook.start("x", profile="nonsense", results_dir=tmp_path)
 
 
@@ -63,7 +63,7 @@ def test_make_rejects_an_unknown_profile_at_once():
         ["make", "-C", str(ROOT), "book", "PROFILE=nonsense"], capture_output=True, text=True
     )
     assert proc.returncode != 0
-    assert "valid profiles: smoke paper" in proc.stderr
+    assert "valid profiles: smoke cpu paper" in proc.stderr
     assert time.monotonic() - started < 10
 
 

@@ -209,7 +209,7 @@ def test_bad_input_names_the_valid_choices(tmp_path):
         config(optimizer="lbfgs")
     with pytest.raises(UnknownChoiceError, match="'float32', 'float64'"):
         config(dtype="float16")
-    with pytest.raises(UnknownChoiceError, match="'smoke', 'paper'"):
+    with pytest.raises(UnknownChoiceError, match="'smoke', 'cpu', 'paper'"):
         fit(config(), profile="full", device="cpu", results_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         fit(config(), profile="smoke", device="tpu", results_dir=tmp_path)

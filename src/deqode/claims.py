@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,10 +187,9 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _anchor(section: str) -> str:
-    """The MyST heading anchor of ``section`` (lower case, words joined by hyphens)."""
-    keep = "".join(ch if ch.isalnum() or ch in " -" else "" for ch in section.lower())
-    return "-".join(keep.split())
+def heading_anchor(section: str) -> str:
+    """The anchor MyST gives the heading ``section`` (``myst_heading_anchors``)."""
+    return re.sub(r"[^\w\- ]", "", section.strip().lower()).replace(" ", "-")
 
 
 def ledger_markdown(profile: str, catalogue: Mapping[str, Claim],
@@ -229,7 +229,7 @@ def ledger_markdown(profile: str, catalogue: Mapping[str, Claim],
                 continue
             counts[ev.verdict] += 1
             link = (f"[{ev.notebook}, {_cell(ev.section)}]"
-                    f"(../notebooks/{ev.notebook}.ipynb#{_anchor(ev.section)})")
+                    f"(../notebooks/{ev.notebook}.ipynb#{heading_anchor(ev.section)})")
             verdict = f"**{ev.verdict}**" + (f": {_cell(ev.reason)}" if ev.reason else "")
             body.append(f"| **{claim.id}** {_cell(claim.claim)} | {words} | {_cell(ev.ran)}; "
                         f"{link} | {_cell(ev.measured)} | {_cell(ev.rule)} | {verdict} |")
