@@ -92,9 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     train.add_argument("--threads", type=int, metavar="T",
                        help="torch CPU threads; default 1 for the smoke and cpu profiles on the "
-                       "CPU (their models are small: a second thread gains little, and on a "
-                       "busy 2-core machine spinning threads made steps over 10x slower), "
-                       "else torch's choice")
+                       "CPU (small models; on a shared 2-core machine more threads per process "
+                       "oversubscribe the cores), else torch's choice")
 
     listing = commands.add_parser(
         "list", help="list experiments, models and datasets",

@@ -179,9 +179,8 @@ def start(
     Raises at once for an unknown profile or device. Relative folders are taken relative to the
     repository root, so the notebook gives the same result wherever its kernel was started.
     Torch's CPU threads: ``DEQODE_THREADS`` if set (the Makefile sets it when notebooks run side by
-    side), else one thread for the smoke and cpu profiles on the CPU (their small models run
-    fastest on one thread; two threads on a busy two-core machine were about ten times slower),
-    else torch's default.
+    side), else one thread for the smoke and cpu profiles on the CPU (small models; two notebooks
+    share two cores, and more threads per process oversubscribe them), else torch's default.
     """
     check_profile(profile)
     if not isinstance(seed, int):
