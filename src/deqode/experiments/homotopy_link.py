@@ -682,8 +682,8 @@ def check_h9(setup: Setup, steps: int = 400) -> H9Record:
 @dataclass
 class H10Record(CheckRecord):
     check_id: ClassVar[str] = "H10"
-    claim: ClassVar[str] = ("a start closer to z* gives a shorter path; for ε > 0 the nearest start "
-                            "costs fewer steps than the farthest (ε = 0 pays a step-size warm-up)")
+    claim: ClassVar[str] = ("a start closer to z* gives a shorter path; for ε > 0 the nearest "
+                            "start costs fewer steps than the farthest (ε = 0 pays a warm-up)")
     epsilons: tuple[float, ...]
     nfe: dict[str, tuple[int, ...]]
     end_residuals: dict[str, tuple[float, ...]]
