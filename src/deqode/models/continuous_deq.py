@@ -118,6 +118,10 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
                      "gmres_max_iter": 5},
     "digits-ds": {"termination": "abs_deq_best", "tol": 0.05, "max_steps": 12,
                   "gmres_max_iter": 5},
+    "mnist8k-small": {"termination": "rel_norm", "tol": 0.05, "max_steps": 12,
+                      "gmres_max_iter": 5},
+    "mnist8k-large": {"termination": "rel_deq_best", "tol": 0.05, "max_steps": 12,
+                      "gmres_max_iter": 5},
 }
 
 

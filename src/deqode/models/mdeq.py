@@ -112,6 +112,17 @@ MDEQ_CONFIGS: dict[str, MDEQConfig] = {
         source="digits-MDEQ whose stem downsamples by 2 (8×8 → 4×4; with weight norm and the "
         "1×1 stem conv of the ImageNet config), the ImageNet analogue (spec §6) "
         "[reconstruction]"),
+    # cpu-profile analogues on MNIST-8k (1×28×28): narrowed MDEQs whose stem downsamples to 14×14
+    # so that a row trains to its plateau in a minute of one CPU thread [reconstruction]
+    "mnist8k-small": MDEQConfig(
+        "mnist8k-small", 1, 28, 10, (4, 8), (2, 4), 2, 16, 1, False, 0.2,
+        source="narrowed 2-branch MDEQ on MNIST-8k (stem 28×28 → 14×14), the CIFAR-10 small "
+        "analogue of the cpu profile [reconstruction]"),
+    "mnist8k-large": MDEQConfig(
+        "mnist8k-large", 1, 28, 10, (8, 16), (4, 8), 2, 32, 1, True, 0.3,
+        source="narrowed MDEQ on MNIST-8k, twice the channels of mnist8k-small, with the large "
+        "model's weight norm and dropout 0.3 (stem 28×28 → 14×14), the CIFAR-10 large analogue "
+        "of the cpu profile [reconstruction]"),
 }
 
 

@@ -1,0 +1,3 @@
+"""Continuous DEQ chapter: decision rules of the claims (thresholds as module constants)."""
+
+__all__: list[str] = []
