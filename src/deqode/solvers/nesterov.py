@@ -62,6 +62,15 @@ restart an exact Euler step (nag-solver.md §2.8, the companion's default). The 
 in any case the O(h) gradient of the continuous problem, not the exact gradient of the discrete
 NAG forward pass, which direct backpropagation through ``odeint`` gives.
 
+Time gradients: the step lengths stay tensors throughout (as in torchdiffeq's own fixed-grid
+solvers), so backpropagation through ``odeint`` differentiates the iterates in the output times
+(and in a grid's end points); on equal steps whose times require grad the shift ``β_{k-1} (h_k -
+H) u_k`` is formed although it is zero, for its derivative. :func:`step_grid` reads the times as
+numbers only to choose its number of steps. The values are bit-identical either way
+(``tests/test_solver_gradients.py`` compares them with a frozen record). The time gradient is
+that of the discrete pass: every output depends on the first step H through the look-ahead
+distance β H u, which has no continuous counterpart (the adjoint's time gradient has none).
+
 Registration: :func:`register` adds ``"nesterov"`` to torchdiffeq's private ``SOLVERS`` table,
 which ``odeint`` and ``odeint_adjoint`` share; ``import deqode`` calls it.
 """
@@ -135,7 +144,9 @@ def step_grid(step_size: float) -> GridConstructor:
 
     def grid(func: Any, y0: Tensor, t: Tensor) -> Tensor:
         start, end = t[0], t[-1]
-        span = float(end - start)
+        # The number of steps is an integer choice (as torchdiffeq's ``ceil(...).item()``), made
+        # on detached times; the grid points stay tensors, differentiable in t[0] and t[-1].
+        span = (end - start).detach().item()
         direction = 1.0 if span >= 0 else -1.0
         ratio = abs(span) / h
         nearest = round(ratio)
@@ -237,9 +248,13 @@ class NesterovODE(FixedGridODESolver):
         if self.steps_taken == 0:
             self._reference_dt = dt  # H: the look-ahead distance is β H u throughout the solve
         reference = self._reference_dt
-        if self.steps_taken == 0 or self._prev_beta == 0.0 or bool(dt == reference):
+        if self.steps_taken == 0 or self._prev_beta == 0.0:
             shift = None
-        else:  # a step of another length: evaluate at y_k + β_{k-1} h_k u_k
+        elif bool(dt == reference) and not _differentiated(dt, reference):
+            shift = None  # equal steps: z_k = x_k exactly, and nothing to differentiate
+        else:  # a step of another length: evaluate at y_k + β_{k-1} h_k u_k. Also on equal
+            # steps whose times require grad: the shift is then +0 (values unchanged) but its
+            # derivative β_{k-1} u_k d(h_k - H) is part of the time gradient.
             shift = (self._prev_beta * (dt - reference)) * self._velocity
         z = y0 if shift is None else y0 + shift
         f0 = func(t0, z, perturb=Perturb.NEXT if self.perturb else Perturb.NONE)
@@ -265,6 +280,13 @@ class NesterovODE(FixedGridODESolver):
         self._velocity, self._prev_beta = velocity, beta
         self.steps_taken += 1
         return dy, f0
+
+
+def _differentiated(*times: Any) -> bool:
+    """Whether autograd records through any of these step lengths (tensors, or floats in event
+    handling)."""
+    return torch.is_grad_enabled() and any(
+        isinstance(x, Tensor) and x.requires_grad for x in times)
 
 
 def _odeint_module():
