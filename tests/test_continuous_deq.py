@@ -589,3 +589,105 @@ def test_smoke_runs_train_on_a_digits_subset_and_state_their_budget():
     assert "one CPU thread per run" in summary
     assert "constant (text setting)" in cd.setup_summary("T1", "smoke")
     assert cd.setup_summary("T4", "paper").endswith("Listed for the record, not runnable here.")
+
+
+# --------------------------------------------------------------------------------------------------
+# cpu profile: seeds, aggregation, plateau check, decision rules, paper-claim agreement
+# --------------------------------------------------------------------------------------------------
+
+
+def test_claim_rows_get_three_seeds_outside_smoke():
+    from deqode.experiments import continuous_deq as cd
+
+    cont = cd.Row("T2", "vanilla", "continuous")
+    disc = cd.Row("T2", "vanilla", "discrete")
+    assert cd.row_seeds(cont, "cpu") == list(range(cd.CLAIM_SEEDS))
+    assert cd.row_seeds(disc, "cpu") == [0]
+    assert cd.row_seeds(cont, "smoke") == [0]
+    assert cd.run_name(cont, 0) == cont.name and cd.run_name(cont, 2) == cont.name + "-s2"
+    assert cd.train_config(cont, "cpu", seed=1).name == cont.name + "-s1"
+
+
+def test_cpu_setups_use_mnist8k_for_tables_1_to_3():
+    from deqode.experiments import continuous_deq as cd
+
+    for table in ("T1", "T2", "T3"):
+        assert cd.setup(table, "cpu").dataset == "mnist-8k"
+    config = cd.train_config(cd.Row("T2", "skip", "continuous"), "cpu")
+    assert isinstance(config.dataset, cd.TrainSubset) and config.dataset.dataset == "mnist-8k"
+    assert "mnist-8k" in cd.needed_datasets("cpu")
+
+
+def _summary(row, seed, acc, curve=(50.0, 60.0, 61.0)):
+    return {"row": row, "seed": seed, "test_acc": acc, "training_s_total": 10.0 + seed,
+            "curve": [{"test_acc": a} for a in curve]}
+
+
+def test_aggregate_means_and_per_seed_values():
+    from deqode.experiments import continuous_deq as cd
+
+    rows = cd.aggregate([_summary("a", 0, 90.0), _summary("a", 1, 92.0), _summary("b", 0, 50.0)])
+    a, b = rows
+    assert a["test_acc"] == 91.0 and a["test_acc_seeds"] == [90.0, 92.0]
+    assert a["test_acc_std"] == pytest.approx(math.sqrt(2.0)) and a["seeds"] == [0, 1]
+    assert b["test_acc_std"] == 0.0 and b["training_s_total"] == 10.0
+
+
+def test_plateau_check_flags_a_rising_curve():
+    from deqode.experiments import continuous_deq as cd
+
+    flat = cd.plateau_check(_summary("a", 0, 0, curve=(40.0, 80.0, 90.0, 90.5, 90.2)))
+    rising = cd.plateau_check(_summary("a", 0, 0, curve=(40.0, 60.0, 70.0, 80.0)))
+    short = cd.plateau_check(_summary("a", 0, 0, curve=(40.0, 41.0)))
+    assert flat["flat"] and not rising["flat"] and not short["flat"]
+    assert str(cd.PLATEAU_POINTS) in cd.plateau_rule() or f"{cd.PLATEAU_POINTS:g}" in \
+        cd.plateau_rule()
+
+
+def test_speedup_rule_reaches_every_verdict():
+    from deqode import claims
+    from deqode.experiments import continuous_deq as cd
+
+    acc = {"a": [90.0, 91.0, 92.0], "b": [90.0, 90.5, 91.0]}
+    assert cd.decide_speedup({"x": [2.5, 2.6, 2.4]}, 2.0, acc)[0] == claims.SUPPORTED
+    assert cd.decide_speedup({"x": [1.5, 1.6, 1.4]}, 2.0, acc)[0] == claims.MIXED
+    assert cd.decide_speedup({"x": [0.9, 1.2, 1.0]}, 2.0, acc)[0] == claims.NOT_SUPPORTED
+    verdict, reason = cd.decide_speedup({"x": [2.5]}, 2.0, {"a": [90.0]})
+    assert verdict == claims.NOT_DECIDABLE and "1 seed" in reason
+    verdict, reason = cd.decide_speedup({"x": [2.5, 2.6, 2.4]}, 2.0, {"a": [11.0, 12.0, 13.0]})
+    assert verdict == claims.NOT_DECIDABLE and "chance" in reason
+    # faster, but clearly less accurate: mixed at best
+    worse = {"x": ([80.0, 80.1, 79.9], [90.0, 90.1, 89.9])}
+    assert cd.decide_speedup({"x": [2.5, 2.6, 2.4]}, 2.0, acc, worse)[0] == claims.MIXED
+    assert f"{cd.SPEEDUP_NULL:g}" in cd.speedup_rule(2.0, "training time")
+
+
+def test_slower_best_and_gmres_rules_reach_every_verdict():
+    from deqode import claims
+    from deqode.experiments import continuous_deq as cd
+
+    acc = {"a": [90.0, 91.0, 92.0]}
+    assert cd.decide_slower([1.5, 1.6, 1.4], acc)[0] == claims.SUPPORTED
+    assert cd.decide_slower([0.9, 1.1, 1.0], acc)[0] == claims.NOT_SUPPORTED
+    top, mid = [95.0, 95.1, 94.9], [93.0, 93.1, 92.9]
+    assert cd.decide_best(top, {"v": mid, "s": mid})[0] == claims.SUPPORTED
+    assert cd.decide_best(mid, {"v": top})[0] == claims.NOT_SUPPORTED
+    assert cd.decide_best(top, {"v": mid, "s": top})[0] == claims.MIXED
+    assert cd.decide_best(top, {"v": [12.0, 11.0, 13.0]})[0] == claims.NOT_DECIDABLE
+    few, many = [1.0, 1.2, 0.8], [4.0, 4.2, 3.8]
+    assert cd.decide_fewer_iterations({"s": few, "r": few}, many, acc)[0] == claims.SUPPORTED
+    assert cd.decide_fewer_iterations({"s": many}, many, acc)[0] == claims.NOT_SUPPORTED
+    assert cd.decide_fewer_iterations({"s": few, "r": many}, many, acc)[0] == claims.MIXED
+    verdict, reason = cd.decide_fewer_iterations({"s": few}, [0, 0, 0], acc)
+    assert verdict == claims.NOT_DECIDABLE and "iteration 0" in reason
+
+
+def test_range_agreement_and_stated_ranges_come_from_the_reference():
+    from deqode.experiments import continuous_deq as cd
+
+    assert cd.stated_range("C1") == (2.0, 4.0)
+    assert cd.range_agreement("2-4x", [2.14, 4.10]).startswith("agrees")
+    assert cd.range_agreement("1.57-1.96x", [1.55, 1.95]).startswith("differs")
+    assert cd.range_agreement("4.7-6.182x", [4.75, 6.1826]).startswith("agrees")
+    verdicts = {c.id: c.verdict for c in cd.claims()}
+    assert verdicts["C7"].startswith("differs") and verdicts["C2"].startswith("agrees")

@@ -1,32 +1,24 @@
-"""Continuous DEQ chapter (Pal, Edelman & Rackauckas, arXiv 2201.12240): runs, tables, figures.
+"""Continuous DEQ chapter: run configurations of Tables 1–4 per profile.
 
-Everything the chapter's notebooks show comes from here (spec ``continuous-deq.md`` §6):
-
-* **Run configurations** of Tables 1–4 in profiles ``smoke`` and ``paper``, registered with
-  :mod:`deqode.experiments` (``python -m deqode train cdeq-t2-skipreg-cont --profile smoke``) and
-  trained by :func:`deqode.train.fit`. The models add the skip and Jacobian losses to the gradient
-  themselves (:mod:`deqode.models.regularizers`), so ``fit`` trains the paper's total loss.
-* **Paper numbers** from ``data/reference/continuous_deq.csv`` (:func:`paper_table`), the
-  arithmetic behind every headline claim (:func:`claims`) and the Figure 1 audit
-  (:func:`figure1_audit`): four bars sit 0.20 below the ratios of the paper's own tables.
-* **Figures**: the linear discrete system (F5, :func:`linear_system`), the architecture
-  schematic (F6, :func:`schematic_figure`), Figure 1 (:func:`figure1_figure`) and the training
-  curves of Figures 2–4 (:func:`curves_figure`).
-* **Timing** at the paper's real sizes with random inputs (:func:`time_variants`,
-  :func:`unit_costs`, :func:`cost_model`): timing only, untrained weights.
+Rows of Tables 1–4 (:class:`Row`), their settings per profile (:data:`SETUPS`), registered with
+:mod:`deqode.experiments` (``python -m deqode train cdeq-t2-skipreg-cont --profile smoke``) and
+trained by :func:`deqode.train.fit`. The models add the skip and Jacobian losses to the gradient
+themselves (:mod:`deqode.models.regularizers`), so ``fit`` trains the paper's total loss.
 
 Profiles. ``paper`` = the Julia code's settings (§3), with these departures forced by the one
 training loop (``fit``: Adam with coupled L2 or SGD without Nesterov momentum, schedules by
-epochs):
-step counts are rounded to whole epochs (CIFAR small 51 epochs = 19,890 steps instead of 20,000;
-large 231 epochs = 90,090), the code's decoupled, learning-rate-unscaled weight decay 2.5e-5
-(CIFAR small) and AdamW (MNIST code settings) are replaced by no weight decay, and ImageNet
+epochs): step counts are rounded to whole epochs (CIFAR small 51 epochs = 19,890 steps instead of
+20,000; large 231 epochs = 90,090), the code's decoupled, learning-rate-unscaled weight decay
+2.5e-5 (CIFAR small) and AdamW (MNIST code settings) are replaced by no weight decay, and ImageNet
 (Nesterov SGD, step schedule, a 1000-class loader deqode.data does not have) is described
-(:func:`setup`) but not registered. ``smoke`` = the digits analogues of §6 [reconstruction]:
-digits-FC for Table 1 and three digits-MDEQs (2 branches; 4 branches; downsampling stem) for
-Tables 2–4, a few short epochs each (Tables 2–4 on a subset of the train split,
-:class:`DigitsSubset`), one CPU thread, rows one after another (:func:`setup_summary` states
-each budget). Smoke numbers are smoke, never a reproduction.
+(:func:`setup`) but not registered. ``cpu`` = the strongest evidence one CPU thread gives in
+minutes [reconstruction]: MNIST-FC on MNIST-8k for Table 1, narrowed MNIST-8k MDEQs
+(``mnist8k-small``, ``mnist8k-large``) for Tables 2–3, each trained to the plateau of its test
+curve (:func:`deqode.experiments.continuous_deq.runs.plateau_check`), the rows compared in
+claims over :data:`CLAIM_SEEDS` seeds; Table 4 keeps the smoke analogue. ``smoke`` = the digits
+analogues of §6: digits-FC for Table 1 and three digits-MDEQs (2 branches; 4 branches;
+downsampling stem) for Tables 2–4, a few short epochs each (Tables 2–4 on a subset of the train
+split, :class:`TrainSubset`), one CPU thread. Smoke numbers are smoke, never a reproduction.
 """
 
 from __future__ import annotations
@@ -49,6 +41,18 @@ ACCURACY_COLUMN = {"T1": "Test Acc (%)", "T2": "Test Acc (%)", "T3": "Test Acc (
                    "T4": "Test Acc Top-5 (%)"}
 TIME_COLUMNS = ("Training (s/batch)", "Backward (s/batch)", "Prediction (s/batch)")
 SMOKE_THREADS = 1  # tiny tensors: one thread is faster and immune to a busy CPU
+#: Seeds of the rows compared in a claim (cpu and paper profiles); other rows run seed 0 only.
+CLAIM_SEEDS = 3
+#: The rows each claim compares, per table (so they get :data:`CLAIM_SEEDS` seeds): Table 1 the
+#: code setting without Jacobian regularisation (C10), Table 2 the continuous rows and the Neural
+#: ODE (C1–C4, C12), Table 3 the vanilla discrete and continuous DEQ (C9).
+CLAIM_ROWS: dict[str, tuple[tuple[str, str, bool, str], ...]] = {
+    "T1": tuple((v, "discrete", False, "code") for v in ("vanilla", "skip", "skip_reg")),
+    "T2": (("vanilla", "continuous", False, ""), ("skip", "continuous", False, ""),
+           ("skip_reg", "continuous", False, ""), ("neural_ode", "neural_ode", False, "")),
+    "T3": (("vanilla", "discrete", False, ""), ("vanilla", "continuous", False, "")),
+    "T4": (),
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,6 +121,7 @@ class TableSetup:
     weight_decay: float = 0.0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train_size: int | None = None  # smoke: train on the first N images only (None = all)
+    test_size: int | None = None  # evaluate on the first N test images only (None = all)
     registered: bool = True
     source: str = ""
     departures: str = ""
@@ -148,27 +153,36 @@ class TableSetup:
 
 
 @dataclass(frozen=True)
-class DigitsSubset:
-    """Data set factory of the short smoke runs: the digits test split whole, the train split cut
-    to its first ``train_size`` images — a random sample, since sklearn's stratified split is
-    shuffled. A picklable callable, as :class:`deqode.train.TrainConfig` accepts for ``dataset``.
-    """
+class TrainSubset:
+    """Data set factory of the short runs: the test split whole, the train split cut to its first
+    ``train_size`` images (digits: a random sample, since sklearn's stratified split is shuffled;
+    MNIST-8k: its fixed split's first images). A picklable callable, as
+    :class:`deqode.train.TrainConfig` accepts for ``dataset``."""
 
     train_size: int
     recipe: str = "cdeq"
+    dataset: str = "digits"
+    test_size: int | None = None
 
     def __call__(self, split: str):
         from torch.utils.data import Subset
 
         from deqode import data
 
-        dataset = data.load_dataset("digits", split=split, profile="smoke", recipe=self.recipe)
+        kwargs = {"profile": "smoke"} if self.dataset == "digits" else {}
+        dataset = data.load_dataset(self.dataset, split=split, recipe=self.recipe, **kwargs)
         if split != "train":
-            return dataset
+            if self.test_size is None:
+                return dataset
+            return Subset(dataset, range(min(self.test_size, len(dataset))))
         if not 0 < self.train_size <= len(dataset):
-            raise ValueError(f"train_size must lie in [1, {len(dataset)}] for the digits train "
-                             f"split, got {self.train_size}")
+            raise ValueError(f"train_size must lie in [1, {len(dataset)}] for the "
+                             f"{self.dataset} train split, got {self.train_size}")
         return Subset(dataset, range(self.train_size))
+
+
+#: The smoke profile's name for :class:`TrainSubset` (digits is its default data set).
+DigitsSubset = TrainSubset
 
 
 def table_rows(table: str) -> tuple[Row, ...]:
@@ -184,6 +198,11 @@ def table_rows(table: str) -> tuple[Row, ...]:
 
 
 _SMOKE_COMMON = {"dataset": "digits", "recipe": "cdeq", "schedule": "cosine"}
+#: cpu-profile epochs per table, chosen from probe runs so that every row reaches the plateau of
+#: its test curve (checked in the notebooks); and the train images of the MDEQ stand-ins.
+CPU_EPOCHS = {"T1": 6, "T2": 4, "T3": 4}
+CPU_TRAIN_SIZE = 1024
+CPU_TEST_SIZE = 1000
 # Smoke budgets: each notebook must run in about a minute on two cores with another notebook
 # beside it, one torch thread each, so the rows get tens of optimiser steps (Table 1) or a
 # handful (the MDEQs: 0.1-0.3 s a step whatever the batch up to 64, Python and per-call
@@ -208,6 +227,35 @@ SETUPS: dict[tuple[str, str], TableSetup] = {
         "T4", "smoke", "digits-ds", epochs=3, batch_size=64, test_batch_size=360, lr=2e-2,
         eta_min=1e-5, train_size=512, source="digits-MDEQ with a downsampling stem, analogue "
         "of Table 4 (spec §6) [reconstruction]", **_SMOKE_COMMON),
+    # cpu: MNIST-8k (6,000 train / 2,000 test), one CPU thread; budgets chosen from probe runs
+    # so that each curve flattens (the notebooks print the plateau check) [reconstruction]
+    ("T1", "cpu"): TableSetup(
+        "T1", "cpu", "mnist-fc", "mnist-8k", "cdeq", epochs=CPU_EPOCHS["T1"], batch_size=128,
+        test_batch_size=500, lr=2e-3, eta_min=1e-6,
+        source="MNIST-FC of the v1 code on MNIST-8k (spec §3.1) [reconstruction]",
+        departures="MNIST-8k (6,000 train images) instead of MNIST (60,000); batch 64 instead "
+        "of 32 (lr 2e-3 instead of 1e-3); Adam without decay (code: AdamW 2.5e-6)"),
+    ("T2", "cpu"): TableSetup(
+        "T2", "cpu", "mnist8k-small", "mnist-8k", "cdeq", epochs=CPU_EPOCHS["T2"], batch_size=64,
+        test_batch_size=500, lr=2e-2, eta_min=1e-5, train_size=CPU_TRAIN_SIZE,
+        test_size=CPU_TEST_SIZE,
+        source="narrowed 2-branch MDEQ on MNIST-8k, the CIFAR-10 small stand-in "
+        "[reconstruction]",
+        departures="MNIST-8k instead of CIFAR-10, 2-branch MDEQ with 4/8 channels at 14×14/7×7 "
+        "instead of 24/24 at 32×32/16×16; solver cap 12, GMRES itmax 5 (paper 18, 20)"),
+    ("T3", "cpu"): TableSetup(
+        "T3", "cpu", "mnist8k-large", "mnist-8k", "cdeq", epochs=CPU_EPOCHS["T3"], batch_size=64,
+        test_batch_size=500, lr=2e-2, eta_min=1e-5, train_size=CPU_TRAIN_SIZE,
+        test_size=CPU_TEST_SIZE,
+        source="narrowed MDEQ with weight norm, dropout 0.3 and best-iterate termination on "
+        "MNIST-8k, the CIFAR-10 large stand-in [reconstruction]",
+        departures="MNIST-8k instead of CIFAR-10; 2 branches with 8/16 channels instead of 4 "
+        "branches with 32–256; no flip/crop augmentation; solver cap 12, GMRES itmax 5"),
+    ("T4", "cpu"): TableSetup(
+        "T4", "cpu", "digits-ds", epochs=3, batch_size=64, test_batch_size=360, lr=2e-2,
+        eta_min=1e-5, train_size=512, source="the smoke analogue of Table 4, unchanged in the cpu "
+        "profile (digits-MDEQ with a downsampling stem; spec §6) [reconstruction]",
+        **_SMOKE_COMMON),
     ("T1", "paper"): TableSetup(
         "T1", "paper", "mnist-fc", "mnist", "cdeq", epochs=25, batch_size=32, test_batch_size=32,
         lr=1e-3, eta_min=1e-6, source="v1 mnist_fc.jl (code settings) and the v4 text "
@@ -255,6 +303,26 @@ def row_kwargs(row: Row, s: TableSetup) -> dict[str, Any]:
     return kwargs
 
 
+def run_name(row: Row, seed: int = 0) -> str:
+    """The results folder name of ``row`` trained with ``seed`` (seed 0 keeps the row name)."""
+    return row.name if seed == 0 else f"{row.name}-s{seed}"
+
+
+def is_claim_row(row: Row) -> bool:
+    """Whether a claim compares ``row`` (then it runs :data:`CLAIM_SEEDS` seeds)."""
+    key = (row.variant, row.solver, row.jac, row.setting if row.table == "T1" else "")
+    return key in CLAIM_ROWS[row.table]
+
+
+def row_seeds(row: Row, profile: str, seed: int = 0) -> list[int]:
+    """Seeds ``row`` runs in ``profile``: ``seed`` … ``seed + CLAIM_SEEDS − 1`` for claim rows
+    outside smoke, else ``seed`` alone (smoke keeps its one short run per row)."""
+    check_profile(profile)
+    if profile != "smoke" and is_claim_row(row):
+        return list(range(seed, seed + CLAIM_SEEDS))
+    return [seed]
+
+
 def train_config(row: Row, profile: str, *, seed: int = 0, **changes: Any):
     """The :class:`deqode.train.TrainConfig` of ``row`` in ``profile`` (``changes`` override)."""
     from deqode.train import TrainConfig
@@ -267,11 +335,12 @@ def train_config(row: Row, profile: str, *, seed: int = 0, **changes: Any):
         schedule = "constant"  # the text: Adam with a constant learning rate
     dataset: Any = s.dataset
     if s.train_size is not None:
-        if s.dataset != "digits":
-            raise ValueError(f"train_size is only supported on digits, not {s.dataset!r}")
-        dataset = DigitsSubset(s.train_size, s.recipe)
+        if s.dataset not in ("digits", "mnist-8k"):
+            raise ValueError(f"train_size is only supported on digits and mnist-8k, not "
+                             f"{s.dataset!r}")
+        dataset = TrainSubset(s.train_size, s.recipe, s.dataset, s.test_size)
     config = TrainConfig(
-        name=row.name, model=f"{PREFIX[row.variant]}-{s.arch}", dataset=dataset,
+        name=run_name(row, seed), model=f"{PREFIX[row.variant]}-{s.arch}", dataset=dataset,
         model_kwargs=row_kwargs(row, s), epochs=s.epochs, batch_size=s.batch_size,
         test_batch_size=s.test_batch_size, dataset_kwargs={"recipe": s.recipe},
         optimizer=s.optimizer, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
@@ -296,9 +365,11 @@ _register()
 
 @register_dataset_needs
 def needed_datasets(profile: str) -> list[str]:
-    """Digits (bundled) in smoke; MNIST and CIFAR-10 in paper (ImageNet rows are not run)."""
+    """Digits in smoke; MNIST-8k (and digits, Table 4) in cpu; MNIST and CIFAR-10 in paper."""
     check_profile(profile)
-    return ["cifar10", "mnist"] if profile == "paper" else ["digits"]
+    if profile == "paper":
+        return ["cifar10", "mnist"]
+    return ["digits", "mnist-8k"] if profile == "cpu" else ["digits"]
 
 
 def hyperparameters(profile: str) -> list[dict[str, Any]]:
@@ -345,17 +416,25 @@ def setup_summary(table: str, profile: str) -> str:
     schedule = f"{s.schedule} to {s.eta_min:g}" if s.schedule == "cosine" else s.schedule
     if table == "T1":
         schedule = f"constant (text setting) or {schedule} (code setting)"
-    threads = ", one CPU thread per run, rows one after another" if profile == "smoke" else ""
+    threads = (", one CPU thread per run, rows one after another"
+               if profile in ("smoke", "cpu") else "")
     return (f"{profile} {table}: {s.epochs} epochs of batch {s.batch_size} on {data_text}"
             f"{steps}; {s.optimizer} lr {s.lr:g}, schedule {schedule}; termination "
             f"{solver['termination']} {solver['tol']:g}, at most {solver['max_steps']} solver "
             f"steps and {solver['gmres_max_iter']} GMRES iterations; test batches of "
-            f"{s.test_batch_size}, evaluated after every epoch{threads}."
+            f"{s.test_batch_size}, evaluated after every epoch"
+            f"{'' if s.test_size is None else f' on the first {s.test_size:,} test images'}"
+            f"{threads}."
             + ("" if s.registered else " Listed for the record, not runnable here."))
 
 
 __all__ = [
     "ACCURACY_COLUMN",
+    "CLAIM_ROWS",
+    "CLAIM_SEEDS",
+    "CPU_EPOCHS",
+    "CPU_TEST_SIZE",
+    "CPU_TRAIN_SIZE",
     "LABELS",
     "PAPER",
     "PREFIX",
@@ -369,9 +448,13 @@ __all__ = [
     "DigitsSubset",
     "Row",
     "TableSetup",
+    "TrainSubset",
     "hyperparameters",
+    "is_claim_row",
     "needed_datasets",
     "row_kwargs",
+    "row_seeds",
+    "run_name",
     "setup",
     "setup_summary",
     "table_rows",

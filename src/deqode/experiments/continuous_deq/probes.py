@@ -132,8 +132,47 @@ def tolerance_probe(model: nn.Module, x: Tensor, y: Tensor,
 __all__ = [
     "PAPER_PARAM_ARCHS",
     "backward_probe",
+    "data_label",
+    "ours_header",
     "parameter_counts",
     "solve_outcomes",
+    "table_tensors",
     "tolerance_probe",
     "topk_accuracy",
 ]
+
+
+def table_tensors(table: str, profile: str, split: str, data_root: str = "data",
+                  limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """Images and labels of ``split`` of the data set ``table`` trains on in ``profile`` (the
+    whole split, or its first ``limit`` images), as two tensors."""
+    from deqode import data
+    from deqode.experiments.continuous_deq.configs import setup
+
+    s = setup(table, profile)
+    kwargs = {"profile": "smoke"} if s.dataset == "digits" else {}
+    dataset = data.load_dataset(s.dataset, root=data_root, split=split, recipe=s.recipe, **kwargs)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    x = torch.stack([dataset[i][0] for i in range(n)])
+    y = torch.tensor([int(dataset[i][1]) for i in range(n)])
+    return x, y
+
+
+def data_label(table: str, profile: str) -> str:
+    """The label of the data set ``table`` trains on in ``profile`` (MNIST-8k gets
+    :data:`deqode.data.vision.MNIST8K_LABEL`)."""
+    from deqode.data.vision import MNIST8K_LABEL
+    from deqode.experiments.continuous_deq.configs import setup
+
+    dataset = setup(table, profile).dataset
+    return MNIST8K_LABEL if dataset == "mnist-8k" else dataset
+
+
+def ours_header(table: str, profile: str) -> str:
+    """The short tag of our columns: profile and data set, e.g. ``ours (cpu, MNIST-8k)``."""
+    from deqode.experiments.continuous_deq.configs import setup
+
+    dataset = setup(table, profile).dataset
+    name = {"mnist-8k": "MNIST-8k", "digits": "digits", "mnist": "MNIST",
+            "cifar10": "CIFAR-10"}.get(dataset, dataset)
+    return f"ours ({profile}, {name})"

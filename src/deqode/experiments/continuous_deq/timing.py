@@ -61,7 +61,7 @@ def _clock() -> float:
 def time_training_step(model: nn.Module, x: Tensor, y: Tensor, repeats: int = 1,
                        warmup: int = 1) -> dict[str, Any]:
     """Per-batch times of the Julia phases: forward (solve + tape), backward, optimiser step,
-    and test-mode prediction; mean over ``repeats`` after ``warmup`` batches; with NFE/GMRES."""
+    and test-mode prediction; median over ``repeats`` after ``warmup`` batches; with NFE/GMRES."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     records = []
     for k in range(warmup + repeats):
@@ -86,7 +86,7 @@ def time_training_step(model: nn.Module, x: Tensor, y: Tensor, repeats: int = 1,
                             "training": t3 - t0, "prediction": t5 - t4, "nfe_forward": nfe_f,
                             "nfe_backward": nfe_b, "gmres_iterations": gmres_it,
                             "nfe_prediction": model.nfe_forward})
-    return {key: float(np.mean([r[key] for r in records])) for key in records[0]}
+    return {key: float(np.median([r[key] for r in records])) for key in records[0]}
 
 
 def time_variants(arch: str, batch: int, labels: Sequence[str] | None = None, *,
@@ -254,9 +254,11 @@ def ratio_table(measured: Mapping[str, Mapping[str, float]], size: str) -> list[
 
 
 __all__ = [
+    "COST_MODEL_FACTOR",
     "TIMING_LABEL",
     "TIMING_VARIANTS",
     "cost_model",
+    "cost_model_check",
     "paper_timing_ratios",
     "ratio_table",
     "solver_nfe",
@@ -265,3 +267,23 @@ __all__ = [
     "timing_model",
     "unit_costs",
 ]
+
+
+#: The cost model (:func:`cost_model`) counts as validated for a phase when the directly timed
+#: step and the model's estimate differ by at most this factor (either way).
+COST_MODEL_FACTOR = 2.0
+
+
+def cost_model_check(direct: Mapping[str, float], modelled: Mapping[str, float],
+                     phases: Sequence[str] = ("forward", "backward", "prediction")
+                     ) -> list[dict[str, Any]]:
+    """Directly timed against modelled seconds per phase: ratio direct ÷ model and whether it
+    lies within :data:`COST_MODEL_FACTOR` either way."""
+    out = []
+    for phase in phases:
+        factor = direct[phase] / modelled[phase]
+        out.append({"phase": phase, "direct (s)": direct[phase], "cost model (s)": modelled[phase],
+                    "direct ÷ model": factor,
+                    f"within {COST_MODEL_FACTOR:g}×": 1.0 / COST_MODEL_FACTOR <= factor
+                    <= COST_MODEL_FACTOR})
+    return out
