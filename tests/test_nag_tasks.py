@@ -149,6 +149,27 @@ def test_experiments_are_registered_and_mnist_is_needed_in_paper():
     assert experiments.get("nag-cls-nesterov-K12", "smoke").dataset == "digits"
     assert experiments.get("nag-cls-rk4-K48-seed2", "paper").dataset == "mnist"
     assert "mnist" in experiments.required_datasets("paper")
+    assert experiments.get("nag-cls-nesterov-K4-seed1", "cpu").dataset == "mnist-8k"
+    assert "mnist-8k" in experiments.required_datasets("cpu")
+
+
+def test_cpu_setups_run_three_seeds_and_fit_the_budget_shape():
+    cls, cnf, lat = (tasks.classification_setup("cpu"), tasks.cnf_setup("cpu"),
+                     tasks.latent_setup("cpu"))
+    for setup in (cls, cnf, lat):
+        assert len(setup.seeds) >= tasks.MIN_SEEDS and setup.solvers == tasks.CPU_SOLVERS
+    # K = 4: every solver of the comparison spends it exactly, and so does ResNet-4
+    assert [c.n_steps for c in tasks.solver_choices(cls.solvers, cls.budgets[0])] == [4, 4, 2, 1]
+    assert cls.resnet_blocks == cls.budgets[0] and cls.dataset == "mnist-8k"
+    model = ODENet(1, 10, cls.width, downsampling_kind="conv", method="nesterov", n_steps=4,
+                   max_groups=cls.max_groups)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and {m.num_groups for m in norms} == {cls.max_groups}
+    resnet = ResNet(1, 10, cls.width, downsampling_kind="conv", n_blocks=4, max_groups=4)
+    assert {m.num_groups for m in resnet.modules() if isinstance(m, torch.nn.GroupNorm)} == {4}
+    from deqode.data.synthetic import SPIRAL_SIZES
+    assert SPIRAL_SIZES["cpu"] == {"n_spirals": lat.n_spirals, "n_total": lat.n_total,
+                                   "n_sample": lat.n_sample}
 
 
 def test_reference_table_has_structure_and_no_invented_numbers():
@@ -263,3 +284,156 @@ def test_classification_smoke_run_through_the_harness(tmp_path):
     assert record["nfe_forward"] == 6.0 and record["nfe_backward"] == 0.0
     assert record["params"] == 5418 and 0.0 <= record["test_error_dopri5"] <= 1.0
     assert record["nfe_dopri5"] > 6 and len(record["history"]) == 1
+
+
+# ---- finished runs are read, not retrained ------------------------------------------------------
+
+
+def test_cache_reads_a_finished_run_and_keys_by_the_full_config(tmp_path, monkeypatch):
+    from deqode.experiments.nag import cache
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    first = cache.cached(tmp_path, "run", {"a": 1}, compute)
+    again = cache.cached(tmp_path, "run", {"a": 1}, compute)
+    other = cache.cached(tmp_path, "run", {"a": 2}, compute)
+    assert (first["cached"], again["cached"], other["cached"]) == (False, True, False)
+    assert again["value"] == 1 and other["value"] == 2 and len(calls) == 2
+    monkeypatch.setenv("DEQODE_REHEARSAL_STEPS", "2")  # a rehearsal never reads a real run
+    assert cache.cached(tmp_path, "run", {"a": 1}, compute)["cached"] is False
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_train_cnf_is_read_back_from_its_cache(tmp_path):
+    setup = dataclasses.replace(tasks.cnf_setup("smoke"), iterations=2, eval_every=2)
+    (choice,) = tasks.solver_choices(("euler",), 12)
+    first = tasks.train_cnf(setup, choice, panels=False, cache_dir=tmp_path)
+    again = tasks.train_cnf(setup, choice, panels=False, cache_dir=tmp_path)
+    assert not first["cached"] and again["cached"]
+    assert again["nll_dopri5"] == first["nll_dopri5"]
+    assert isinstance(again["model"], CNF)
+    for a, b in zip(first["model"].parameters(), again["model"].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_rehearsal_caps_the_task_loops(monkeypatch):
+    monkeypatch.setenv("DEQODE_REHEARSAL_STEPS", "2")
+    setup = dataclasses.replace(tasks.latent_setup("smoke"), eval_every=50)
+    (choice,) = tasks.solver_choices(("nesterov",), 12)
+    record = tasks.train_latent_ode(setup, choice)
+    assert [h["iteration"] for h in record["history"] if "neg_elbo" in h] == [0, 2]
+    assert record["train_cpu_seconds"] > 0
+
+
+# ---- the decision rules of C9-C11 ---------------------------------------------------------------
+
+
+def test_target_time_to_target_and_flattening():
+    assert tasks.target_value(0.1, 0.9) == pytest.approx(0.1 + tasks.TARGET_FRACTION * 0.8)
+    curve = [{"acc": 0.2, "t": 1.0, "nfe": 10}, {"acc": 0.85, "t": 2.0, "nfe": 20},
+             {"acc": 0.9, "t": 3.0, "nfe": 30}]
+    assert tasks.time_to_target(curve, "acc", 0.8, True, "t") == 2.0
+    assert tasks.time_to_target(curve, "acc", 0.8, True, "nfe") == 20
+    assert tasks.time_to_target(curve, "acc", 0.95, True, "t") is None
+    assert tasks.time_to_target(curve, "acc", 0.5, False, "t") == 1.0
+    assert tasks.flattened([1.0, 0.5, 0.31, 0.30, 0.30])[0]
+    assert not tasks.flattened([1.0, 0.8, 0.6, 0.4])[0]
+    assert not tasks.flattened([1.0, 0.5])[0]  # too short to tell
+
+
+FLAT = [(True, 0.01)] * 3
+
+
+def test_faster_rule_reaches_every_verdict():
+    from deqode import claims
+
+    fast, slow = [10.0, 11.0, 10.5], [20.0, 21.0, 19.0]
+    flat = {"nesterov": FLAT, "euler": FLAT, "rk4": FLAT}
+    v, _, parts = tasks.faster_verdict({"nesterov": fast, "euler": slow, "rk4": slow}, flat)
+    assert v == claims.SUPPORTED and parts == {"euler": "faster", "rk4": "faster"}
+    v, _, parts = tasks.faster_verdict({"nesterov": slow, "euler": fast, "rk4": slow}, flat)
+    assert v == claims.NOT_SUPPORTED and parts == {"euler": "slower", "rk4": "equal"}
+    v, _, _ = tasks.faster_verdict({"nesterov": fast, "euler": slow, "rk4": fast}, flat)
+    assert v == claims.MIXED
+    v, _, parts = tasks.faster_verdict({"nesterov": fast, "euler": [5.0, None, 6.0], "rk4": slow},
+                                       flat)
+    assert parts["euler"] == "faster"
+    v, reason, _ = tasks.faster_verdict({"nesterov": [10.0], "euler": [20.0]},
+                                        {"nesterov": FLAT[:1], "euler": FLAT[:1]})
+    assert v == claims.NOT_DECIDABLE and "1 seed" in reason
+    unflat = {**flat, "rk4": [(False, 0.3)] * 3}
+    v, reason, _ = tasks.faster_verdict({"nesterov": fast, "euler": slow, "rk4": slow}, unflat)
+    assert v == claims.NOT_DECIDABLE and "rk4 30%" in reason
+
+
+def test_comparable_rule_reaches_every_verdict():
+    from deqode import claims
+
+    flat = {"nesterov": FLAT, "euler": FLAT, "rk4": FLAT}
+    good, bad = [0.95, 0.951, 0.949], [0.80, 0.81, 0.79]
+    improvement = 0.85  # margin = 5 % of it
+    v, _, parts = tasks.comparable_verdict({"nesterov": good, "euler": good, "rk4": bad}, True,
+                                           improvement, flat)
+    assert v == claims.SUPPORTED and parts == {"euler": "comparable", "rk4": "better"}
+    v, _, _ = tasks.comparable_verdict({"nesterov": bad, "euler": good, "rk4": good}, True,
+                                       improvement, flat)
+    assert v == claims.NOT_SUPPORTED
+    v, _, _ = tasks.comparable_verdict({"nesterov": bad, "euler": good, "rk4": bad}, True,
+                                       improvement, flat)
+    assert v == claims.MIXED
+    # lower is better (an NLL): the same numbers read the other way round
+    v, _, _ = tasks.comparable_verdict({"nesterov": bad, "euler": good, "rk4": good}, False,
+                                       improvement, flat)
+    assert v == claims.SUPPORTED
+    v, _, _ = tasks.comparable_verdict({"nesterov": good[:1], "euler": good[:1]}, True,
+                                       improvement, {"nesterov": FLAT, "euler": FLAT})
+    assert v == claims.NOT_DECIDABLE
+
+
+def test_hidden_rule_reaches_every_verdict():
+    from deqode import claims
+
+    same = {"nesterov": [0.95, 0.951, 0.949], "nesterov (c=1)": [0.95, 0.952, 0.948]}
+    worse = {"nesterov": [0.95, 0.951, 0.949], "nesterov (c=1)": [0.70, 0.71, 0.69]}
+    moved = {"nesterov": [0.0, -0.001, 0.001], "nesterov (c=1)": [-0.3, -0.31, -0.29]}
+    still = {"nesterov": [0.0, -0.001, 0.001], "nesterov (c=1)": [0.0, 0.001, -0.001]}
+    assert tasks.hidden_verdict(same, moved, True, 0.85)[0] == claims.SUPPORTED
+    assert tasks.hidden_verdict(worse, still, True, 0.85)[0] == claims.NOT_SUPPORTED
+    assert tasks.hidden_verdict(same, still, True, 0.85)[0] == claims.MIXED
+    one = {k: v[:1] for k, v in same.items()}
+    assert tasks.hidden_verdict(one, {k: v[:1] for k, v in moved.items()}, True,
+                                0.85)[0] == claims.NOT_DECIDABLE
+
+
+def test_rule_texts_are_built_from_the_constants():
+    text = tasks.faster_rule_text("accuracy")
+    assert str(tasks.TARGET_FRACTION) in text and f"{tasks.TIME_MARGIN:.0%}" in text
+    assert f"{tasks.COMPARABLE_FRACTION:.0%}" in tasks.comparable_rule_text("accuracy")
+    assert str(tasks.MIN_SEEDS) in tasks.hidden_rule_text("accuracy")
+
+
+def test_evidence_from_records_gives_claim_arguments():
+    from deqode import claims
+
+    def record(label, seed, accs, cpu):
+        hist = [{"epoch": i + 1, "test_acc": a, "cpu_seconds": cpu * (i + 1), "seconds": 1.0,
+                 "nfe": 4.0 * (i + 1)} for i, a in enumerate(accs)]
+        return {"label": label, "seed": seed, "history": hist, "test_acc": accs[-1],
+                "test_acc_dopri5": accs[-1] - (0.3 if label == "nesterov (c=1)" else 0.0)}
+
+    records = [record(label, s, [0.5, 0.9, 0.95, 0.96, 0.96], cpu)
+               for s in range(3)
+               for label, cpu in (("nesterov", 1.0 + 0.01 * s), ("euler", 2.0 + 0.01 * s),
+                                  ("nesterov (c=1)", 1.0))]
+    ev = tasks.speed_and_final(records, "test_acc", True, "accuracy", "test",
+                               start=tasks.CHANCE_ACCURACY)
+    assert ev["c9"]["verdict"] == claims.SUPPORTED and ev["c10"]["verdict"] == claims.SUPPORTED
+    assert ev["target"] == pytest.approx(0.1 + tasks.TARGET_FRACTION * 0.86)
+    assert {row["label"] for row in ev["table"]} == {"nesterov", "euler"}
+    tr = tasks.transfer_evidence(records, "test_acc", "test_acc_dopri5", True,
+                                 ev["improvement"], "accuracy", "test")
+    assert tr["claim"]["verdict"] == claims.SUPPORTED and tr["hidden"] and tr["exposed"]

@@ -127,7 +127,7 @@ def density_dataset(
 
 SPIRAL_SIZES = {
     "smoke": {"n_spirals": 64, "n_total": 200, "n_sample": 20},
-    "cpu": {"n_spirals": 64, "n_total": 200, "n_sample": 20},
+    "cpu": {"n_spirals": 128, "n_total": 300, "n_sample": 30},
     "paper": {"n_spirals": 1000, "n_total": 1000, "n_sample": 100},
 }
 
@@ -212,7 +212,7 @@ class SpiralDataset(Dataset):
 
 COPY_MEMORY_SIZES = {
     "smoke": {"T": 10, "train": 200, "test": 50},
-    "cpu": {"T": 10, "train": 200, "test": 50},
+    "cpu": {"T": 10, "train": 1000, "test": 200},
     "paper": {"T": 500, "train": 5000, "test": 500},
 }
 

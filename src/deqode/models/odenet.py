@@ -12,8 +12,11 @@ Used by the Nesterov-solver chapter (nag-solver.md §3.3, task A). Described, no
   (GN → ReLU → conv 3×3 → GN → ReLU → conv 3×3, bias-free convolutions, identity shortcut).
 * **Head**: GN → ReLU → AdaptiveAvgPool(1) → flatten → Linear(w, classes).
 
-GroupNorm uses ``min(32, w)`` groups. Parameter counts at width 64 on MNIST: ODE-Net 208,266,
-ResNet-6 576,778 (Chen et al. quote about 0.22M and 0.6M).
+GroupNorm uses ``min(max_groups, w)`` groups (``max_groups`` = 32 as in the example). A narrow
+model with one channel per group is an instance norm: every channel is normalised over the image,
+so the head's average pool sees almost the same value for every input and training stalls; the
+cpu profile therefore uses fewer groups (``max_groups``). Parameter counts at width 64 on
+MNIST: ODE-Net 208,266, ResNet-6 576,778 (Chen et al. quote about 0.22M and 0.6M).
 
 Solver: the ODE-Net integrates with torchdiffeq ``method`` (default ``dopri5``, rtol = atol =
 1e-3 as the example's ``--tol``). For fixed-grid methods give ``n_steps``: the grid is then
@@ -36,23 +39,23 @@ DOWNSAMPLING = ("conv", "small")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
-def downsampling(kind: str, in_channels: int, width: int) -> nn.Sequential:
+def downsampling(kind: str, in_channels: int, width: int, max_groups: int = 32) -> nn.Sequential:
     """The example's ``conv`` downsampling (28×28 → 6×6) or the smoke ``small`` stem."""
     if kind == "conv":
         return nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, 1), group_norm(width, 32), nn.ReLU(),
-            nn.Conv2d(width, width, 4, 2, 1), group_norm(width, 32), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, 1), group_norm(width, max_groups), nn.ReLU(),
+            nn.Conv2d(width, width, 4, 2, 1), group_norm(width, max_groups), nn.ReLU(),
             nn.Conv2d(width, width, 4, 2, 1),
         )
     if kind == "small":
-        return nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1), group_norm(width, 32),
-                             nn.ReLU())
+        return nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1),
+                             group_norm(width, max_groups), nn.ReLU())
     raise ValueError(f"unknown downsampling {kind!r}; valid choices: {DOWNSAMPLING}")
 
 
-def head(width: int, num_classes: int) -> nn.Sequential:
-    return nn.Sequential(group_norm(width, 32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(width, num_classes))
+def head(width: int, num_classes: int, max_groups: int = 32) -> nn.Sequential:
+    return nn.Sequential(group_norm(width, max_groups), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(width, num_classes))
 
 
 def solver_options(method: str, n_steps: int | None,
@@ -85,10 +88,12 @@ class ODENet(ODEClassifier):
         atol: float = 1e-3,
         grad_mode: str = "backprop",
         max_num_steps: int | None = 1000,
+        max_groups: int = 32,
     ) -> None:
-        field = ConvField(width, max_groups=32, time_dependent=True, pre_activation=True)
+        field = ConvField(width, max_groups=max_groups, time_dependent=True, pre_activation=True)
         super().__init__(
-            downsampling(downsampling_kind, in_channels, width), head(width, num_classes), field,
+            downsampling(downsampling_kind, in_channels, width, max_groups),
+            head(width, num_classes, max_groups), field,
             in_channels, grad_mode=grad_mode, method=method, rtol=rtol, atol=atol,
             options=solver_options(method, n_steps, solver_kwargs),
             max_num_steps=max_num_steps,
@@ -109,11 +114,12 @@ class ODENet(ODEClassifier):
 class ResBlock(nn.Module):
     """Pre-activation residual block: x + conv(ReLU(GN(conv(ReLU(GN(x)))))), bias-free convs."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, max_groups: int = 32) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            group_norm(width, 32), nn.ReLU(), nn.Conv2d(width, width, 3, 1, 1, bias=False),
-            group_norm(width, 32), nn.ReLU(), nn.Conv2d(width, width, 3, 1, 1, bias=False),
+            group_norm(width, max_groups), nn.ReLU(),
+            nn.Conv2d(width, width, 3, 1, 1, bias=False),
+            group_norm(width, max_groups), nn.ReLU(), nn.Conv2d(width, width, 3, 1, 1, bias=False),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -131,14 +137,15 @@ class ResNet(nn.Module):
         *,
         downsampling_kind: str = "conv",
         n_blocks: int = 6,
+        max_groups: int = 32,
     ) -> None:
         super().__init__()
         if n_blocks < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
         self.in_channels = in_channels
-        self.stem = downsampling(downsampling_kind, in_channels, width)
-        self.blocks = nn.Sequential(*(ResBlock(width) for _ in range(n_blocks)))
-        self.head = head(width, num_classes)
+        self.stem = downsampling(downsampling_kind, in_channels, width, max_groups)
+        self.blocks = nn.Sequential(*(ResBlock(width, max_groups) for _ in range(n_blocks)))
+        self.head = head(width, num_classes, max_groups)
         self.n_blocks = n_blocks
         self.nfe_forward = n_blocks
         self.nfe_backward = 0
