@@ -232,10 +232,10 @@ def test_init_reach_known_answers():
                                   lr=chapter.matched_init_lr(smoke_released, 1.0))
     assert chapter.init_reach(smoke_released.replace(init_point=matched)) == pytest.approx(1.0)
     rows = {r["run"]: r for r in chapter.init_reach_table()}
-    assert rows["digits, smoke ablation"]["reach"] == pytest.approx(reach, rel=1e-9)
+    assert rows["ablation"]["reach"] == pytest.approx(reach, rel=1e-9)
     # the table's smoke rows have the ablation's budget: a step at 0, 5, ... below n
-    assert rows["digits, released smoke lr_init/freq"]["init steps"] == len(range(0, n, 5))
-    assert rows["digits, smoke ablation"]["init steps"] == n
+    assert rows["released lr_init/freq"]["init steps"] == len(range(0, n, 5))
+    assert rows["ablation"]["init steps"] == n
     assert [rows[f"{t} script (released)"]["init steps"] for t in (
         "CIFAR-10", "CIFAR-100", "Tiny-ImageNet")] == [11_715, 46_860, 23_430]
 
@@ -485,3 +485,113 @@ def test_ablation_verdicts_pair_by_key_and_seed_and_apply_the_thresholds():
     assert chapter.ablation_verdicts(records, acc_margin=0.05)[1]["equal"]
     with pytest.raises(ValueError, match="expected one run without the shared start"):
         chapter.ablation_verdicts(records[:1])
+
+
+# ---- the cpu profile and the claims' rules ------------------------------------------------------
+
+
+def test_cpu_runs_use_mnist8k_three_seeds_and_matched_digits_builds():
+    runs = chapter.comparison_runs("cpu", tag="ch02")
+    assert {r.label for r in runs} == set(chapter.CPU_COMPARISON_ROWS)
+    for label in chapter.CPU_COMPARISON_ROWS:
+        mine = [r for r in runs if r.label == label]
+        assert sorted(r.config.seed for r in mine) == list(chapter.CPU_SEEDS)
+        assert len({r.config.name for r in mine}) == len(mine)  # one results folder per seed
+    counts = {}
+    for r in runs:
+        assert r.config.dataset == "mnist-8k" and r.config.epochs == chapter.CPU_EPOCHS
+        assert r.config.model_kwargs["first_stride"] == chapter.CPU_FIRST_STRIDE
+        net = models.build(r.config.model, **r.config.model_kwargs)
+        assert net.stem(torch.zeros(1, 1, 28, 28)).shape[-2:] == (7, 7)
+        counts[r.label] = models.count_parameters(net.main_parameters())
+    assert all(abs(c / counts["HomoODE"] - 1) < 0.05 for c in counts.values())
+    pairs = chapter.ablation_runs("cpu", tag="ch03")
+    assert sorted(r.config.seed for r in pairs) == sorted(2 * list(chapter.CPU_SEEDS))
+    assert chapter.chapter_keys("cpu") == ["mnist8k"]
+    with pytest.raises(ValueError):
+        chapter.chapter_keys("cpu", "digits")
+
+
+def _record(label, seed, accs, state="completed"):
+    history = [{"epoch": i + 1, "test_acc": a} for i, a in enumerate(accs)]
+    return {"label": label, "seed": seed, "state": state, "last_acc": accs[-1],
+            "best_acc": max(accs), "history": history}
+
+
+def _rows(final: dict[str, float], seeds=(0, 1, 2), spread=0.002):
+    return [_record(label, s, [acc - 0.2, acc - 0.005, acc + spread * (s - 1)])
+            for label, acc in final.items() for s in seeds]
+
+
+def test_plateau_rule():
+    assert chapter.plateau([{"test_acc": a} for a in (0.5, 0.80, 0.81)])["flat"]
+    check = chapter.plateau([{"test_acc": a} for a in (0.5, 0.70, 0.80)])
+    assert not check["flat"] and check["change"] == pytest.approx(0.10)
+    assert not chapter.plateau([{"test_acc": 0.9}])["flat"]
+
+
+def test_accuracy_verdict_reaches_every_verdict():
+    from deqode import claims
+
+    base = ("Neural ODE", "ANODE", "DEQ")
+
+    def verdict(final, **kw):
+        return chapter.accuracy_verdict(_rows(final, **kw), subject="HomoODE", baselines=base,
+                                        chance=0.1)
+
+    assert verdict({"HomoODE": 0.9, "Neural ODE": 0.8, "ANODE": 0.8, "DEQ": 0.8})["verdict"] \
+        == claims.SUPPORTED
+    assert verdict({"HomoODE": 0.7, "Neural ODE": 0.8, "ANODE": 0.7, "DEQ": 0.7})["verdict"] \
+        == claims.NOT_SUPPORTED
+    assert verdict({"HomoODE": 0.8, "Neural ODE": 0.7, "ANODE": 0.9, "DEQ": 0.8})["verdict"] \
+        == claims.MIXED
+    near_chance = verdict({"HomoODE": 0.9, "Neural ODE": 0.12, "ANODE": 0.8, "DEQ": 0.8})
+    assert near_chance["verdict"] == claims.NOT_DECIDABLE and "chance" in near_chance["reason"]
+    one_seed = verdict({"HomoODE": 0.9, "Neural ODE": 0.8, "ANODE": 0.8, "DEQ": 0.8}, seeds=(0,))
+    assert one_seed["verdict"] == claims.NOT_DECIDABLE and "1 seed" in one_seed["reason"]
+    rising = _rows({"HomoODE": 0.9, "Neural ODE": 0.8, "ANODE": 0.8, "DEQ": 0.8})
+    rising[0] = _record("HomoODE", 0, [0.5, 0.7, 0.9])
+    out = chapter.accuracy_verdict(rising, subject="HomoODE", baselines=base, chance=0.1)
+    assert out["verdict"] == claims.NOT_DECIDABLE and "moved" in out["reason"]
+    assert f"{100 * chapter.PLATEAU_SPREAD:.0f} points" in chapter.accuracy_rule_text("HomoODE")
+
+
+def test_anode_verdict_reaches_every_verdict():
+    from deqode import claims
+
+    def verdict(final, frozen=1e-12, drifting=0.5, **kw):
+        return chapter.anode_verdict(_rows(final, **kw), h9_frozen=frozen, h9_drifting=drifting,
+                                     chance=0.1)["verdict"]
+
+    good = {"Neural ODE": 0.7, "ANODE": 0.8, "HomoODE": 0.8}
+    assert verdict(good) == claims.SUPPORTED
+    assert verdict(good, frozen=1e-3) == claims.NOT_SUPPORTED  # H9 fails
+    assert verdict({"Neural ODE": 0.8, "ANODE": 0.7, "HomoODE": 0.9}) == claims.NOT_SUPPORTED
+    assert verdict({"Neural ODE": 0.8, "ANODE": 0.8, "HomoODE": 0.9}) == claims.MIXED
+    assert verdict(good, seeds=(0, 1)) == claims.NOT_DECIDABLE
+
+
+def test_memory_verdict_reaches_every_verdict():
+    from deqode import claims
+
+    lower = chapter.memory_verdict({"adjoint": 0.5, "frozen_adjoint": 0.5}, 1.0)
+    assert lower["verdict"] == claims.SUPPORTED
+    mixed = chapter.memory_verdict({"backprop": 5.0, "adjoint": 0.5}, 1.0)
+    assert mixed["verdict"] == claims.MIXED and mixed["outcome"]["backprop"] == "higher"
+    none = chapter.memory_verdict({"backprop": 5.0, "adjoint": 0.95}, 1.0)
+    assert none["verdict"] == claims.NOT_SUPPORTED and none["outcome"]["adjoint"] == "equal"
+    assert f"{1 - chapter.MEMORY_MARGIN:.2f}" in chapter.memory_rule_text()
+
+
+def test_init_point_verdict_reaches_every_verdict():
+    from deqode import claims
+
+    def pair(lower, equal):
+        return {"lower": lower, "equal": equal}
+
+    assert chapter.init_point_verdict([pair(True, True)] * 3)["verdict"] == claims.SUPPORTED
+    assert chapter.init_point_verdict([pair(False, True)] * 3)["verdict"] == claims.NOT_SUPPORTED
+    assert chapter.init_point_verdict([pair(True, True), pair(True, False), pair(False, True)]
+                                      )["verdict"] == claims.MIXED
+    few = chapter.init_point_verdict([pair(True, True)] * 2)
+    assert few["verdict"] == claims.NOT_DECIDABLE and "2 seed pair" in few["reason"]

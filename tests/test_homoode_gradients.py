@@ -156,23 +156,23 @@ def test_adjoint_matches_backprop_for_every_parameter(smooth_grads):
     assert {"stem.0.weight", "stem.3.weight", "field.conv1.conv.weight"} <= set(_nonzero(exact))
     for name in exact:
         err = (adjoint[name] - exact[name]).norm()
-        assert err <= 1e-5 * exact[name].norm() + 1e-12, name
+        assert err <= 1e-7 * exact[name].norm() + 1e-12, name  # measured: at most 1.1e-8
 
 
 def test_frozen_adjoint_keeps_head_and_misses_ode_and_stem_gradients(smooth_grads):
     """Head gradients equal; ODE-function and stem gradients off by O(1) (spec G5: 0.93–1.02 in
-    eval mode at tol 1e-6 on the reference's net; 0.2–0.5 for most tensors here)."""
+    eval mode at tol 1e-6 on the reference's net; 0.06–0.26 per tensor here)."""
     exact, frozen = smooth_grads["backprop"], smooth_grads["frozen_adjoint"]
     for name in _nonzero(exact):
         if name.startswith("head"):
             assert rel(frozen[name], exact[name]) < 1e-6, name
         else:
-            assert rel(frozen[name], exact[name]) > 0.01, name
+            assert rel(frozen[name], exact[name]) > 0.03, name  # measured: 0.059 to 0.26
     for part in ("field.", "stem."):
         names = [n for n in _nonzero(exact) if n.startswith(part)]
         flat_exact = torch.cat([exact[n].flatten() for n in names])
         flat_frozen = torch.cat([frozen[n].flatten() for n in names])
-        assert rel(flat_frozen, flat_exact) > 0.1, part
+        assert rel(flat_frozen, flat_exact) > 0.1, part  # measured: 0.13 (field), 0.19 (stem)
 
 
 def test_frozen_adjoint_option_i_equals_quadrature_option_ii_on_homonet():
@@ -205,24 +205,32 @@ def test_frozen_adjoint_option_i_equals_quadrature_option_ii_on_homonet():
 
 
 def test_relu_homonet_adjoint_is_close_and_frozen_is_not():
-    """The real (ReLU) architecture, eval mode, tol 1e-6 (spec G5).
+    """The real (ReLU) architecture, eval mode (spec G5), tightening the tolerance.
 
-    ReLU kinks limit how closely an adaptive adjoint tracks backprop (about 1e-2 here, shrinking
-    slowly with tol), but the exact adjoint is still far closer than the frozen one; the head's
-    gradients agree in all modes."""
-    grads = {m: model_grads(m, activation="relu", tol=1e-6, train=False)
-             for m in ("backprop", "adjoint", "frozen_adjoint")}
-    exact = grads["backprop"]
-    body = [n for n in _nonzero(exact) if not n.startswith("head")]
-    flat = {m: torch.cat([g[n].flatten() for n in body]) for m, g in grads.items()}
-    adjoint_err = rel(flat["adjoint"], flat["backprop"])
-    frozen_err = rel(flat["frozen_adjoint"], flat["backprop"])
-    assert adjoint_err < 0.1
-    assert frozen_err > 3 * adjoint_err
-    for name in exact:
-        if name.startswith("head"):
-            for mode in ("adjoint", "frozen_adjoint"):
-                assert (grads[mode][name] - exact[name]).norm() <= 1e-6 * exact[name].norm() + 1e-12
+    ReLU kinks limit how closely an adaptive adjoint tracks backprop: measured on this net
+    1.9e-2, 6.5e-3 and 2.1e-3 (relative) at tol 1e-6, 1e-7 and 1e-8, about a factor 3 per decade
+    (the spec's < 1e-3 needs 1e-9 here, too slow for a unit test; notebook 04 tightens the
+    trained model's tolerance until it holds). The frozen adjoint stays about 0.41 off at every
+    tolerance; the head's gradients agree in all modes."""
+    errors = {}
+    for tol in (1e-6, 1e-8):
+        grads = {m: model_grads(m, activation="relu", tol=tol, train=False)
+                 for m in ("backprop", "adjoint", "frozen_adjoint")}
+        exact = grads["backprop"]
+        body = [n for n in _nonzero(exact) if not n.startswith("head")]
+        flat = {m: torch.cat([g[n].flatten() for n in body]) for m, g in grads.items()}
+        errors[tol] = (rel(flat["adjoint"], flat["backprop"]),
+                       rel(flat["frozen_adjoint"], flat["backprop"]))
+        for name in exact:
+            if name.startswith("head"):
+                for mode in ("adjoint", "frozen_adjoint"):
+                    err = (grads[mode][name] - exact[name]).norm()
+                    assert err <= 1e-6 * exact[name].norm() + 1e-12
+    (loose, frozen_loose), (tight, frozen_tight) = errors[1e-6], errors[1e-8]
+    assert loose < 5e-2 and tight < 5e-3  # measured 1.9e-2 and 2.1e-3
+    assert tight < loose / 3  # tightening the tolerance closes the gap (measured: 9 times)
+    assert frozen_tight > 0.2 and frozen_tight > 50 * tight  # measured 0.41, 195 times
+    assert abs(frozen_tight - frozen_loose) < 0.01  # the frozen gap is no solver error
 
 
 # --------------------------------------------------------------------------------------------------
