@@ -416,3 +416,132 @@ def test_paper_profile_models_build_and_take_a_training_step() -> None:
         out.float().square().mean().backward()
         assert torch.isfinite(out).all(), spec.label
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad), spec.label
+
+
+# ------------------------------------------------------------------------------------------------
+# claims rules, plateau checks, cache, rehearsal (cpu profile)
+
+
+def test_c3_rule_reaches_every_verdict() -> None:
+    from deqode import claims
+
+    rules = exp.rules
+    fast, slow, deq = [10.0, 11.0, 10.5], [40.0, 41.0, 39.0], [30.0, 31.0, 29.0]
+    assert rules.c3_decision({"a": 0}, 9.0, {"a": fast}, deq).verdict == claims.SUPPORTED
+    assert rules.c3_decision({"a": 0}, 9.0, {"a": slow}, deq).verdict == claims.MIXED
+    assert rules.c3_decision({"a": 3}, 9.0, {"a": fast}, deq).verdict == claims.NOT_SUPPORTED
+    undecided = rules.c3_decision({"a": 0}, 1.0, {"a": fast}, deq)
+    assert undecided.verdict == claims.NOT_DECIDABLE and "1.0" in undecided.reason
+    assert f"{rules.MIN_DEQ_NFE:g}" in undecided.rule
+
+
+def test_c4_classification_rule_reaches_every_verdict() -> None:
+    from deqode import claims
+
+    rules = exp.rules
+    deq = [0.90, 0.91, 0.92]
+    flat = {"s1": True, "s2": True, "deq": True}
+
+    def decide(s1, s2, flat=flat):
+        return rules.c4_classification({"s1": s1, "s2": s2, "deq": deq}, "deq", flat)
+
+    assert decide([0.91, 0.92, 0.90], [0.95, 0.96, 0.95]).verdict == claims.SUPPORTED
+    assert decide([0.80, 0.81, 0.82], [0.70, 0.71, 0.72]).verdict == claims.NOT_SUPPORTED
+    assert decide([0.91, 0.92, 0.90], [0.70, 0.71, 0.72]).verdict == claims.MIXED
+    few = decide([0.91], [0.92, 0.91, 0.90])
+    assert few.verdict == claims.NOT_DECIDABLE and "1 seed" in few.reason
+    chance = decide([0.12, 0.13, 0.11], [0.92, 0.91, 0.90])
+    assert chance.verdict == claims.NOT_DECIDABLE and "chance" in chance.reason
+    unflat = decide([0.91, 0.92, 0.90], [0.92, 0.91, 0.90], {**flat, "s2": False})
+    assert unflat.verdict == claims.NOT_DECIDABLE and "s2" in unflat.reason
+    assert f"{rules.ACC_MARGIN:.2f}" in unflat.rule
+
+
+def test_c4_regression_and_copy_memory_rules_reach_every_verdict() -> None:
+    from deqode import claims
+
+    rules = exp.rules
+    deq = [20.0, 20.1, 19.9]
+    good, bad = [21.0, 21.1, 20.9], [18.0, 18.1, 17.9]
+    flat = {"x": True}
+    reg = rules.c4_regression
+    assert reg({("n", "s"): good, ("n", "d"): deq}, "d", flat).verdict == claims.SUPPORTED
+    assert reg({("n", "s"): bad, ("n", "d"): deq}, "d", flat).verdict == claims.NOT_SUPPORTED
+    mixed = {("n", "s"): good, ("t", "s"): bad, ("n", "d"): deq, ("t", "d"): deq}
+    assert reg(mixed, "d", flat).verdict == claims.MIXED
+    assert reg({("n", "s"): good, ("n", "d"): deq}, "d", {"x": False}).verdict == \
+        claims.NOT_DECIDABLE
+    learned = {"s": [99.0, 98.0, 99.5], "d": [99.0, 99.0, 98.0]}
+    cm = rules.c4_copy_memory
+    low, high, dq = [0.02, 0.021, 0.019], [0.2, 0.21, 0.19], [0.05, 0.051, 0.049]
+    assert cm({"s": low, "d": dq}, learned, "d").verdict == claims.SUPPORTED
+    assert cm({"s": high, "d": dq}, learned, "d").verdict == claims.NOT_SUPPORTED
+    assert cm({"s": low, "t": high, "d": dq}, {**learned, "t": [99.0] * 3}, "d").verdict == \
+        claims.MIXED
+    blank = cm({"s": low, "d": dq}, {**learned, "s": [0.0, 0.0, 0.0]}, "d")
+    assert blank.verdict == claims.NOT_DECIDABLE and "s: digit-position accuracy 0.0" in \
+        blank.reason
+
+
+def test_plateau_checks() -> None:
+    rules = exp.rules
+    assert rules.flattened([0.5, 0.9, 0.95, 0.951, 0.952], 3, 0.01)
+    assert not rules.flattened([0.5, 0.9, 0.95, 0.97, 0.99], 3, 0.01)
+    assert not rules.flattened([0.95], 3, 0.01)  # too short to tell
+    assert rules.plateau_change([1.0, 3.0, 2.0], 2) == pytest.approx(1.0)
+
+
+def test_observed_contraction_rate_of_a_geometric_sequence() -> None:
+    k = torch.arange(40, dtype=F64)
+    dist = torch.stack([0.5**k, 0.3**k], 1)
+    rates = exp.observed_contraction_rates(dist)
+    assert torch.allclose(rates, torch.tensor([0.5, 0.3], dtype=F64))
+    assert exp.rates_match_spectral_radius(rates, torch.tensor([0.52, 0.3], dtype=F64))
+    assert not exp.rates_match_spectral_radius(rates, torch.tensor([0.9, 0.3], dtype=F64))
+
+
+def test_cache_reads_a_finished_run_and_keys_on_the_full_config(tmp_path, monkeypatch) -> None:
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls), "tensor": torch.ones(2)}
+
+    first = exp.cached(tmp_path, "run", {"seed": 0, "lr": 0.1}, compute)
+    again = exp.cached(tmp_path, "run", {"lr": 0.1, "seed": 0}, compute)
+    assert len(calls) == 1 and again["value"] == first["value"] == 1
+    exp.cached(tmp_path, "run", {"seed": 1, "lr": 0.1}, compute)
+    assert len(calls) == 2
+    monkeypatch.setenv("DEQODE_REHEARSAL_STEPS", "2")
+    exp.cached(tmp_path, "run", {"seed": 0, "lr": 0.1}, compute)
+    assert len(calls) == 3  # a rehearsal never reads a real run
+    assert not list(tmp_path.glob(".*.tmp"))  # no half-written files left
+    exp.cached(None, "run", {"seed": 0}, compute)
+    assert len(calls) == 4  # no folder: no cache
+
+
+def test_sim_loops_honour_rehearsal(monkeypatch) -> None:
+    monkeypatch.setenv("DEQODE_REHEARSAL_STEPS", "2")
+    x = torch.randn(64, 1, 8, 8)
+    y = torch.randint(0, 10, (64,))
+    data = torch.utils.data.TensorDataset(x, y)
+    model = sim.build("sim-single-digits")
+    history = exp.train_classifier(model, data, data, epochs=5, batch_size=8, lr=1e-2)
+    assert len(history["epochs"]) == 1 and len(history["steps"]) == 2
+    from deqode.data import load_dataset
+
+    train = load_dataset("copy-memory", split="train", profile="smoke", T=5, n_samples=40)
+    out = exp.train_copy_memory(sim.build("sim-single-cpmem-smoke"), train, train, epochs=3,
+                                batch_size=10, lr=0.01, track_positions=True)
+    assert len(out["steps"]) == 2 and len(out["epochs"]) == 1
+    _, fit_losses = exp.fit_sim_regressor(torch.randn(8, 2), torch.randn(8), steps=50)
+    assert len(fit_losses) == 2
+
+
+def test_cpu_profile_setups_run_three_seeds_on_mnist8k() -> None:
+    cls = exp.classification_setup("cpu")
+    assert cls.datasets == ("mnist-8k",) and len(cls.seeds) >= exp.rules.MIN_SEEDS
+    assert len(exp.regression_setup("cpu").run_seeds) >= exp.rules.MIN_SEEDS
+    assert len(exp.copy_memory_setup("cpu").run_seeds) >= exp.rules.MIN_SEEDS
+    assert exp.copy_memory_setup("smoke").run_seeds == (0,)
+    assert "mnist-8k" in exp.needed_datasets("cpu")

@@ -38,7 +38,7 @@ SPLIT_SLICES = {
     "val": (slice(0, None, 2), slice(1, None, 2)),
     "test": (slice(1, None, 2), slice(1, None, 2)),
 }
-DEFAULT_SIZE = {"smoke": 64, "cpu": 64, "paper": 512}
+DEFAULT_SIZE = {"smoke": 64, "cpu": 96, "paper": 512}
 _TEXT_LINES = (
     ("deqode", (200, 30, 30)),
     ("z* = f(z*, x)", (20, 90, 200)),

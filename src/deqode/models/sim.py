@@ -495,11 +495,19 @@ def _builds() -> dict[str, SIMBuild]:
     # R = 16. Counts: whatever these builds have (no paper budget).
     smoke = "sim.md §6 smoke sizes [companion choice]"
     digits = dict(in_channels=1, image_size=8, channels=4, first_tier_dim=16, rev_dim=16)
+    mnist8k = dict(in_channels=1, image_size=28, channels=4, first_tier_dim=32, rev_dim=32)
+    cpu = "cpu profile sizes [companion choice]"
     b += [
         SIMBuild("sim-single-digits", sim_conv, dict(digits), "classification", "single-tier",
                  source=smoke),
         SIMBuild("sim-two-digits", sim_conv, {**digits, "second_tier_dim": 32, "bandwidth": 3.0},
                  "classification", "two-tier", source=smoke),
+        # cpu profile (MNIST-8k, 28×28): C = 4, n1 = 32, n2 = 64, R = 32 [companion choice]
+        SIMBuild("sim-single-mnist8k-cpu", sim_conv, dict(mnist8k), "classification",
+                 "single-tier", source=cpu),
+        SIMBuild("sim-two-mnist8k-cpu", sim_conv,
+                 {**mnist8k, "second_tier_dim": 64, "bandwidth": 3.0}, "classification",
+                 "two-tier", source=cpu),
         SIMBuild("sim-single-imgreg-smoke", sim_mlp,
                  dict(basis_dim=32, first_tier_dim=32, rev_dim=32), "regression", "single-tier",
                  source=smoke),

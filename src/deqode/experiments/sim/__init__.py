@@ -29,7 +29,10 @@ stopping) serves tests and machines without Optuna.
 
 from __future__ import annotations
 
+from deqode.experiments.sim import cache, rules
+from deqode.experiments.sim.cache import cached
 from deqode.experiments.sim.configs import (
+    CPU_SEEDS,
     LR_MODES,
     MODEL_KINDS,
     SEARCH_BACKENDS,
@@ -46,18 +49,24 @@ from deqode.experiments.sim.configs import (
     trainable_parameters,
 )
 from deqode.experiments.sim.koopman_demos import (
+    RATE_TOL,
     digits_tensors,
     fit_sim_regressor,
     hopf_readouts,
+    observed_contraction_rates,
     r_squared,
+    rates_match_spectral_radius,
     smoke_threads,
     train_tanh_deq,
 )
 from deqode.experiments.sim.loops import (
+    always_blank_accuracy,
+    copy_memory_position_accuracy,
     cost_summary,
     evaluate_classifier,
     evaluate_copy_memory,
     final_run_seeds,
+    memoryless_loss,
     one_cycle,
     psnr,
     seed_all,
@@ -66,9 +75,6 @@ from deqode.experiments.sim.loops import (
     train_regression,
 )
 from deqode.experiments.sim.runs import (
-    always_blank_accuracy,
-    copy_memory_position_accuracy,
-    memoryless_loss,
     run_classification,
     run_copy_memory,
     run_regression,
@@ -99,8 +105,10 @@ from deqode.experiments.sim.tables import (
 )
 
 __all__ = [
+    "CPU_SEEDS",
     "LR_MODES",
     "MODEL_KINDS",
+    "RATE_TOL",
     "SEARCH_BACKENDS",
     "SEARCH_SETTINGS",
     "SEARCH_SPACES",
@@ -119,6 +127,8 @@ __all__ = [
     "all_paper_cells_not_transcribed",
     "always_blank_accuracy",
     "build_model",
+    "cache",
+    "cached",
     "classification_setup",
     "copy_memory_position_accuracy",
     "copy_memory_setup",
@@ -132,12 +142,15 @@ __all__ = [
     "hopf_readouts",
     "memoryless_loss",
     "needed_datasets",
+    "observed_contraction_rates",
     "one_cycle",
     "paper_cells",
     "paper_vs_ours",
     "psnr",
     "r_squared",
+    "rates_match_spectral_radius",
     "regression_setup",
+    "rules",
     "run_classification",
     "run_copy_memory",
     "run_regression",

@@ -11,6 +11,15 @@ from deqode.choices import check_choice, check_profile
 from deqode.experiments import register_dataset_needs
 from deqode.models import implicit2, mondeq, sim
 
+#: cpu profile: three seeds per compared row; classification 15 epochs with the lr divided by
+#: 10 after epoch 10 (fixed budget chosen from a probe on MNIST-8k in which test accuracy had
+#: stopped rising by then; the plateau check of :mod:`.rules` is printed in the notebook).
+CPU_SEEDS = (0, 1, 2)
+CPU_T1_EPOCHS = 15
+CPU_T1_DECAY_EPOCH = 10
+CPU_T2_ITERATIONS = 1000
+CPU_T3_EPOCHS = 12
+
 TASKS = ("classification", "regression", "copy-memory")
 LR_MODES = ("step", "constant", "1cycle")
 MODEL_KINDS = ("sim", "mondeq", "basis-mondeq", "deq-mfn", "deq-tcn")
@@ -62,6 +71,12 @@ class RegressionSetup:
     lr: float
     seed: int
     source: str = ""
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds to run: ``seeds`` if given, else ``(seed,)``."""
+        return self.seeds or (self.seed,)
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,14 @@ class CopyMemorySetup:
     seed: int
     adam_eps: float = 1e-5
     source: str = ""
+    seeds: tuple[int, ...] = ()
+    n_train: int | None = None  # None: COPY_MEMORY_SIZES of the profile
+    n_test: int | None = None
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds to run: ``seeds`` if given, else ``(seed,)``."""
+        return self.seeds or (self.seed,)
 
 
 def _sim_models(task: str) -> tuple[ModelSpec, ModelSpec]:
@@ -93,6 +116,19 @@ def _digits_models() -> tuple[ModelSpec, ...]:
             "basis-mondeq",
             kwargs=dict(basis=dict(in_channels=1, image_size=8, channels=4, out_dim=16),
                         hidden=16, m=1.0, solver="peaceman_rachford", alpha=1.0, tol=1e-3,
+                        max_iter=30),
+        ),
+    )
+
+
+def _mnist8k_models() -> tuple[ModelSpec, ...]:
+    return (
+        *_sim_models("mnist8k-cpu"),
+        ModelSpec(
+            "DEQ (monDEQ on the same basis)",
+            "basis-mondeq",
+            kwargs=dict(basis=dict(in_channels=1, image_size=28, channels=4, out_dim=32),
+                        hidden=32, m=1.0, solver="peaceman_rachford", alpha=1.0, tol=1e-3,
                         max_iter=30),
         ),
     )
@@ -121,6 +157,13 @@ def classification_setup(profile: str) -> ClassificationSetup:
             data_options=dict(test_fraction=0.1, seed=0),
             source="sim.md §6 T1 smoke [companion choice]",
         )
+    if profile == "cpu":
+        return ClassificationSetup(
+            "cpu", ("mnist-8k",), {"mnist-8k": _mnist8k_models()}, epochs=CPU_T1_EPOCHS,
+            batch_size=64, lr=1e-2, lr_mode="step", steplr_step=CPU_T1_DECAY_EPOCH,
+            test_batch_size=400, seeds=CPU_SEEDS,
+            source="cpu profile: MNIST-8k, narrowed models [companion choice]",
+        )
     datasets = ("mnist", "cifar10", "svhn")
     return ClassificationSetup(
         "paper", datasets, {d: _paper_cls_models(d) for d in datasets}, epochs=10,
@@ -137,7 +180,7 @@ def regression_setup(profile: str) -> RegressionSetup:
     images, non-tuned defaults (lr 1e-4, all widths 256, bandwidth 0.005, 2000 iterations,
     seed 2331) and an ImpSq-style DEQ-MFN (width 256)."""
     check_profile(profile)
-    if profile == "smoke":
+    if profile in ("smoke", "cpu"):
         models = (
             ModelSpec("single-tier SIM (MLP basis)", "sim", "sim-single-imgreg-smoke",
                       variant="single-tier"),
@@ -148,6 +191,13 @@ def regression_setup(profile: str) -> RegressionSetup:
             ModelSpec("DEQ-MFN ((Implicit)²-style)", "deq-mfn",
                       kwargs=dict(width=32, input_scale=32.0)),
         )
+        if profile == "cpu":
+            return RegressionSetup(
+                "cpu", (("sample-china", {}), ("rendered-text", {})),
+                {"sample-china": "natural", "rendered-text": "text"}, models,
+                iterations=CPU_T2_ITERATIONS, lr=3e-3, seed=0, seeds=CPU_SEEDS,
+                source="cpu profile: the smoke models, longer and over 3 seeds [companion choice]",
+            )
         return RegressionSetup(
             "smoke", (("sample-china", {"size": 64}), ("rendered-text", {"size": 64})),
             {"sample-china": "natural", "rendered-text": "text"}, models, iterations=300,
@@ -176,12 +226,17 @@ def copy_memory_setup(profile: str) -> CopyMemorySetup:
     paper: T = 500, 5000 / 500, the 17,294-parameter models, 20 epochs, batch 10, lr 0.01,
     bandwidth 500, seed 1554. The DEQ over a causal convolution is a [companion choice]."""
     check_profile(profile)
-    if profile == "smoke":
+    if profile in ("smoke", "cpu"):
         models = (
             *_sim_models("cpmem-smoke"),
             ModelSpec("DEQ-TCN (Anderson, tol 1e-3, ≤ 30 it.)", "deq-tcn",
                       kwargs=dict(hidden=16, channels=8, levels=4, kernel=3)),
         )
+        if profile == "cpu":
+            return CopyMemorySetup("cpu", 10, models, epochs=CPU_T3_EPOCHS, batch_size=10,
+                                   lr=0.01, seed=0, seeds=CPU_SEEDS,
+                                   source="cpu profile: the smoke models, T = 10, 1000 / 200 "
+                                   "sequences, 3 seeds [companion choice]")
         return CopyMemorySetup("smoke", 10, models, epochs=4, batch_size=10, lr=0.01, seed=0,
                                source="sim.md §6 T3 smoke [companion choice]")
     models = (
@@ -199,6 +254,8 @@ def needed_datasets(profile: str) -> list[str]:
     check_profile(profile)
     if profile == "smoke":
         return ["digits", "sample-china", "rendered-text", "copy-memory"]
+    if profile == "cpu":
+        return ["mnist-8k", "sample-china", "rendered-text", "copy-memory"]
     return ["mnist", "cifar10", "svhn", "tancik-natural", "tancik-text", "copy-memory"]
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from deqode import rehearsal
 from deqode.choices import check_profile
 from deqode.experiments.sim.loops import train_classifier
 from deqode.models import sim
@@ -95,7 +96,7 @@ def fit_sim_regressor(
     y = targets.reshape(len(targets), out_dim)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
-    for _ in range(steps):
+    for _ in range(rehearsal.steps(steps)):
         optimizer.zero_grad()
         loss = F.mse_loss(model(inputs), y)
         loss.backward()
@@ -104,3 +105,30 @@ def fit_sim_regressor(
     return model, losses
 
 
+
+
+#: K1: the observed asymptotic contraction rate of forward iteration must match the spectral
+#: radius of the Jacobian at the fixed point within this relative tolerance (measured on the
+#: smoke DEQ: within 9 %).
+RATE_TOL = 0.15
+
+
+def observed_contraction_rates(dist: Tensor, floor: float = 1e-9, start: int = 10) -> Tensor:
+    """Per column of ``dist`` (``‖z_k − z*‖`` over iterations ``k``): the geometric-mean
+    contraction per step between iteration ``min(start, k_last − 5)`` and ``k_last``, the last
+    iteration still above ``floor`` (the solve accuracy). Linearisation predicts ``ρ(J(x))``."""
+    rates = []
+    for column in dist.T:
+        above = (column > floor).nonzero().flatten()
+        k_last = int(above.max()) if len(above) else 0
+        k_first = max(0, min(start, k_last - 5))
+        if k_last <= k_first:
+            rates.append(float("nan"))
+            continue
+        rates.append(float((column[k_last] / column[k_first]) ** (1.0 / (k_last - k_first))))
+    return torch.tensor(rates, dtype=dist.dtype)
+
+
+def rates_match_spectral_radius(rates: Tensor, rho: Tensor, tol: float = RATE_TOL) -> bool:
+    """True when every observed rate is within ``tol`` (relative) of the spectral radius."""
+    return bool(torch.all((rates - rho).abs() <= tol * rho).item())

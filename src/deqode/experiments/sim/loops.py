@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from deqode import rehearsal
 from deqode.choices import check_choice
 from deqode.experiments.sim.configs import LR_MODES, trainable_parameters
 
@@ -71,7 +72,7 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
     """Mean cross-entropy (sum / N) and accuracy as a fraction in [0, 1]."""
     model.eval()
     total, correct, count = 0.0, 0, 0
-    for x, y in loader:
+    for x, y in rehearsal.capped(loader):
         x, y = x.to(device), y.to(device)
         logits = model(x)
         total += F.cross_entropy(logits, y, reduction="sum").item()
@@ -118,9 +119,9 @@ def train_classifier(
                  if lr_mode == "step" else None)
     history: dict[str, Any] = {"epochs": [], "steps": [], "params": trainable_parameters(model)}
     n_batches = len(train_loader)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, rehearsal.epochs(epochs) + 1):
         seen, loss_sum = 0, 0.0
-        for batch_idx, (x, y) in enumerate(train_loader):
+        for batch_idx, (x, y) in enumerate(rehearsal.capped(train_loader)):
             if lr_mode == "1cycle":
                 cur_lr, beta1 = one_cycle(epoch - 1 + batch_idx / n_batches, epochs, lr)
                 for group in optimizer.param_groups:
@@ -191,7 +192,7 @@ def train_regression(
     x_te, y_te = test_set.inputs.to(device), test_set.targets.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     train_psnr, test_psnr, times = [], [], []
-    for it in range(1, iterations + 1):
+    for it in range(1, rehearsal.steps(iterations) + 1):
         _sync(device)
         start = time.perf_counter()
         optimizer.zero_grad()
@@ -238,13 +239,14 @@ def evaluate_copy_memory(model: nn.Module, x: Tensor, y: Tensor, batch_size: int
     accuracy over all positions, in percent — the official metrics (spec §5 item 9)."""
     model.eval()
     losses, correct = [], 0
-    for i in range(0, len(x), batch_size):
+    for i in rehearsal.capped(range(0, len(x), batch_size)):
         logits = model(x[i : i + batch_size]).flatten(0, 1)
         target = y[i : i + batch_size].flatten()
         losses.append(F.cross_entropy(logits, target).item())
         correct += (logits.argmax(1) == target).sum().item()
     model.train()
-    return float(np.mean(losses)), 100.0 * correct / y.numel()
+    counted = min(len(x), len(losses) * batch_size)
+    return float(np.mean(losses)), 100.0 * correct / y[:counted].numel()
 
 
 def train_copy_memory(
@@ -259,6 +261,7 @@ def train_copy_memory(
     device: torch.device | str = "cpu",
     report: Callable[[int, float], bool] | None = None,
     val_set: Dataset | None = None,
+    track_positions: bool = False,
 ) -> dict[str, Any]:
     """SIM's copy-memory loop: Adam (``eps`` 1e-5), constant lr, mini-batches in order.
 
@@ -266,7 +269,9 @@ def train_copy_memory(
     its clipping has no effect (spec §5 item 4); we reproduce that effective behaviour. Per
     batch: loss, accuracy (%), cumulative wall-clock time (ms, ``perf_counter``; synchronised on
     a GPU) and NFE. The test set is evaluated once after the last epoch. With ``val_set`` and
-    ``report`` (search), the validation loss is reported after each epoch.
+    ``report`` (search), the validation loss is reported after each epoch. ``track_positions``:
+    after each epoch, the test accuracy split by position (:func:`copy_memory_position_accuracy`)
+    goes to ``epochs``.
     """
     device = torch.device(device)
     model.to(device).train()
@@ -274,8 +279,9 @@ def train_copy_memory(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=adam_eps)
     steps: list[dict[str, float]] = []
     elapsed = 0.0
-    for epoch in range(1, epochs + 1):
-        for i in range(0, len(x_tr), batch_size):
+    epochs_log: list[dict[str, float]] = []
+    for epoch in range(1, rehearsal.epochs(epochs) + 1):
+        for i in rehearsal.capped(range(0, len(x_tr), batch_size)):
             x, y = x_tr[i : i + batch_size], y_tr[i : i + batch_size]
             _sync(device)
             start = time.perf_counter()
@@ -290,13 +296,52 @@ def train_copy_memory(
             acc = 100.0 * (logits.argmax(1) == y.flatten()).float().mean().item()
             steps.append({"loss": loss.item(), "acc": acc, "time_ms": 1e3 * elapsed,
                           "nfe_forward": forward_nfe, "nfe_backward": backward_nfe})
+        if track_positions:
+            epochs_log.append({"epoch": epoch, **copy_memory_position_accuracy(
+                model, test_set, batch_size=50, device=device)})
         if val_set is not None and report is not None:
             x_va, y_va = (t.to(device) for t in _stack(val_set))
             if report(epoch, evaluate_copy_memory(model, x_va, y_va, batch_size)[0]):
                 break
     x_te, y_te = (t.to(device) for t in _stack(test_set))
     test_loss, test_acc = evaluate_copy_memory(model, x_te, y_te, batch_size)
-    return {"steps": steps, "test_loss": test_loss, "test_acc": test_acc,
+    return {"steps": steps, "epochs": epochs_log, "test_loss": test_loss, "test_acc": test_acc,
             "params": trainable_parameters(model)}
+
+
+@torch.no_grad()
+def copy_memory_position_accuracy(
+    model: nn.Module, dataset: Dataset, batch_size: int = 50, device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Test accuracy (%) split by position, to read the official all-position accuracy (spec §5
+    item 9): on the ``T + 10`` blank positions, on the last 10 (the digits to recall; chance is
+    12.5 % over the 8 digit values), and the share of those last 10 predicted as a blank. A model
+    that predicts a blank everywhere scores ``100 (T + 10) / (T + 20)`` % overall."""
+    x, y = (t.to(device) for t in _stack(dataset))
+    if y.dim() != 2 or y.shape[1] <= 10:
+        raise ValueError(f"copy-memory targets must be (N, T + 20), got {tuple(y.shape)}")
+    was_training = model.training
+    model.eval()
+    preds = torch.cat([model(x[i : i + batch_size]).argmax(-1)
+                       for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    blank, digit = slice(None, -10), slice(-10, None)
+    return {
+        "blank positions": 100.0 * (preds[:, blank] == y[:, blank]).float().mean().item(),
+        "digit positions": 100.0 * (preds[:, digit] == y[:, digit]).float().mean().item(),
+        "digit positions predicted blank": 100.0 * (preds[:, digit] == 0).float().mean().item(),
+    }
+
+
+def memoryless_loss(T: int) -> float:
+    """Cross-entropy of the best predictor that remembers nothing: exact zeros on the ``T + 10``
+    blank positions, uniform over the 8 digit values on the last 10: ``10 ln 8 / (T + 20)``."""
+    return 10 * math.log(8) / (T + 20)
+
+
+def always_blank_accuracy(T: int) -> float:
+    """Accuracy (%) of predicting a blank everywhere: right on the ``T + 10`` blank positions of
+    the ``T + 20``, wrong on the 10 digits to recall."""
+    return 100 * (T + 10) / (T + 20)
 
 

@@ -4,14 +4,13 @@ when a finished run with the same configuration exists.
 
 from __future__ import annotations
 
-import math
+import os
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import Dataset
 
+from deqode.experiments.sim.cache import cached
 from deqode.experiments.sim.configs import (
     ClassificationSetup,
     CopyMemorySetup,
@@ -20,7 +19,7 @@ from deqode.experiments.sim.configs import (
     build_model,
 )
 from deqode.experiments.sim.loops import (
-    _stack,
+    copy_memory_position_accuracy,
     final_run_seeds,
     seed_all,
     train_classifier,
@@ -54,13 +53,17 @@ def run_classification(
     n_trials: int | None = None,
     backend: str = "optuna",
     epochs: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """T1 for one dataset: every model of the setup, one run per seed (paper: 3), optionally
-    after a random search (SIM variants only; final seeds ``best, best + 1, best + 3``).
+    """T1 for one dataset: every model of the setup, one run per seed, optionally after a random
+    search (SIM variants only; final seeds ``best, best + 1, best + 3``).
 
-    Returns, per model label: ``histories``, ``models`` (the trained modules of the last seed),
-    ``test_acc`` (mean over runs), ``test_acc_std``, ``params`` and ``config`` with its
-    ``source`` (``smoke`` / ``non-tuned defaults`` / ``searched`` / ``monDEQ schedule``).
+    Each (model, seed) run is read from ``cache_dir`` when the same configuration finished
+    there before (:func:`deqode.experiments.sim.cache.cached`); the search itself is not cached.
+    Returns, per model label: ``histories``, ``model`` (the trained module of the last seed),
+    ``accs`` (final test accuracy per seed), ``test_acc`` (mean), ``test_acc_std`` (sample
+    std), ``params``, ``seeds`` and ``config`` with its ``source`` (``smoke`` / ``cpu`` /
+    ``non-tuned defaults`` / ``searched`` / ``monDEQ schedule``).
     """
     from deqode.data import load_dataset
 
@@ -75,7 +78,7 @@ def run_classification(
         if epochs is not None:
             settings["epochs"] = epochs
         seeds, overrides = list(setup.seeds), {}
-        source = "smoke" if setup.profile == "smoke" else (
+        source = setup.profile if setup.profile != "paper" else (
             "monDEQ schedule" if spec.train else "non-tuned defaults")
         if tune and spec.kind == "sim":
             fit_part, val_part = split_train_val(train)
@@ -90,15 +93,27 @@ def run_classification(
             seeds, source = final_run_seeds(int(best["seed"]), len(setup.seeds)), "searched"
         histories, model = [], None
         for seed in seeds:
-            seed_all(seed)
-            model = build_model(spec, **overrides)
-            histories.append(train_classifier(model, train, test, device=device,
-                                              test_batch_size=setup.test_batch_size,
-                                              **settings))
+            def one_run(seed: int = seed, spec: ModelSpec = spec,
+                        overrides: dict[str, Any] = overrides,
+                        settings: dict[str, Any] = settings) -> dict[str, Any]:
+                seed_all(seed)
+                model = build_model(spec, **overrides)
+                history = train_classifier(model, train, test, device=device,
+                                           test_batch_size=setup.test_batch_size, **settings)
+                return {"history": history, "model": model.cpu()}
+
+            config = {"task": "classification", "profile": setup.profile, "dataset": dataset,
+                      "data_options": opts, "spec": spec, "overrides": overrides,
+                      "settings": settings, "seed": seed,
+                      "test_batch_size": setup.test_batch_size}
+            out = cached(cache_dir, f"t1-{dataset}-{spec.kind}-{seed}", config, one_run)
+            histories.append(out["history"])
+            model = out["model"]
         accs = [h["test_acc"] for h in histories]
         results[spec.label] = {
             "histories": histories, "model": model, "params": histories[0]["params"],
-            "test_acc": float(np.mean(accs)), "test_acc_std": float(np.std(accs)),
+            "accs": accs, "test_acc": float(np.mean(accs)),
+            "test_acc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
             "seeds": seeds, "config": {**settings, **overrides, "source": source},
         }
     return results
@@ -109,12 +124,15 @@ def run_regression(
     data_root: str = "data",
     device: torch.device | str = "cpu",
     iterations: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """T2: every model on every image of the setup (one run each, seed ``setup.seed``).
+    """T2: every model on every image of the setup, one run per seed of ``setup.run_seeds``
+    (each read from ``cache_dir`` when it finished there before).
 
-    Returns one record per (image, model): ``set`` (natural / text), ``image``, ``model``,
-    ``train_psnr``, ``test_psnr`` (after the last iteration), the PSNR curves, ``prediction``
-    and ``target`` grids, ``params``, ``nfe_forward`` (DEQ: f evaluations of the last step)."""
+    Returns one record per (image, model, seed): ``set`` (natural / text), ``image``,
+    ``model``, ``seed``, ``train_psnr``, ``test_psnr`` (after the last iteration), the PSNR
+    curves, ``prediction`` and ``target`` grids, ``params``, ``nfe_forward`` (DEQ: f
+    evaluations of the last step)."""
     from deqode.data import load_dataset
 
     records = []
@@ -122,20 +140,34 @@ def run_regression(
         train = load_dataset(name, root=data_root, split="train", profile=setup.profile, **opts)
         test = load_dataset(name, root=data_root, split="test", profile=setup.profile, **opts)
         for spec in setup.models:
-            seed_all(setup.seed)
-            model = build_model(spec)
             lr = spec.train.get("lr", setup.lr)
-            out = train_regression(model, train, test, iterations=iterations or setup.iterations,
-                                   lr=lr, device=device)
-            records.append({
-                "set": setup.set_names[name], "dataset": name, "image": opts.get("image", 0),
-                "model": spec.label, "params": out["params"], "lr": lr,
-                "train_psnr": out["final_train_psnr"], "test_psnr": out["final_test_psnr"],
-                "train_curve": out["train_psnr"], "test_curve": out["test_psnr"],
-                "prediction": out["prediction"], "target": out["target"],
-                "median_step_ms": 1e3 * float(np.median(out["step_times"])),
-                "nfe_forward": int(getattr(model, "nfe_forward", 0) or 0),
-            })
+            n_iter = iterations or setup.iterations
+            for seed in setup.run_seeds:
+                def one_run(seed: int = seed, spec: ModelSpec = spec, lr: float = lr,
+                            n_iter: int = n_iter, train: Any = train,
+                            test: Any = test) -> dict[str, Any]:
+                    seed_all(seed)
+                    model = build_model(spec)
+                    out = train_regression(model, train, test, iterations=n_iter, lr=lr,
+                                           device=device)
+                    out["nfe_forward"] = int(getattr(model, "nfe_forward", 0) or 0)
+                    return out
+
+                config = {"task": "regression", "profile": setup.profile, "image": name,
+                          "options": opts, "spec": spec, "lr": lr, "iterations": n_iter,
+                          "seed": seed}
+                out = cached(cache_dir, f"t2-{name}-{spec.kind}-{spec.variant}-{seed}", config,
+                             one_run)
+                records.append({
+                    "set": setup.set_names[name], "dataset": name,
+                    "image": opts.get("image", 0), "model": spec.label, "seed": seed,
+                    "params": out["params"], "lr": lr,
+                    "train_psnr": out["final_train_psnr"], "test_psnr": out["final_test_psnr"],
+                    "train_curve": out["train_psnr"], "test_curve": out["test_psnr"],
+                    "prediction": out["prediction"], "target": out["target"],
+                    "median_step_ms": 1e3 * float(np.median(out["step_times"])),
+                    "nfe_forward": out["nfe_forward"],
+                })
     return records
 
 
@@ -144,62 +176,42 @@ def run_copy_memory(
     data_root: str = "data",
     device: torch.device | str = "cpu",
     epochs: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """T3: every model of the setup on the generated copy-memory data (one run, seed
-    ``setup.seed``). Returns per model label the :func:`train_copy_memory` record, plus
-    ``position_accuracy`` (:func:`copy_memory_position_accuracy` on the test set) and ``model``."""
+    """T3: every model of the setup on the generated copy-memory data, one run per seed of
+    ``setup.run_seeds`` (each read from ``cache_dir`` when it finished there before).
+
+    Returns per model label the :func:`train_copy_memory` record of the first seed, plus
+    ``position_accuracy`` (:func:`copy_memory_position_accuracy` on the test set) and ``runs``:
+    one such record per seed (with ``seed``), each with the per-epoch position accuracies."""
     from deqode.data import load_dataset
 
+    sizes = {"T": setup.T} | ({"n_samples": setup.n_train} if setup.n_train else {})
     train = load_dataset("copy-memory", root=data_root, split="train", profile=setup.profile,
-                         T=setup.T)
+                         **sizes)
+    sizes = {"T": setup.T} | ({"n_samples": setup.n_test} if setup.n_test else {})
     test = load_dataset("copy-memory", root=data_root, split="test", profile=setup.profile,
-                        T=setup.T)
+                        **sizes)
+    n_epochs = epochs or setup.epochs
     results = {}
     for spec in setup.models:
-        seed_all(setup.seed)
-        model = build_model(spec)
-        results[spec.label] = train_copy_memory(
-            model, train, test, epochs=epochs or setup.epochs, batch_size=setup.batch_size,
-            lr=setup.lr, adam_eps=setup.adam_eps, device=device)
-        results[spec.label]["position_accuracy"] = copy_memory_position_accuracy(
-            model, test, setup.batch_size, device)
-        results[spec.label]["model"] = model
+        runs = []
+        for seed in setup.run_seeds:
+            def one_run(seed: int = seed, spec: ModelSpec = spec) -> dict[str, Any]:
+                seed_all(seed)
+                model = build_model(spec)
+                out = train_copy_memory(
+                    model, train, test, epochs=n_epochs, batch_size=setup.batch_size,
+                    lr=setup.lr, adam_eps=setup.adam_eps, device=device, track_positions=True)
+                out["position_accuracy"] = copy_memory_position_accuracy(
+                    model, test, setup.batch_size, device)
+                return out
+
+            config = {"task": "copy-memory", "profile": setup.profile, "T": setup.T,
+                      "n_train": len(train), "n_test": len(test), "spec": spec,
+                      "epochs": n_epochs, "batch_size": setup.batch_size, "lr": setup.lr,
+                      "adam_eps": setup.adam_eps, "seed": seed}
+            out = cached(cache_dir, f"t3-{spec.kind}-{spec.variant}-{seed}", config, one_run)
+            runs.append({**out, "seed": seed})
+        results[spec.label] = {**runs[0], "runs": runs}
     return results
-
-
-@torch.no_grad()
-def copy_memory_position_accuracy(
-    model: nn.Module, dataset: Dataset, batch_size: int = 50, device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Test accuracy (%) split by position, to read the official all-position accuracy (spec §5
-    item 9): on the ``T + 10`` blank positions, on the last 10 (the digits to recall; chance is
-    12.5 % over the 8 digit values), and the share of those last 10 predicted as a blank. A model
-    that predicts a blank everywhere scores ``100 (T + 10) / (T + 20)`` % overall."""
-    x, y = (t.to(device) for t in _stack(dataset))
-    if y.dim() != 2 or y.shape[1] <= 10:
-        raise ValueError(f"copy-memory targets must be (N, T + 20), got {tuple(y.shape)}")
-    was_training = model.training
-    model.eval()
-    preds = torch.cat([model(x[i : i + batch_size]).argmax(-1)
-                       for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    blank, digit = slice(None, -10), slice(-10, None)
-    return {
-        "blank positions": 100.0 * (preds[:, blank] == y[:, blank]).float().mean().item(),
-        "digit positions": 100.0 * (preds[:, digit] == y[:, digit]).float().mean().item(),
-        "digit positions predicted blank": 100.0 * (preds[:, digit] == 0).float().mean().item(),
-    }
-
-
-def memoryless_loss(T: int) -> float:
-    """Cross-entropy of the best predictor that remembers nothing: exact zeros on the ``T + 10``
-    blank positions, uniform over the 8 digit values on the last 10: ``10 ln 8 / (T + 20)``."""
-    return 10 * math.log(8) / (T + 20)
-
-
-def always_blank_accuracy(T: int) -> float:
-    """Accuracy (%) of predicting a blank everywhere: right on the ``T + 10`` blank positions of
-    the ``T + 20``, wrong on the 10 digits to recall."""
-    return 100 * (T + 10) / (T + 20)
-
-
