@@ -691,3 +691,13 @@ def test_range_agreement_and_stated_ranges_come_from_the_reference():
     assert cd.range_agreement("4.7-6.182x", [4.75, 6.1826]).startswith("agrees")
     verdicts = {c.id: c.verdict for c in cd.claims()}
     assert verdicts["C7"].startswith("differs") and verdicts["C2"].startswith("agrees")
+
+
+def test_train_subset_cuts_train_and_optionally_test_split():
+    from deqode.experiments import continuous_deq as cd
+
+    subset = cd.TrainSubset(100, "cdeq", "digits", test_size=50)
+    assert len(subset("train")) == 100 and len(subset("test")) == 50
+    assert len(cd.TrainSubset(100)("test")) == 360
+    with pytest.raises(ValueError, match="train_size"):
+        cd.TrainSubset(10_000)("train")

@@ -175,7 +175,8 @@ def _decimals(text: str) -> int:
 def range_agreement(stated: str, values: Sequence[float], source: str = "the tables") -> str:
     """Do the paper's tables give its stated range? ``stated`` as in the CSV (``"2-4x"``);
     ``values``: the ratios the tables give. The range agrees when its ends equal the smallest and
-    largest value within one unit of the last decimal the text prints (2 ↔ 2.14, 4.7 ↔ 4.75)."""
+    largest value within one unit of the last decimal the text prints (e.g. a stated 2 covers
+    any value in [1, 3], a stated 4.7 any value in [4.6, 4.8])."""
     ends = re.findall(r"\d+(?:\.\d+)?", stated)
     if len(ends) != 2:
         raise ValueError(f"stated value {stated!r} is not a range")
