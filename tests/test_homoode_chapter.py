@@ -337,7 +337,7 @@ def test_run_record_summarises_a_fit_result():
     deq = chapter.run_record(chapter.comparison_runs("smoke", tag="t")[2], fake_result())
     assert deq["gradient"] == "implicit (ift)"
     table = chapter.comparison_table([record, deq])
-    assert table.loc[("digits", "HomoODE"), "best acc %"] == "80.0"
+    assert table.loc[("digits", "HomoODE", 0), "best acc %"] == "80.0"
     for plot in (chapter.plot_curves, chapter.plot_nfe_vs_iteration):
         fig = plot([record, deq], "t")
         assert len(fig.axes) == 2

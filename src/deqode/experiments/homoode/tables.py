@@ -8,6 +8,7 @@ from typing import Any
 
 from deqode.choices import check_choice
 from deqode.experiments.homoode.configs import (
+    CPU_DATASET,
     DATASET_TITLES,
     MODELS,
     PAPER_SCRIPTS,
@@ -197,7 +198,10 @@ def hyperparameter_table(profile: str, *, epochs: int | None = None) -> list[dic
         lr0, eta = config.init_point.lr, config.init_point.eta_min
         end_lr = eta + (lr0 - eta) * (1 + math.cos(math.pi * min(init_steps, init_t_max)
                                                    / init_t_max)) / 2
-        prep = preprocessing(config.dataset, "homoode")
+        # the chapter's recipe where the dataset has one (released scripts, digits), else the
+        # dataset's default one, which fit uses (MNIST-8k: plain)
+        recipe = "plain" if config.dataset == CPU_DATASET else "homoode"
+        prep = preprocessing(config.dataset, recipe)
         arch = models.DATASETS[str(config.model).removeprefix("homoode-")]
         widths = (config.model_kwargs.get("channels", arch.channels),
                   config.model_kwargs.get("final_channels", arch.final_channels))
