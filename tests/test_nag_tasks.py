@@ -401,12 +401,15 @@ def test_hidden_rule_reaches_every_verdict():
     worse = {"nesterov": [0.95, 0.951, 0.949], "nesterov (c=1)": [0.70, 0.71, 0.69]}
     moved = {"nesterov": [0.0, -0.001, 0.001], "nesterov (c=1)": [-0.3, -0.31, -0.29]}
     still = {"nesterov": [0.0, -0.001, 0.001], "nesterov (c=1)": [0.0, 0.001, -0.001]}
-    assert tasks.hidden_verdict(same, moved, True, 0.85)[0] == claims.SUPPORTED
-    assert tasks.hidden_verdict(worse, still, True, 0.85)[0] == claims.NOT_SUPPORTED
-    assert tasks.hidden_verdict(same, still, True, 0.85)[0] == claims.MIXED
+    flat = {"nesterov": FLAT, "nesterov (c=1)": FLAT}
+    assert tasks.hidden_verdict(same, moved, True, 0.85, flat)[0] == claims.SUPPORTED
+    assert tasks.hidden_verdict(worse, still, True, 0.85, flat)[0] == claims.NOT_SUPPORTED
+    assert tasks.hidden_verdict(same, still, True, 0.85, flat)[0] == claims.MIXED
     one = {k: v[:1] for k, v in same.items()}
-    assert tasks.hidden_verdict(one, {k: v[:1] for k, v in moved.items()}, True,
-                                0.85)[0] == claims.NOT_DECIDABLE
+    assert tasks.hidden_verdict(one, {k: v[:1] for k, v in moved.items()}, True, 0.85,
+                                flat)[0] == claims.NOT_DECIDABLE
+    unflat = {**flat, "nesterov (c=1)": [(False, 0.5)] * 3}
+    assert tasks.hidden_verdict(same, moved, True, 0.85, unflat)[0] == claims.NOT_DECIDABLE
 
 
 def test_rule_texts_are_built_from_the_constants():

@@ -97,12 +97,16 @@ def transfer_evidence(records: Sequence[dict[str, Any]], train_key: str, dopri5_
                       higher_is_better: bool, improvement: float, metric: str,
                       ran: str) -> dict[str, Any]:
     """C11 evidence: the unscaled step against the consistent one, under the training solver and
-    re-evaluated with dopri5 (``improvement`` sets the margin, see :mod:`.rules`)."""
+    re-evaluated with dopri5 (``improvement`` sets the margin, see :mod:`.rules`); ``train_key``
+    must also be in each record's history (the flatness check)."""
     groups = _by_label([r for r in records if r["label"] in (rules.NESTEROV, rules.UNSCALED)])
     train = {label: [float(r[train_key]) for r in rs] for label, rs in groups.items()}
     shift = {label: [float(r[dopri5_key]) - float(r[train_key]) for r in rs]
              for label, rs in groups.items()}
-    verdict, reason, parts = rules.hidden_verdict(train, shift, higher_is_better, improvement)
+    flat = {label: [rules.flattened([h[train_key] for h in _curve(r, train_key)]) for r in rs]
+            for label, rs in groups.items()}
+    verdict, reason, parts = rules.hidden_verdict(train, shift, higher_is_better, improvement,
+                                                  flat)
     measured = "; ".join(
         f"{label}: {metric} {claims.summarise(train[label], 4)}, change under dopri5 "
         f"{claims.summarise(shift[label], 4)}" for label in groups)

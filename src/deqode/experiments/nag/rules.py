@@ -166,16 +166,18 @@ def hidden_rule_text(metric: str) -> str:
             f"{COMPARABLE_FRACTION:.0%} of the improvement and 2 standard errors), and exposed "
             f"by dopri5 when its |change under dopri5| is larger than the consistent step's by "
             f"the same margin; {claims.SUPPORTED} if both, {claims.NOT_SUPPORTED} if neither, "
-            f"else {claims.MIXED}; {claims.NOT_DECIDABLE} with fewer than {MIN_SEEDS} seeds")
+            f"else {claims.MIXED}; {claims.NOT_DECIDABLE} with fewer than {MIN_SEEDS} seeds "
+            f"or a training curve that has not flattened")
 
 
 def hidden_verdict(train_metric: Mapping[str, Sequence[float]],
                    shift: Mapping[str, Sequence[float]], higher_is_better: bool,
-                   improvement: float, consistent: str = NESTEROV,
+                   improvement: float, flat: Mapping[str, Sequence[tuple[bool, float]]],
+                   consistent: str = NESTEROV,
                    unscaled: str = UNSCALED) -> tuple[str, str, dict[str, bool]]:
     """C11: (verdict, reason, {"hidden": …, "exposed": …}) from per-seed final metrics under the
     training solver and per-seed changes under dopri5 (dopri5 − training solver)."""
-    reason = _seed_reason(train_metric)
+    reason = _seed_reason(train_metric) or _flat_reason(flat)
     margin = COMPARABLE_FRACTION * abs(improvement)
     side = claims.compare(train_metric[unscaled], train_metric[consistent], margin)
     worse = "lower" if higher_is_better else "higher"
