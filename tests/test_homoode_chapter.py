@@ -595,3 +595,7 @@ def test_init_point_verdict_reaches_every_verdict():
                                       )["verdict"] == claims.MIXED
     few = chapter.init_point_verdict([pair(True, True)] * 2)
     assert few["verdict"] == claims.NOT_DECIDABLE and "2 seed pair" in few["reason"]
+    stopped = {"lower": True, "equal": True, "with": {"experiment": "w", "state": "stopped"},
+               "without": {"experiment": "wo", "state": "completed"}}
+    out = chapter.init_point_verdict([stopped] * 3)
+    assert out["verdict"] == claims.NOT_DECIDABLE and "w" in out["reason"]

@@ -222,10 +222,15 @@ def init_point_verdict(pairs: Sequence[dict[str, Any]], *, min_pairs: int = MIN_
                        ) -> dict[str, Any]:
     """homoode-C2 from the pairs of :func:`ablation_verdicts`: supported when in every pair the
     forward NFE is lower at equal accuracy, not supported when in none, mixed otherwise; not
-    decidable with fewer than ``min_pairs`` pairs."""
+    decidable with fewer than ``min_pairs`` pairs or a run that did not complete."""
     from deqode import claims
 
     good = [p["lower"] and p["equal"] for p in pairs]
+    unfinished = [r["experiment"] for p in pairs for r in (p.get("with"), p.get("without"))
+                  if r is not None and r["state"] != "completed"]
+    if unfinished:
+        return {"verdict": claims.NOT_DECIDABLE, "good": good,
+                "reason": f"runs not completed: {', '.join(unfinished)}"}
     if len(pairs) < min_pairs:
         return {"verdict": claims.NOT_DECIDABLE, "good": good,
                 "reason": f"{len(pairs)} seed pair(s), the rule needs {min_pairs}"}
