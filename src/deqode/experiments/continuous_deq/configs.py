@@ -233,8 +233,8 @@ SETUPS: dict[tuple[str, str], TableSetup] = {
         "T1", "cpu", "mnist-fc", "mnist-8k", "cdeq", epochs=CPU_EPOCHS["T1"], batch_size=128,
         test_batch_size=500, lr=2e-3, eta_min=1e-6,
         source="MNIST-FC of the v1 code on MNIST-8k (spec §3.1) [reconstruction]",
-        departures="MNIST-8k (6,000 train images) instead of MNIST (60,000); batch 64 instead "
-        "of 32 (lr 2e-3 instead of 1e-3); Adam without decay (code: AdamW 2.5e-6)"),
+        departures="MNIST-8k (6,000 train images) instead of MNIST (60,000); batch 128 "
+        "instead of 32 (lr 2e-3 instead of 1e-3); Adam without decay (code: AdamW 2.5e-6)"),
     ("T2", "cpu"): TableSetup(
         "T2", "cpu", "mnist8k-small", "mnist-8k", "cdeq", epochs=CPU_EPOCHS["T2"], batch_size=64,
         test_batch_size=500, lr=2e-2, eta_min=1e-5, train_size=CPU_TRAIN_SIZE,
