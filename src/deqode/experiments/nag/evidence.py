@@ -13,8 +13,6 @@ from typing import Any
 from deqode import claims
 from deqode.experiments.nag import rules
 
-CHANCE_ACCURACY = 0.1  # ten digit classes: the start of the classification target
-
 
 def _curve(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [h for h in record["history"] if h.get(key) is not None]
@@ -41,20 +39,17 @@ def _fmt(values: Sequence[float | None], digits: int) -> str:
 
 
 def speed_and_final(records: Sequence[dict[str, Any]], key: str, higher_is_better: bool,
-                    metric: str, ran: str, start: float | None = None) -> dict[str, Any]:
+                    metric: str, ran: str) -> dict[str, Any]:
     """C9 and C10 evidence from the compared runs (every label but the unscaled step).
 
-    ``key``: the metric in each record's history and final record; ``start``: its value before
-    training (default: the mean first evaluation of the compared runs)."""
+    ``key``: the metric in each record's history (its last entry is the final value)."""
     compared = [r for r in records if r["label"] != rules.UNSCALED]
     groups = _by_label(compared)
     clock = _clock(compared)
-    if start is None:
-        start = claims.mean_std([_curve(r, key)[0][key] for r in compared])[0]
     finals = {label: [float(_curve(r, key)[-1][key]) for r in rs] for label, rs in groups.items()}
     means = {label: claims.mean_std(v)[0] for label, v in finals.items()}
     best = max(means.values()) if higher_is_better else min(means.values())
-    target = rules.target_value(start, best)
+    target = rules.target_value(best, higher_is_better)
     times, nfes, flat = {}, {}, {}
     for label, rs in groups.items():
         curves = [_curve(r, key) for r in rs]
@@ -64,22 +59,21 @@ def speed_and_final(records: Sequence[dict[str, Any]], key: str, higher_is_bette
                        for c in curves]
         flat[label] = [rules.flattened([h[key] for h in c]) for c in curves]
     c9, c9_reason, c9_parts = rules.faster_verdict(times, flat)
-    c10, c10_reason, c10_parts = rules.comparable_verdict(finals, higher_is_better,
-                                                          best - start, flat)
+    c10, c10_reason, c10_parts = rules.comparable_verdict(finals, higher_is_better, best, flat)
     unit = "CPU s" if clock == "cpu_seconds" else "wall s"
     table = [{"label": label, f"final {metric}": _fmt(finals[label], 4),
               f"{unit} to target": _fmt(times[label], 1), "NFE to target": _fmt(nfes[label], 0),
-              "flat (last-window change / improvement)":
+              "flat (last-interval change / last value)":
                   ", ".join(f"{r:.0%}" for _, r in flat[label]),
               "nesterov is (time)": c9_parts.get(label, "—"),
               "nesterov is (final)": c10_parts.get(label, "—")} for label in groups]
-    head = f"target {metric} = {target:.4f} (start {start:.4f}, best final mean {best:.4f})"
+    head = f"target {metric} = {target:.4f} (best final mean {best:.4f})"
     c9_measured = head + "; " + "; ".join(
         f"{label}: {unit} to target {_fmt(times[label], 1)}, NFE {_fmt(nfes[label], 0)}"
         for label in groups)
     c10_measured = "; ".join(f"{label}: final {metric} {_fmt(finals[label], 4)}"
                              for label in groups)
-    values = {"target": target, "start": start, "best": best, "clock": clock,
+    values = {"target": target, "best": best, "clock": clock,
               "times": times, "nfe_to_target": nfes, "finals": finals}
     return {
         "target": target, "table": table,
@@ -89,15 +83,13 @@ def speed_and_final(records: Sequence[dict[str, Any]], key: str, higher_is_bette
         "c10": {"ran": ran, "measured": c10_measured,
                 "rule": rules.comparable_rule_text(metric), "verdict": c10,
                 "reason": c10_reason, "values": {**values, "comparisons": c10_parts}},
-        "improvement": best - start,
     }
 
 
 def transfer_evidence(records: Sequence[dict[str, Any]], train_key: str, dopri5_key: str,
-                      higher_is_better: bool, improvement: float, metric: str,
-                      ran: str) -> dict[str, Any]:
+                      higher_is_better: bool, metric: str, ran: str) -> dict[str, Any]:
     """C11 evidence: the unscaled step against the consistent one, under the training solver and
-    re-evaluated with dopri5 (``improvement`` sets the margin, see :mod:`.rules`); ``train_key``
+    re-evaluated with dopri5 (margins: see :mod:`.rules`); ``train_key``
     must also be in each record's history (the flatness check)."""
     groups = _by_label([r for r in records if r["label"] in (rules.NESTEROV, rules.UNSCALED)])
     train = {label: [float(r[train_key]) for r in rs] for label, rs in groups.items()}
@@ -105,8 +97,7 @@ def transfer_evidence(records: Sequence[dict[str, Any]], train_key: str, dopri5_
              for label, rs in groups.items()}
     flat = {label: [rules.flattened([h[train_key] for h in _curve(r, train_key)]) for r in rs]
             for label, rs in groups.items()}
-    verdict, reason, parts = rules.hidden_verdict(train, shift, higher_is_better, improvement,
-                                                  flat)
+    verdict, reason, parts = rules.hidden_verdict(train, shift, higher_is_better, flat)
     measured = "; ".join(
         f"{label}: {metric} {claims.summarise(train[label], 4)}, change under dopri5 "
         f"{claims.summarise(shift[label], 4)}" for label in groups)
@@ -118,4 +109,4 @@ def transfer_evidence(records: Sequence[dict[str, Any]], train_key: str, dopri5_
                       "values": {"train": train, "shift": shift, **parts}}}
 
 
-__all__ = ["CHANCE_ACCURACY", "speed_and_final", "transfer_evidence"]
+__all__ = ["speed_and_final", "transfer_evidence"]
