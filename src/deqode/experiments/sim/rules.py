@@ -161,7 +161,8 @@ def c4_copy_memory(losses: Mapping[str, Sequence[float]], digit_accs: Mapping[st
     stuck = {k: sum(not learned_digits([a]) for a in v) for k, v in digit_accs.items()}
     if any(stuck.values()):
         reasons.append("; ".join(
-            f"{k}: {n} of {len(digit_accs[k])} seeds at chance on the digits "
+            f"{k}: {n} of {len(digit_accs[k])} seeds not beyond chance + {DIGIT_MARGIN:g} "
+            f"points on the digits "
             f"({', '.join(f'{a:.1f}' for a in digit_accs[k])} %)"
             for k, n in stuck.items() if n))
     unflat = [k for k, ok in (flat or {}).items() if not ok]
