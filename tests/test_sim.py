@@ -491,6 +491,10 @@ def test_plateau_checks() -> None:
     assert not rules.flattened([0.5, 0.9, 0.95, 0.97, 0.99], 3, 0.01)
     assert not rules.flattened([0.95], 3, 0.01)  # too short to tell
     assert rules.plateau_change([1.0, 3.0, 2.0], 2) == pytest.approx(1.0)
+    oscillating = [20.0, 21.0] * 10  # a large range but no trend
+    assert rules.window_trend(oscillating, 4) == pytest.approx(0.0)
+    assert rules.window_trend(list(range(20)), 4) == pytest.approx(4.0)
+    assert rules.window_trend([1.0, 2.0], 4) == math.inf
 
 
 def test_observed_contraction_rate_of_a_geometric_sequence() -> None:
