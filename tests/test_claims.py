@@ -35,7 +35,7 @@ def test_catalogue_rejects_duplicate_ids_and_wrong_columns(tmp_path):
 
 
 def _evidence(**changes):
-    fields = dict(claim_id="sim-C4", profile="cpu", ran="3 seeds", measured="0.9 ± 0.1",
+    fields = dict(claim_id="sim-C4-A", profile="cpu", ran="3 seeds", measured="0.9 ± 0.1",
                   rule="supported if higher", verdict=claims.SUPPORTED, notebook="15_sim_x",
                   section="Accuracy")
     fields.update(changes)
@@ -44,9 +44,9 @@ def _evidence(**changes):
 
 def test_record_round_trips_and_checks_its_input(tmp_path):
     path = claims.record(_evidence(values={"acc": [0.9, 0.8, 1.0]}), results_dir=tmp_path)
-    assert path == tmp_path / "cpu" / "claims" / "sim-C4.json"
+    assert path == tmp_path / "cpu" / "claims" / "sim-C4-A.json"
     loaded = claims.load_records("cpu", tmp_path)
-    assert loaded["sim-C4"].values == {"acc": [0.9, 0.8, 1.0]}
+    assert loaded["sim-C4-A"].values == {"acc": [0.9, 0.8, 1.0]}
     with pytest.raises(UnknownChoiceError, match="verdict"):
         claims.record(_evidence(verdict="probably"), results_dir=tmp_path)
     with pytest.raises(UnknownChoiceError, match="claim id"):
@@ -102,7 +102,7 @@ def test_heading_anchor_matches_myst():
 
 def test_ledger_lists_every_claim_with_its_verdict_and_counts():
     catalogue = claims.load_catalogue()
-    records = {"sim-C4": _evidence(verdict=claims.MIXED, reason="1 of 2 tasks")}
+    records = {"sim-C4-A": _evidence(verdict=claims.MIXED, reason="1 of 2 tasks")}
     page = claims.ledger_markdown("cpu", catalogue, records, "cpu label")
     assert page.startswith("# Claims ledger (cpu profile)")
     assert f"1 {claims.MIXED}, {len(catalogue) - 1} {claims.NOT_RUN}" in page
