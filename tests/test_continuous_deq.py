@@ -701,3 +701,18 @@ def test_train_subset_cuts_train_and_optionally_test_split():
     assert len(cd.TrainSubset(100)("test")) == 360
     with pytest.raises(ValueError, match="train_size"):
         cd.TrainSubset(10_000)("train")
+
+
+def test_runs_still_learning_make_a_claim_not_decidable():
+    from deqode import claims
+    from deqode.experiments import continuous_deq as cd
+
+    acc = {"a": [90.0, 91.0, 92.0]}
+    flat = {"a": [0.2, 0.4, 0.1]}
+    rising = {"a": [0.2, 10.0, 0.1]}
+    assert cd.decide_slower([1.5, 1.6, 1.4], acc, flat)[0] == claims.SUPPORTED
+    verdict, reason = cd.decide_slower([1.5, 1.6, 1.4], acc, rising)
+    assert verdict == claims.NOT_DECIDABLE and "plateau" in reason and "1 of 3" in reason
+    runs = [{"row": "x", "paper_row": "a", "curve": [{"test_acc": v} for v in (50, 60, 60.2)]},
+            {"row": "y", "paper_row": "b", "curve": [{"test_acc": v} for v in (50, 60, 70)]}]
+    assert cd.plateau_changes(runs, ["a"]) == {"a": [pytest.approx(10.2)]}

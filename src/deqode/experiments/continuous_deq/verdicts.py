@@ -8,7 +8,10 @@ Gates shared by every rule (→ not decidable, with the measured reason):
 
 * fewer than :data:`MIN_SEEDS` seeds of a compared row;
 * a compared row whose mean test accuracy lies within :data:`CHANCE_MARGIN` points of chance
-  (:data:`CHANCE`): an untrained model's cost says nothing about training cost.
+  (:data:`CHANCE`): an untrained model's cost says nothing about training cost;
+* a run of a compared row whose test-accuracy curve has not flattened
+  (:func:`deqode.experiments.continuous_deq.runs.plateau_check`): a verdict on models still
+  learning would describe the budget, not the method.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from deqode.claims import MIXED, NOT_DECIDABLE, NOT_SUPPORTED, SUPPORTED, combine, compare, mean_std
 from deqode.experiments.continuous_deq.reference import reference_rows
+from deqode.experiments.continuous_deq.runs import PLATEAU_POINTS
 
 #: Chance accuracy of the ten-class stand-ins (%), and how far above it a compared row must be.
 CHANCE = 10.0
@@ -27,6 +32,9 @@ CHANCE_MARGIN = 5.0
 MIN_SEEDS = 3
 #: A speed-up counts only when mean − 2 standard errors of the per-seed ratios exceeds this.
 SPEEDUP_NULL = 1.0
+#: A run counts as at its plateau when its test accuracy moved by at most this (the plateau
+#: check's constant).
+PLATEAU_LIMIT = PLATEAU_POINTS
 #: Accuracy differences (points) below this count as equal (C3/C4 "at equal accuracy", C10).
 ACCURACY_MARGIN = 0.5
 #: GMRES iterations per backward pass: differences below this count as equal (C12).
@@ -49,9 +57,12 @@ def _se(values: Sequence[float]) -> float:
     return mean_std(values)[1] / math.sqrt(len(values)) if len(values) > 1 else math.inf
 
 
-def gate(accuracies: Mapping[str, Sequence[float]]) -> str:
-    """The reason a comparison cannot be decided ("" when it can): too few seeds and/or a row
-    near chance. ``accuracies``: per-seed test accuracies (%) of every compared row."""
+def gate(accuracies: Mapping[str, Sequence[float]],
+         plateau: Mapping[str, Sequence[float]] | None = None) -> str:
+    """The reason a comparison cannot be decided ("" when it can): too few seeds, a row near
+    chance, and/or runs not at their plateau. ``accuracies``: per-seed test accuracies (%) of
+    every compared row; ``plateau``: per-seed change of test accuracy over the plateau window
+    (points), compared with :data:`PLATEAU_LIMIT`."""
     reasons = []
     few = {k: len(v) for k, v in accuracies.items() if len(v) < MIN_SEEDS}
     if few:
@@ -62,6 +73,12 @@ def gate(accuracies: Mapping[str, Sequence[float]]) -> str:
     if near:
         reasons.append(f"test accuracy within {CHANCE_MARGIN:g} points of chance ({CHANCE:g} %): "
                        + ", ".join(f"{k} {a:.1f} %" for k, a in near.items()))
+    rising = {k: sum(not c <= PLATEAU_LIMIT for c in v) for k, v in (plateau or {}).items()
+              if any(not c <= PLATEAU_LIMIT for c in v)}
+    if rising:
+        reasons.append(f"runs not at their plateau (test accuracy still moving by more than "
+                       f"{PLATEAU_LIMIT:g} points over the last epochs): "
+                       + ", ".join(f"{k} {n} of {len(plateau[k])} runs" for k, n in rising.items()))
     return "; ".join(reasons)
 
 
@@ -79,19 +96,21 @@ def speedup_verdict(ratios: Sequence[float], low: float) -> str:
 def speedup_rule(low: float, what: str) -> str:
     return (f"{what}: per-seed ratios; supported if their mean ≥ {low:g} (the paper's lower "
             f"bound) and mean − 2 SE > {SPEEDUP_NULL:g}; mixed if only faster (mean − 2 SE > "
-            f"{SPEEDUP_NULL:g}); else not supported; not decidable with < {MIN_SEEDS} seeds or a "
-            f"compared row within {CHANCE_MARGIN:g} points of chance")
+            f"{SPEEDUP_NULL:g}); else not supported; not decidable with < {MIN_SEEDS} seeds, a "
+            f"compared row within {CHANCE_MARGIN:g} points of chance, or a run whose test "
+            f"accuracy still moves by more than {PLATEAU_LIMIT:g} points")
 
 
 def decide_speedup(ratios: Mapping[str, Sequence[float]], low: float,
                    accuracies: Mapping[str, Sequence[float]],
                    equal_accuracy: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None
-                   = None) -> tuple[str, str]:
+                   = None, plateau: Mapping[str, Sequence[float]] | None = None
+                   ) -> tuple[str, str]:
     """C1–C4: one :func:`speedup_verdict` per comparison in ``ratios``, combined. With
     ``equal_accuracy`` ({name: (faster model's accuracies, baseline's)}), a comparison whose
     faster model is less accurate by more than :data:`ACCURACY_MARGIN` (beyond noise) counts as
-    mixed at best."""
-    reason = gate(accuracies)
+    mixed at best. ``plateau``: see :func:`gate`."""
+    reason = gate(accuracies, plateau)
     if reason:
         return NOT_DECIDABLE, reason
     parts = []
@@ -105,11 +124,11 @@ def decide_speedup(ratios: Mapping[str, Sequence[float]], low: float,
     return combine(parts), ""
 
 
-def decide_slower(ratios: Sequence[float], accuracies: Mapping[str, Sequence[float]]
-                  ) -> tuple[str, str]:
+def decide_slower(ratios: Sequence[float], accuracies: Mapping[str, Sequence[float]],
+                  plateau: Mapping[str, Sequence[float]] | None = None) -> tuple[str, str]:
     """C9: per-seed ratios continuous ÷ discrete cost; supported when mean − 2·SE > 1
     (continuous slower beyond noise), else not supported."""
-    reason = gate(accuracies)
+    reason = gate(accuracies, plateau)
     if reason:
         return NOT_DECIDABLE, reason
     mean = mean_std(ratios)[0]
@@ -118,16 +137,18 @@ def decide_slower(ratios: Sequence[float], accuracies: Mapping[str, Sequence[flo
 
 def slower_rule(what: str) -> str:
     return (f"{what}: per-seed ratios continuous ÷ discrete; supported if mean − 2 SE > "
-            f"{SPEEDUP_NULL:g}, else not supported; not decidable with < {MIN_SEEDS} seeds or a "
-            f"row within {CHANCE_MARGIN:g} points of chance")
+            f"{SPEEDUP_NULL:g}, else not supported; not decidable with < {MIN_SEEDS} seeds, a "
+            f"row within {CHANCE_MARGIN:g} points of chance, or a run whose test accuracy still "
+            f"moves by more than {PLATEAU_LIMIT:g} points")
 
 
 def decide_best(best: Sequence[float], others: Mapping[str, Sequence[float]],
-                best_name: str = "Skip Reg.") -> tuple[str, str]:
+                best_name: str = "Skip Reg.",
+                plateau: Mapping[str, Sequence[float]] | None = None) -> tuple[str, str]:
     """C10: is ``best`` (per-seed accuracies) above every row of ``others``? Supported when
     higher than all (``deqode.claims.compare`` with :data:`ACCURACY_MARGIN`), not supported when
     lower than any, mixed when tied with some."""
-    reason = gate({best_name: best, **others})
+    reason = gate({best_name: best, **others}, plateau)
     if reason:
         return NOT_DECIDABLE, reason
     outcomes = [compare(best, values, ACCURACY_MARGIN) for values in others.values()]
@@ -139,16 +160,19 @@ def decide_best(best: Sequence[float], others: Mapping[str, Sequence[float]],
 def best_rule() -> str:
     return (f"supported if Skip Reg.'s mean accuracy beats every other row's by more than "
             f"{ACCURACY_MARGIN:g} points and 2 standard errors; not supported if below any; "
-            f"mixed if tied with some; not decidable with < {MIN_SEEDS} seeds or a row within "
-            f"{CHANCE_MARGIN:g} points of chance")
+            f"mixed if tied with some; not decidable with < {MIN_SEEDS} seeds, a row within "
+            f"{CHANCE_MARGIN:g} points of chance, or a run whose test accuracy still moves by "
+            f"more than {PLATEAU_LIMIT:g} points")
 
 
 def decide_fewer_iterations(skip: Mapping[str, Sequence[float]], vanilla: Sequence[float],
-                            accuracies: Mapping[str, Sequence[float]]) -> tuple[str, str]:
+                            accuracies: Mapping[str, Sequence[float]],
+                            plateau: Mapping[str, Sequence[float]] | None = None
+                            ) -> tuple[str, str]:
     """C12: GMRES iterations per backward pass (per seed) of each Skip variant against the
     vanilla continuous DEQ. Not decidable when the vanilla model's GMRES never iterates (nothing
     to lower); per variant supported if lower (compare, :data:`GMRES_MARGIN`), else not."""
-    reason = gate(accuracies)
+    reason = gate(accuracies, plateau)
     if reason:
         return NOT_DECIDABLE, reason
     if max(vanilla) == 0:
@@ -163,8 +187,26 @@ def fewer_iterations_rule() -> str:
     return (f"per Skip variant: supported if its mean GMRES iterations per backward pass are "
             f"below the vanilla continuous DEQ's by more than {GMRES_MARGIN:g} and 2 standard "
             f"errors, else not supported; combined over Skip and Skip Reg.; not decidable with "
-            f"< {MIN_SEEDS} seeds, a row within {CHANCE_MARGIN:g} points of chance, or no GMRES "
-            f"iterations in the vanilla model")
+            f"< {MIN_SEEDS} seeds, a row within {CHANCE_MARGIN:g} points of chance, a run not at "
+            f"its plateau (> {PLATEAU_LIMIT:g} points), or no GMRES iterations in the vanilla "
+            f"model")
+
+
+
+def plateau_changes(runs: Sequence[Mapping[str, Any]], rows: Sequence[str]
+                    ) -> dict[str, list[float]]:
+    """Per compared row, the plateau check's change of test accuracy (points) of every run
+    (``runs``: summaries of :func:`run_table`, keyed by their ``paper_row`` or ``row``)."""
+    from deqode.experiments.continuous_deq.runs import plateau_check
+
+    out: dict[str, list[float]] = {}
+    for r in runs:
+        name = r["paper_row"] if r["paper_row"] in rows else r["row"]
+        if name in rows:
+            check = plateau_check(r)
+            out.setdefault(name, []).append(
+                next(v for k, v in check.items() if k.startswith("change")))
+    return out
 
 
 __all__ = [
@@ -173,6 +215,7 @@ __all__ = [
     "CHANCE_MARGIN",
     "GMRES_MARGIN",
     "MIN_SEEDS",
+    "PLATEAU_LIMIT",
     "SPEEDUP_NULL",
     "best_rule",
     "decide_best",
@@ -181,6 +224,7 @@ __all__ = [
     "decide_speedup",
     "fewer_iterations_rule",
     "gate",
+    "plateau_changes",
     "slower_rule",
     "speedup_rule",
     "speedup_verdict",
