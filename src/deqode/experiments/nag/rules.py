@@ -84,7 +84,8 @@ def _flat_reason(flat: Mapping[str, Sequence[tuple[bool, float]]]) -> str:
         return ""
     return (f"curves not flat (over the last {PLATEAU_WINDOW} evaluation interval(s) moved ≥ "
             f"{PLATEAU_FRACTION:.0%} of the last value): "
-            + ", ".join(f"{k} {v:.0%}" for k, v in bad.items()))
+            + ", ".join(f"{k} {v:.0%}" if math.isfinite(v) else f"{k} (too few evaluations)"
+                        for k, v in bad.items()))
 
 
 def _verdict_from(parts: Sequence[bool]) -> str:
