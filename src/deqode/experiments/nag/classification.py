@@ -46,9 +46,11 @@ class ClassificationSetup:
     cpu profile: MNIST-8k (6,000 train / 2,000 test, no augmentation), width 16 with 4 GroupNorm
     groups (one channel per group stalled training in a probe: 79 % after 10 epochs), K = 4
     (N = 4, 4, 2, 1 steps for nesterov, euler, midpoint, rk4) against a ResNet with 4 blocks, so
-    that every model evaluates four blocks per forward pass; Adam at lr 2e-3, batch 64, 6 epochs
+    that every model evaluates four blocks per forward pass; Adam at lr 2e-3, batch 64, 8 epochs
     with cosine annealing (a probe reached 95.7 % in 8 epochs, flat over its last two), 3 seeds.
-    Settings chosen from these probes, i.e. after seeing their outcomes.
+    Settings chosen from these probes, i.e. after seeing their outcomes. The first full cpu run
+    used 6 epochs; Euler's seed-2 curve still moved 1 % in its last epoch, so the budget was
+    raised to 8 after seeing that (a one-seed probe of that run at 8 epochs moved 0.3 %).
     """
 
     profile: str
@@ -80,7 +82,8 @@ CLASSIFICATION = {
         0.0, "constant", (),
     ),
     "cpu": ClassificationSetup(
-        "cpu", "mnist-8k", 16, "conv", (4,), CPU_SOLVERS, 4, 6, 64, 1000, "adam", 2e-3, 0.0,
+        # 8 epochs (was 6): chosen after the 6-epoch cpu run's Euler seed 2 had not flattened
+        "cpu", "mnist-8k", 16, "conv", (4,), CPU_SOLVERS, 4, 8, 64, 1000, "adam", 2e-3, 0.0,
         "cosine", (), transfer_budget=4, seeds=(0, 1, 2), max_groups=4, recipe="plain",
     ),
     "paper": ClassificationSetup(
