@@ -618,6 +618,38 @@ def test_cpu_setups_use_mnist8k_for_tables_1_to_3():
     assert "mnist-8k" in cd.needed_datasets("cpu")
 
 
+def test_cpu_schedules_cut_the_rate_before_the_plateau_window():
+    from deqode.experiments import continuous_deq as cd
+
+    for table in ("T2", "T3"):
+        config = cd.train_config(cd.Row(table, "vanilla", "continuous"), "cpu")
+        assert config.schedule == "step" and config.milestones == cd.CPU_DECAY_AT[table]
+        # the last cut lies before the epochs the plateau check reads
+        assert max(config.milestones) <= config.epochs - cd.PLATEAU_EPOCHS
+    text, code = (cd.train_config(cd.Row("T1", "skip_reg", s, False, setting), "cpu")
+                  for s, setting in (("continuous", "text"), ("discrete", "code")))
+    assert text.schedule == "step" and text.milestones == cd.CPU_DECAY_AT["T1"]
+    assert code.schedule == "cosine" and code.milestones == ()
+    smoke = cd.train_config(cd.Row("T1", "skip_reg", "continuous", False, "text"), "smoke")
+    assert smoke.schedule == "constant" and smoke.milestones == ()
+    assert "×0.1 after epochs" in cd.setup_summary("T2", "cpu")
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    import torch
+
+    from deqode.experiments import continuous_deq as cd
+
+    row = cd.Row("T2", "vanilla", "continuous")
+    config = cd.train_config(row, "cpu")
+    assert not cd.checkpoint_matches(config, "cpu", str(tmp_path))
+    folder = tmp_path / "cpu" / config.name
+    folder.mkdir(parents=True)
+    torch.save({"config": config.to_dict()}, folder / "checkpoint.pt")
+    assert cd.checkpoint_matches(config, "cpu", str(tmp_path))
+    assert not cd.checkpoint_matches(config.replace(epochs=4), "cpu", str(tmp_path))
+
+
 def _summary(row, seed, acc, curve=(50.0, 60.0, 61.0)):
     return {"row": row, "seed": seed, "test_acc": acc, "training_s_total": 10.0 + seed,
             "curve": [{"test_acc": a} for a in curve]}
