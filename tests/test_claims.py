@@ -106,7 +106,7 @@ def test_ledger_lists_every_claim_with_its_verdict_and_counts():
     page = claims.ledger_markdown("cpu", catalogue, records, "cpu label")
     assert page.startswith("# Claims ledger (cpu profile)")
     assert f"1 {claims.MIXED}, {len(catalogue) - 1} {claims.NOT_RUN}" in page
-    assert "**mixed**: 1 of 2 tasks" in page
+    assert "- **Verdict:** **mixed**: 1 of 2 tasks" in page
     assert "(../notebooks/15_sim_x.ipynb#accuracy)" in page
     for claim_id in catalogue:
         assert f"**{claim_id}**" in page

@@ -206,7 +206,7 @@ def ledger_markdown(profile: str, catalogue: Mapping[str, Claim],
         f"*{label}.* This page is generated when the book is built, from the catalogue "
         "`data/reference/claims.csv` (the papers' words) and the evidence records the chapters "
         f"wrote in `results/{profile}/claims/`. Each verdict was computed by the decision rule "
-        "shown beside it, whose thresholds are constants in `deqode` fixed before the runs; "
+        "shown with it, whose thresholds are constants in `deqode` fixed before the runs; "
         "none is typed. A verdict holds for the runs described in its row only.",
         "",
     ]
@@ -215,25 +215,28 @@ def ledger_markdown(profile: str, catalogue: Mapping[str, Claim],
         papers.setdefault(claim.paper, []).append(claim)
     body: list[str] = []
     for paper, claims in papers.items():
-        body += [f"## {paper}", "",
-                 "| claim | the paper's words (where) | what we ran | measured | rule | verdict |",
-                 "|---|---|---|---|---|---|"]
+        rows = ["| claim | verdict |", "|---|---|"]
+        details: list[str] = []
         for claim in claims:
             ev = records.get(claim.id)
-            words = f"“{_cell(claim.words)}” ({_cell(claim.source)})"
+            verdict = NOT_RUN if ev is None else ev.verdict
+            counts[verdict] += 1
+            rows.append(f"| **{claim.id}** {_cell(claim.claim)} | **{verdict}** |")
+            details += [f"### {claim.id}: {claim.claim}", "",
+                        f"- **The paper:** “{_cell(claim.words)}” ({_cell(claim.source)})"]
             if ev is None:
-                counts[NOT_RUN] += 1
-                link = f"[{claim.notebook}](../notebooks/{claim.notebook}.ipynb)"
-                body.append(f"| **{claim.id}** {_cell(claim.claim)} | {words} | {link} | — | — "
-                            f"| **{NOT_RUN}** |")
+                details += [f"- **Where it is tested:** [{claim.notebook}]"
+                            f"(../notebooks/{claim.notebook}.ipynb)",
+                            f"- **Verdict:** **{NOT_RUN}**", ""]
                 continue
-            counts[ev.verdict] += 1
             link = (f"[{ev.notebook}, {_cell(ev.section)}]"
                     f"(../notebooks/{ev.notebook}.ipynb#{heading_anchor(ev.section)})")
-            verdict = f"**{ev.verdict}**" + (f": {_cell(ev.reason)}" if ev.reason else "")
-            body.append(f"| **{claim.id}** {_cell(claim.claim)} | {words} | {_cell(ev.ran)}; "
-                        f"{link} | {_cell(ev.measured)} | {_cell(ev.rule)} | {verdict} |")
-        body.append("")
+            reason = f": {_cell(ev.reason)}" if ev.reason else ""
+            details += [f"- **What we ran:** {_cell(ev.ran)} ({link})",
+                        f"- **Measured:** {_cell(ev.measured)}",
+                        f"- **Rule (fixed in code before the run):** {_cell(ev.rule)}",
+                        f"- **Verdict:** **{ev.verdict}**{reason}", ""]
+        body += [f"## {paper}", "", *rows, "", *details]
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     lines += [f"**{len(catalogue)} claims:** {summary}.", "", *body]
     return "\n".join(lines) + "\n"
