@@ -81,7 +81,7 @@ PREFLIGHT := preflight
 endif
 
 preflight: $(STAMP)
-	$(PY) -m deqode.book preflight --profile $(PROFILE)
+	$(PY) -m deqode preflight --profile $(PROFILE)
 
 $(EXEC_DIR)/%.ipynb: notebooks/%.ipynb $(LIBRARY) $(STAMP) | $(PREFLIGHT)
 	$(PY) -m deqode.book execute $< --profile $(PROFILE) --out $@

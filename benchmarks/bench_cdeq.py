@@ -1,7 +1,7 @@
 """Continuous vs discrete DEQ forward cost on one trained model (Continuous DEQ chapter).
 
 One smoke model is trained first — the vanilla DEQ on ``digits-fc`` with the discrete solver
-(the ``cdeq-t1-vanilla-code`` configuration of :mod:`deqode.experiments.continuous_deq`, into a
+(the ``cdeq-t1-vanilla-code`` configuration of :mod:`deqode.chapters.continuous_deq`, into a
 temporary folder). This fully connected model has an attracting equilibrium that every solver
 below reaches; the multiscale smoke models, trained for seconds with capped solves, do not
 (their solves at the caps are compared in the chapter's notebooks instead). Its forward pass on
@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from deqode import benchmarking
-from deqode.experiments import continuous_deq as cd
+from deqode.book import benchmarking
+from deqode.chapters import continuous_deq as cd
 
 NAME = "cdeq"
 TITLE = "Continuous vs discrete DEQ: forward cost on one trained smoke model"

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deqode import benchmarking
+from deqode.book import benchmarking
 from deqode.models import build
 from deqode.models.zoo import entry
 from deqode.solvers import fixed_point

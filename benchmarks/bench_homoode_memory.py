@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deqode import benchmarking
+from deqode.book import benchmarking
 from deqode.metrics import MB, RSSPeakMeter, SavedTensorMeter
 from deqode.models import HOMOODE_GRAD_MODES, build
 from deqode.models.zoo import entry

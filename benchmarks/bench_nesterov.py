@@ -29,7 +29,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 import deqode  # noqa: F401  (registers method="nesterov")
-from deqode import benchmarking
+from deqode.book import benchmarking
 from deqode.models.layers import ConvField
 from deqode.solvers.nesterov import step_grid
 

@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from deqode.benchmarking import heading, machine, start
+from deqode.book.benchmarking import heading, machine, start
 from deqode.choices import UnknownChoiceError
 from deqode.metrics import MB, RSSPeakMeter, SavedTensorMeter, cpu_model
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deqode import book
+from deqode.book import build as book
 from deqode.paths import repo_root
 
 ROOT = repo_root()
@@ -94,7 +94,7 @@ def test_every_saved_figure_is_in_the_chapter(name):
 
 def test_claims_ledger_has_a_verdict_for_every_claim():
     """Every catalogue claim has evidence from this build, and the page says which profile."""
-    from deqode import claims
+    from deqode.book import claims
 
     page = (html_dir() / "book" / "claims.html").read_text(encoding="utf-8")
     assert f"Claims ledger ({PROFILE} profile)" in page

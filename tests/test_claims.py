@@ -6,7 +6,8 @@ import csv
 
 import pytest
 
-from deqode import book, claims, notebook
+from deqode.book import build as book
+from deqode.book import claims, notebook
 from deqode.choices import UnknownChoiceError
 
 

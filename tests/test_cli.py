@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
-from deqode import cli, experiments, models
+from deqode import chapters as experiments
+from deqode import cli, models
+from deqode.chapters import homoode as homoode_experiments
 from deqode.choices import UnknownChoiceError
-from deqode.experiments import homoode as homoode_experiments
 
 
 def train_parser() -> argparse.ArgumentParser:

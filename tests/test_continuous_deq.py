@@ -445,7 +445,7 @@ def test_nfe_counts_follow_the_definition():
 
 
 def test_solve_outcomes_reports_cap_or_tolerance_per_test_batch():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     torch.manual_seed(0)
     x = digits(12)
@@ -505,7 +505,7 @@ def test_bad_settings_raise_clear_errors():
 
 
 def test_reference_csv_holds_every_cell_of_tables_1_to_4():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
     from deqode.results import NOT_TRANSCRIBED
 
     for table in cd.TABLES:
@@ -517,7 +517,7 @@ def test_reference_csv_holds_every_cell_of_tables_1_to_4():
 
 
 def test_claims_and_figure1_audit_from_the_tables():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     audit = cd.figure1_audit()
     offset = sorted((b["panel"], b["dataset"], b["bar"]) for b in audit
@@ -535,8 +535,8 @@ def test_claims_and_figure1_audit_from_the_tables():
 
 
 def test_registered_runs_and_their_settings():
-    from deqode.experiments import continuous_deq as cd
-    from deqode.experiments import experiment_names, get
+    from deqode.chapters import continuous_deq as cd
+    from deqode.chapters import experiment_names, get
 
     smoke = [n for n in experiment_names("smoke") if n.startswith("cdeq-t")]
     paper = [n for n in experiment_names("paper") if n.startswith("cdeq-t")]
@@ -552,7 +552,7 @@ def test_registered_runs_and_their_settings():
 
 
 def test_cost_model_counts():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     assert cd.solver_nfe("continuous", 18) == 2 + 6 + 16
     assert cd.solver_nfe("continuous", 18, "bs3") == 2 + 54
@@ -565,7 +565,7 @@ def test_cost_model_counts():
 
 def test_smoke_runs_train_on_a_digits_subset_and_state_their_budget():
     from deqode import data
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     full = data.load_dataset("digits", split="train", profile="smoke", recipe="cdeq")
     subset = cd.DigitsSubset(256)
@@ -597,7 +597,7 @@ def test_smoke_runs_train_on_a_digits_subset_and_state_their_budget():
 
 
 def test_claim_rows_get_three_seeds_outside_smoke():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     cont = cd.Row("T2", "vanilla", "continuous")
     disc = cd.Row("T2", "vanilla", "discrete")
@@ -609,7 +609,7 @@ def test_claim_rows_get_three_seeds_outside_smoke():
 
 
 def test_cpu_setups_use_mnist8k_for_tables_1_to_3():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     for table in ("T1", "T2", "T3"):
         assert cd.setup(table, "cpu").dataset == "mnist-8k"
@@ -619,7 +619,7 @@ def test_cpu_setups_use_mnist8k_for_tables_1_to_3():
 
 
 def test_cpu_schedules_cut_the_rate_before_the_plateau_window():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     for table in ("T2", "T3"):
         config = cd.train_config(cd.Row(table, "vanilla", "continuous"), "cpu")
@@ -638,7 +638,7 @@ def test_cpu_schedules_cut_the_rate_before_the_plateau_window():
 def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     import torch
 
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     row = cd.Row("T2", "vanilla", "continuous")
     config = cd.train_config(row, "cpu")
@@ -656,7 +656,7 @@ def _summary(row, seed, acc, curve=(50.0, 60.0, 61.0)):
 
 
 def test_aggregate_means_and_per_seed_values():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     rows = cd.aggregate([_summary("a", 0, 90.0), _summary("a", 1, 92.0), _summary("b", 0, 50.0)])
     a, b = rows
@@ -666,7 +666,7 @@ def test_aggregate_means_and_per_seed_values():
 
 
 def test_plateau_check_flags_a_rising_curve():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     flat = cd.plateau_check(_summary("a", 0, 0, curve=(40.0, 80.0, 90.0, 90.5, 90.2)))
     rising = cd.plateau_check(_summary("a", 0, 0, curve=(40.0, 60.0, 70.0, 80.0)))
@@ -677,8 +677,8 @@ def test_plateau_check_flags_a_rising_curve():
 
 
 def test_speedup_rule_reaches_every_verdict():
-    from deqode import claims
-    from deqode.experiments import continuous_deq as cd
+    from deqode.book import claims
+    from deqode.chapters import continuous_deq as cd
 
     acc = {"a": [90.0, 91.0, 92.0], "b": [90.0, 90.5, 91.0]}
     assert cd.decide_speedup({"x": [2.5, 2.6, 2.4]}, 2.0, acc)[0] == claims.SUPPORTED
@@ -695,8 +695,8 @@ def test_speedup_rule_reaches_every_verdict():
 
 
 def test_slower_best_and_gmres_rules_reach_every_verdict():
-    from deqode import claims
-    from deqode.experiments import continuous_deq as cd
+    from deqode.book import claims
+    from deqode.chapters import continuous_deq as cd
 
     acc = {"a": [90.0, 91.0, 92.0]}
     assert cd.decide_slower([1.5, 1.6, 1.4], acc)[0] == claims.SUPPORTED
@@ -715,7 +715,7 @@ def test_slower_best_and_gmres_rules_reach_every_verdict():
 
 
 def test_range_agreement_and_stated_ranges_come_from_the_reference():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     assert cd.stated_range("C1") == (2.0, 4.0)
     assert cd.range_agreement("2-4x", [2.14, 4.10]).startswith("agrees")
@@ -726,7 +726,7 @@ def test_range_agreement_and_stated_ranges_come_from_the_reference():
 
 
 def test_train_subset_cuts_train_and_optionally_test_split():
-    from deqode.experiments import continuous_deq as cd
+    from deqode.chapters import continuous_deq as cd
 
     subset = cd.TrainSubset(100, "cdeq", "digits", test_size=50)
     assert len(subset("train")) == 100 and len(subset("test")) == 50
@@ -736,8 +736,8 @@ def test_train_subset_cuts_train_and_optionally_test_split():
 
 
 def test_runs_still_learning_make_a_claim_not_decidable():
-    from deqode import claims
-    from deqode.experiments import continuous_deq as cd
+    from deqode.book import claims
+    from deqode.chapters import continuous_deq as cd
 
     acc = {"a": [90.0, 91.0, 92.0]}
     flat = {"a": [0.2, 0.4, 0.1]}

@@ -2,7 +2,7 @@
 
 Every ``paper`` configuration the chapter trains is built on the CPU (no data, no training) and
 checked against the specification (homoode.md §2.3-§2.5, §3.2-§3.5); the measurement helpers of
-:mod:`deqode.experiments.homoode` are checked on the untrained smoke model with known answers.
+:mod:`deqode.chapters.homoode` are checked on the untrained smoke model with known answers.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import matplotlib
 import pytest
 import torch
 
-from deqode import experiments, models
+from deqode import chapters as experiments
+from deqode import models
+from deqode.chapters import homoode as chapter
 from deqode.choices import UnknownChoiceError
-from deqode.experiments import homoode as chapter
 from deqode.models.layers import AlternatingInit
 
 matplotlib.use("Agg")
@@ -531,7 +532,7 @@ def test_plateau_rule():
 
 
 def test_accuracy_verdict_reaches_every_verdict():
-    from deqode import claims
+    from deqode.book import claims
 
     base = ("Neural ODE", "ANODE", "DEQ")
 
@@ -557,7 +558,7 @@ def test_accuracy_verdict_reaches_every_verdict():
 
 
 def test_anode_verdict_reaches_every_verdict():
-    from deqode import claims
+    from deqode.book import claims
 
     def verdict(final, frozen=1e-12, drifting=0.5, **kw):
         return chapter.anode_verdict(_rows(final, **kw), h9_frozen=frozen, h9_drifting=drifting,
@@ -572,7 +573,7 @@ def test_anode_verdict_reaches_every_verdict():
 
 
 def test_memory_verdict_reaches_every_verdict():
-    from deqode import claims
+    from deqode.book import claims
 
     lower = chapter.memory_verdict({"adjoint": 0.5, "frozen_adjoint": 0.5}, 1.0)
     assert lower["verdict"] == claims.SUPPORTED
@@ -584,7 +585,7 @@ def test_memory_verdict_reaches_every_verdict():
 
 
 def test_init_point_verdict_reaches_every_verdict():
-    from deqode import claims
+    from deqode.book import claims
 
     def pair(lower, equal):
         return {"lower": lower, "equal": equal}

@@ -10,8 +10,8 @@ import matplotlib
 import pytest
 import torch
 
-from deqode import schematics
-from deqode.experiments import homotopy_link as hl
+from deqode.book import schematics
+from deqode.chapters import homotopy_link as hl
 
 matplotlib.use("Agg")
 

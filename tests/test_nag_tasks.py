@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import deqode  # noqa: F401  (registers method="nesterov")
-from deqode import experiments
-from deqode.experiments import nag as tasks
+from deqode import chapters as experiments
+from deqode.chapters import nag as tasks
 from deqode.models.cnf import CNF
 from deqode.models.latent_ode import LatentODE, kl_to_standard_normal
 from deqode.models.layers import count_parameters
@@ -290,7 +290,7 @@ def test_classification_smoke_run_through_the_harness(tmp_path):
 
 
 def test_cache_reads_a_finished_run_and_keys_by_the_full_config(tmp_path, monkeypatch):
-    from deqode.experiments.nag import cache
+    from deqode.chapters.nag import cache
 
     calls = []
 
@@ -352,7 +352,7 @@ FLAT = [(True, 0.01)] * 3
 
 
 def test_faster_rule_reaches_every_verdict():
-    from deqode import claims
+    from deqode.book import claims
 
     fast, slow = [10.0, 11.0, 10.5], [20.0, 21.0, 19.0]
     flat = {"nesterov": FLAT, "euler": FLAT, "rk4": FLAT}
@@ -374,7 +374,7 @@ def test_faster_rule_reaches_every_verdict():
 
 
 def test_comparable_rule_reaches_every_verdict():
-    from deqode import claims
+    from deqode.book import claims
 
     flat = {"nesterov": FLAT, "euler": FLAT, "rk4": FLAT}
     good, bad = [0.95, 0.951, 0.949], [0.80, 0.81, 0.79]
@@ -398,7 +398,7 @@ def test_comparable_rule_reaches_every_verdict():
 
 
 def test_hidden_rule_reaches_every_verdict():
-    from deqode import claims
+    from deqode.book import claims
 
     same = {"nesterov": [0.95, 0.951, 0.949], "nesterov (c=1)": [0.95, 0.952, 0.948]}
     worse = {"nesterov": [0.95, 0.951, 0.949], "nesterov (c=1)": [0.70, 0.71, 0.69]}
@@ -423,7 +423,7 @@ def test_rule_texts_are_built_from_the_constants():
 
 
 def test_evidence_from_records_gives_claim_arguments():
-    from deqode import claims
+    from deqode.book import claims
 
     def record(label, seed, accs, cpu):
         hist = [{"epoch": i + 1, "test_acc": a, "cpu_seconds": cpu * (i + 1), "seconds": 1.0,

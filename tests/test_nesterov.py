@@ -16,7 +16,7 @@ import torch
 from torchdiffeq import odeint, odeint_adjoint
 
 import deqode  # noqa: F401  (registers method="nesterov")
-from deqode import nag
+from deqode.chapters.nag import theory as nag
 from deqode.choices import UnknownChoiceError
 from deqode.solvers import nesterov
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from deqode import book, notebook
+from deqode.book import build as book
+from deqode.book import notebook
 from deqode.choices import UnknownChoiceError
 from deqode.paths import repo_root
 

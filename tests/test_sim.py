@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deqode import koopman
+from deqode.chapters import sim as exp
+from deqode.chapters.sim import koopman
 from deqode.choices import UnknownChoiceError
-from deqode.experiments import sim as exp
 from deqode.models import sim
 from deqode.models.implicit2 import DEQMFN
 from deqode.results import NOT_TRANSCRIBED, load_reference
@@ -423,7 +423,7 @@ def test_paper_profile_models_build_and_take_a_training_step() -> None:
 
 
 def test_c3_rule_reaches_every_verdict() -> None:
-    from deqode import claims
+    from deqode.book import claims
 
     rules = exp.rules
     fast, slow, deq = [10.0, 11.0, 10.5], [40.0, 41.0, 39.0], [30.0, 31.0, 29.0]
@@ -436,7 +436,7 @@ def test_c3_rule_reaches_every_verdict() -> None:
 
 
 def test_c4_classification_rule_reaches_every_verdict() -> None:
-    from deqode import claims
+    from deqode.book import claims
 
     rules = exp.rules
     deq = [0.90, 0.91, 0.92]
@@ -458,7 +458,7 @@ def test_c4_classification_rule_reaches_every_verdict() -> None:
 
 
 def test_c4_regression_and_copy_memory_rules_reach_every_verdict() -> None:
-    from deqode import claims
+    from deqode.book import claims
 
     rules = exp.rules
     deq = [20.0, 20.1, 19.9]

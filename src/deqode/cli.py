@@ -1,6 +1,6 @@
 """Command line: ``python -m deqode train EXPERIMENT --profile P`` and ``python -m deqode list``.
 
-The commands train exactly the configurations the notebooks use (:mod:`deqode.experiments`)
+The commands train exactly the configurations the notebooks use (:mod:`deqode.chapters`)
 through :func:`deqode.train.fit`. Exit codes: 0 the run completed (or stopped at
 ``--max-epochs``), 1 the run failed (the reason is printed and in ``status.json``), 2 bad input
 (unknown experiment, profile, device or option; a missing dataset; a changed configuration on
@@ -101,11 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--profile", default=None, metavar="P",
                          help=f"only this profile's experiments ({', '.join(PROFILES)})")
+    check = commands.add_parser(
+        "preflight", help="check that every dataset a profile needs is on disk",
+        description="Exit non-zero, saying how to get each one, if a dataset the profile's "
+                    "chapters need is missing.",
+    )
+    check.add_argument("--profile", required=True, metavar="P",
+                       help=f"one of {', '.join(PROFILES)}")
     return parser
 
 
 def _list(profile: str | None) -> None:
-    from deqode import data, experiments, models
+    from deqode import chapters as experiments
+    from deqode import data, models
 
     for prof in [profile] if profile else list(PROFILES):
         print(f"experiments (profile {prof}):")
@@ -122,7 +130,7 @@ def _list(profile: str | None) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from deqode import experiments
+    from deqode import chapters as experiments
     from deqode.devices import resolve_device
     from deqode.train import fit
 
@@ -163,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             _list(args.profile)
+            return 0
+        if args.command == "preflight":
+            from deqode import chapters
+
+            chapters.preflight(args.profile)
             return 0
         return _train(args)
     except UnknownChoiceError as err:

@@ -80,6 +80,7 @@ from torch.utils.data.distributed import DistributedSampler
 from deqode import metrics, rehearsal
 from deqode.choices import check_choice, check_profile
 from deqode.devices import resolve_device
+from deqode.environment import environment_record
 from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, torch_save_atomic, write_json_atomic
@@ -702,8 +703,6 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
             if checkpoint.is_file():  # a fresh start never silently destroys a long run
                 checkpoint.replace(out_dir / "checkpoint.previous.pt")
         if trainer.ctx.main:
-            from deqode.notebook import environment_record
-
             write_json_atomic(out_dir / "config.json", {
                 "experiment": config.name, "profile": profile, "config": config.to_dict(),
                 "world_size": trainer.ctx.world, "environment": environment_record(trainer.device),

@@ -1,0 +1,172 @@
+"""The notebook contract: validate the papermill parameters, seed, pick the device, save figures.
+
+Every notebook's first code cell (tagged ``parameters``) sets at least ``profile``, ``seed``,
+``device`` and ``results_dir``; the next cell calls :func:`start`, which fails at once on an
+unknown profile or device, naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deqode.choices import ONE_THREAD_PROFILES, check_profile
+from deqode.devices import resolve_device
+from deqode.environment import environment_record
+from deqode.paths import resolve
+from deqode.paths import results_dir as _results_dir
+from deqode.results import write_json_atomic
+
+SMOKE_LABEL = "smoke profile — not a reproduction of the paper's numbers"
+CPU_LABEL = "cpu profile — narrowed models on 2 CPU cores, not the paper's scale"
+PROFILE_LABELS = {"smoke": SMOKE_LABEL, "cpu": CPU_LABEL, "paper": "paper profile"}
+
+
+def profile_label(profile: str) -> str:
+    """The caption stamp of figures and tables of ``profile``."""
+    return PROFILE_LABELS[check_profile(profile)]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy's legacy global RNG (used by some libraries) and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Run:
+    """One notebook execution: its profile, device, output folder and helpers."""
+
+    name: str
+    profile: str
+    seed: int
+    device: torch.device
+    out: Path
+    data_root: Path
+    started: float = field(default_factory=time.time)
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.profile == "smoke"
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.profile == "cpu"
+
+    @property
+    def is_rehearsal(self) -> bool:
+        """True under ``make rehearse-cpu``: loops stop after a few steps; not results."""
+        from deqode import rehearsal
+
+        return rehearsal.active()
+
+    @property
+    def label(self) -> str:
+        """The caption stamp every figure and table carries."""
+        if self.is_rehearsal:
+            return f"{self.profile} rehearsal — a few steps per run, not results"
+        return profile_label(self.profile)
+
+    @property
+    def results_root(self) -> Path:
+        """The results folder that holds ``<profile>/<notebook>/`` (``results/`` by default)."""
+        return self.out.parent.parent
+
+    def claim(self, claim_id: str, *, ran: str, measured: str, rule: str, verdict: str,
+              section: str, reason: str = "", values: dict | None = None) -> Path:
+        """Write this notebook's evidence for ``claim_id`` to the claims ledger (see
+        :mod:`deqode.book.claims`); the verdict must come from a rule in code, never typed here."""
+        from deqode.book import claims
+
+        evidence = claims.Evidence(
+            claim_id=claim_id, profile=self.profile, ran=ran, measured=measured, rule=rule,
+            verdict=verdict, notebook=self.name, section=section, reason=reason,
+            values=dict(values or {}),
+        )
+        return claims.record(evidence, results_dir=self.results_root)
+
+    def savefig(self, fig, name: str, **kwargs) -> Path:
+        """Save ``fig`` atomically as ``results/<profile>/<notebook>/<name>.png``; return it."""
+        import io
+
+        from deqode.results import write_bytes_atomic
+
+        kwargs.setdefault("dpi", 150)
+        kwargs.setdefault("bbox_inches", "tight")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", **kwargs)
+        return write_bytes_atomic(self.out / f"{name}.png", buffer.getvalue())
+
+    def show(self, fig, name: str, *, stamp: bool = True) -> Path:
+        """Stamp ``fig`` with the profile label, save it (:meth:`savefig`) and display it."""
+        import matplotlib.pyplot as plt
+
+        from deqode.book import plots
+
+        if stamp:
+            plots.stamp(fig, self.label)
+        path = self.savefig(fig, name)
+        plt.show()
+        return path
+
+    def save_json(self, name: str, record: Any) -> Path:
+        return write_json_atomic(self.out / f"{name}.json", record)
+
+
+def start(
+    name: str,
+    *,
+    profile: str,
+    seed: int = 0,
+    device: str = "auto",
+    results_dir: str | os.PathLike = "results",
+    data_root: str | os.PathLike = "data",
+    float64: bool = False,
+) -> Run:
+    """Validate the notebook parameters and set the run up.
+
+    Raises at once for an unknown profile or device. Relative folders are taken relative to the
+    repository root, so the notebook gives the same result wherever its kernel was started.
+    Torch's CPU threads: ``DEQODE_THREADS`` if set (the Makefile sets it when notebooks run side by
+    side), else one thread for the smoke and cpu profiles on the CPU (small models; two notebooks
+    share two cores, and more threads per process oversubscribe them), else torch's default.
+    """
+    check_profile(profile)
+    if not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    dev = resolve_device(device)
+    threads = os.environ.get("DEQODE_THREADS") or (
+        1 if profile in ONE_THREAD_PROFILES and dev.type == "cpu" else 0
+    )
+    if int(threads):
+        torch.set_num_threads(int(threads))
+    seed_everything(seed)
+    if float64:
+        torch.set_default_dtype(torch.float64)
+    out = _results_dir(profile, name, root=results_dir)
+    run = Run(
+        name=name, profile=profile, seed=seed, device=dev, out=out, data_root=resolve(data_root)
+    )
+    write_json_atomic(
+        out / "run.json",
+        {
+            "notebook": name,
+            "profile": profile,
+            "seed": seed,
+            **environment_record(dev),
+            "argv": sys.argv[:1],
+        },
+    )
+    from deqode.book import plots
+
+    plots.use_book_style()
+    return run

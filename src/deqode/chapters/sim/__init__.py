@@ -1,0 +1,171 @@
+"""SIM chapter: run configurations (profiles ``smoke`` / ``paper``), training loops, search driver.
+
+The three tasks of Konishi & Kawahara (spec ``sim.md`` §3) with SIM's own training loops (§2.5):
+SIM is trained like a feedforward model — plain Adam on an explicit network — so these loops are
+small and separate from :func:`deqode.train.fit`. The DEQ baselines run through the same loops so
+that the cost comparison (C3) measures the models, not the harnesses.
+
+* image classification (T1): :func:`train_classifier`, lr modes ``step`` / ``constant`` /
+  ``1cycle`` (the monDEQ loop SIM copied), evaluation after every epoch;
+* image regression (T2): :func:`train_regression`, full batch, PSNR = ``−10 log10(MSE)`` on the
+  unclamped prediction after the last iteration;
+* copy memory (T3): :func:`train_copy_memory`, per-batch loss, accuracy (%) and cumulative
+  wall-clock time (``time.perf_counter``, with ``torch.cuda.synchronize`` on a GPU).
+
+Profiles: ``smoke`` = the spec's §6 CPU analogues (digits, 64×64 images, T = 10), non-tuned,
+labelled smoke; ``paper`` = the paper's data and sizes with the official *non-tuned defaults*
+(spec §3.2–§3.4; labelled "non-tuned defaults", not the tuned configurations of the paper, which
+are not in the repository) or, with ``tune=True`` in a notebook, the random search of
+:func:`run_search`.
+
+Search driver: Optuna (optional dependency ``deqode[tune]``), chosen over Ray Tune because the
+official Ray 1.3 API (``tune.report``, ``tune.run(local_dir=...)``) no longer exists in Ray 2.x
+(spec §5 item 14), because Optuna is a small pure-Python package that runs in-process (no object
+store, no cluster) — enough for one GPU — and because its ``RandomSampler`` and
+``SuccessiveHalvingPruner`` reproduce the official "random search + ASHA (reduction factor 2)"
+protocol. A dependency-free ``backend="random"`` (random search, ``max_t`` truncation, no early
+stopping) serves tests and machines without Optuna.
+"""
+
+from __future__ import annotations
+
+from deqode.chapters.sim import cache, rules
+from deqode.chapters.sim.cache import cached
+from deqode.chapters.sim.configs import (
+    CPU_SEEDS,
+    LR_MODES,
+    MODEL_KINDS,
+    SEARCH_BACKENDS,
+    TASKS,
+    ClassificationSetup,
+    CopyMemorySetup,
+    ModelSpec,
+    RegressionSetup,
+    build_model,
+    classification_setup,
+    copy_memory_setup,
+    needed_datasets,
+    regression_setup,
+    trainable_parameters,
+)
+from deqode.chapters.sim.koopman_demos import (
+    RATE_TOL,
+    digits_tensors,
+    fit_sim_regressor,
+    hopf_readouts,
+    observed_contraction_rates,
+    r_squared,
+    rates_match_spectral_radius,
+    smoke_threads,
+    train_tanh_deq,
+)
+from deqode.chapters.sim.loops import (
+    always_blank_accuracy,
+    copy_memory_position_accuracy,
+    cost_summary,
+    evaluate_classifier,
+    evaluate_copy_memory,
+    final_run_seeds,
+    memoryless_loss,
+    one_cycle,
+    psnr,
+    seed_all,
+    train_classifier,
+    train_copy_memory,
+    train_regression,
+)
+from deqode.chapters.sim.runs import (
+    run_classification,
+    run_copy_memory,
+    run_regression,
+)
+from deqode.chapters.sim.search import (
+    SEARCH_SETTINGS,
+    SEARCH_SPACES,
+    Choice,
+    LogUniform,
+    QRandInt,
+    RandInt,
+    SearchResult,
+    SearchSettings,
+    TrialRecord,
+    run_search,
+    sample_config,
+    search_objective,
+    search_space,
+    split_train_val,
+    suggest_config,
+)
+from deqode.chapters.sim.tables import (
+    all_paper_cells_not_transcribed,
+    draw_architecture,
+    paper_cells,
+    paper_vs_ours,
+    with_overrides,
+)
+
+__all__ = [
+    "CPU_SEEDS",
+    "LR_MODES",
+    "MODEL_KINDS",
+    "RATE_TOL",
+    "SEARCH_BACKENDS",
+    "SEARCH_SETTINGS",
+    "SEARCH_SPACES",
+    "TASKS",
+    "Choice",
+    "ClassificationSetup",
+    "CopyMemorySetup",
+    "LogUniform",
+    "ModelSpec",
+    "QRandInt",
+    "RandInt",
+    "RegressionSetup",
+    "SearchResult",
+    "SearchSettings",
+    "TrialRecord",
+    "all_paper_cells_not_transcribed",
+    "always_blank_accuracy",
+    "build_model",
+    "cache",
+    "cached",
+    "classification_setup",
+    "copy_memory_position_accuracy",
+    "copy_memory_setup",
+    "cost_summary",
+    "digits_tensors",
+    "draw_architecture",
+    "evaluate_classifier",
+    "evaluate_copy_memory",
+    "final_run_seeds",
+    "fit_sim_regressor",
+    "hopf_readouts",
+    "memoryless_loss",
+    "needed_datasets",
+    "observed_contraction_rates",
+    "one_cycle",
+    "paper_cells",
+    "paper_vs_ours",
+    "psnr",
+    "r_squared",
+    "rates_match_spectral_radius",
+    "regression_setup",
+    "rules",
+    "run_classification",
+    "run_copy_memory",
+    "run_regression",
+    "run_search",
+    "sample_config",
+    "search_objective",
+    "search_space",
+    "seed_all",
+    "smoke_threads",
+    "split_train_val",
+    "suggest_config",
+    "train_classifier",
+    "train_copy_memory",
+    "train_regression",
+    "train_tanh_deq",
+    "trainable_parameters",
+    "with_overrides",
+]

@@ -1,0 +1,347 @@
+"""SIM's own training loops (spec §2.5): classification, image regression, copy memory.
+
+SIM is trained like a feedforward model, plain Adam on an explicit network, so these loops are
+small and separate from :func:`deqode.train.fit`; the DEQ baselines run through the same loops
+so that the cost comparison (C3) measures the models, not the harnesses. Every loop honours
+:mod:`deqode.rehearsal` (epochs, batches and iterations capped when rehearsing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from deqode import rehearsal
+from deqode.chapters.sim.configs import LR_MODES, trainable_parameters
+from deqode.choices import check_choice
+
+# --------------------------------------------------------------------------------------------------
+# shared helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _nfe(model: nn.Module) -> tuple[int, int]:
+    return int(getattr(model, "nfe_forward", 0) or 0), int(getattr(model, "nfe_backward", 0) or 0)
+
+
+def seed_all(seed: int) -> None:
+    """Seed the torch RNG: model initialisation and the RFF draws come from it."""
+    torch.manual_seed(seed)
+
+
+def final_run_seeds(best_seed: int, runs: int = 3) -> list[int]:
+    """Seeds of the official final classification runs: ``seed += run_idx`` accumulates, giving
+    offsets 0, 1, 3, 6, … (spec §5 item 7)."""
+    seeds, seed = [], best_seed
+    for run_idx in range(runs):
+        seed += run_idx
+        seeds.append(seed)
+    return seeds
+
+
+def one_cycle(t: float, epochs: int, max_lr: float) -> tuple[float, float]:
+    """monDEQ's ``1cycle``: (lr, Adam β1) at fractional epoch ``t`` (piecewise linear through the
+    knots ``[0, (E−5)//2, E−5, E]``: lr ``[1e-3, max_lr, 1e-3, 1e-3]``, β1
+    ``[0.95, 0.85, 0.95, 0.95]``)."""
+    knots = [0, (epochs - 5) // 2, epochs - 5, epochs]
+    return (float(np.interp(t, knots, [1e-3, max_lr, 1e-3, 1e-3])),
+            float(np.interp(t, knots, [0.95, 0.85, 0.95, 0.95])))
+
+
+# --------------------------------------------------------------------------------------------------
+# T1: image classification
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.device
+                        ) -> tuple[float, float]:
+    """Mean cross-entropy (sum / N) and accuracy as a fraction in [0, 1]."""
+    model.eval()
+    total, correct, count = 0.0, 0, 0
+    for x, y in rehearsal.capped(loader):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        total += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    model.train()
+    return total / count, correct / count
+
+
+def train_classifier(
+    model: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    lr_mode: str = "step",
+    steplr_step: int = 10,
+    test_batch_size: int = 400,
+    device: torch.device | str = "cpu",
+    shuffle_seed: int = 0,
+    report: Callable[[int, float], bool] | None = None,
+) -> dict[str, Any]:
+    """SIM's classification loop (monDEQ's ``train.py``): Adam, cross-entropy, no augmentation.
+
+    ``lr_mode``: ``step`` (StepLR γ = 0.1 every ``steplr_step`` epochs, stepped per epoch),
+    ``constant``, ``1cycle`` (:func:`one_cycle`, per batch). The loader shuffles with its own
+    generator seeded ``shuffle_seed`` (identical batch order across runs, as the official code).
+    After every epoch: test loss and accuracy (fraction); ``report(epoch, accuracy)`` (search)
+    may stop training early by returning True.
+
+    Returns ``{"epochs": [...], "steps": [...], "test_loss", "test_acc", "params"}``; each step
+    records wall time (forward + backward + update), forward and backward NFE.
+    """
+    check_choice("lr_mode", lr_mode, LR_MODES)
+    device = torch.device(device)
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(shuffle_seed)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
+    test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr if lr_mode != "1cycle" else 1e-3)
+    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, steplr_step, 0.1)
+                 if lr_mode == "step" else None)
+    history: dict[str, Any] = {"epochs": [], "steps": [], "params": trainable_parameters(model)}
+    n_batches = len(train_loader)
+    for epoch in range(1, rehearsal.epochs(epochs) + 1):
+        seen, loss_sum = 0, 0.0
+        for batch_idx, (x, y) in enumerate(rehearsal.capped(train_loader)):
+            if lr_mode == "1cycle":
+                cur_lr, beta1 = one_cycle(epoch - 1 + batch_idx / n_batches, epochs, lr)
+                for group in optimizer.param_groups:
+                    group["lr"], group["betas"] = cur_lr, (beta1, group["betas"][1])
+            x, y = x.to(device), y.to(device)
+            _sync(device)
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            forward_nfe, backward_nfe = _nfe(model)
+            history["steps"].append({"time": time.perf_counter() - start, "loss": loss.item(),
+                                     "nfe_forward": forward_nfe, "nfe_backward": backward_nfe})
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+        if scheduler is not None:
+            scheduler.step()
+        test_loss, test_acc = evaluate_classifier(model, test_loader, device)
+        history["epochs"].append({"epoch": epoch, "train_loss": loss_sum / seen,
+                                  "test_loss": test_loss, "test_acc": test_acc})
+        if report is not None and report(epoch, test_acc):
+            break
+    history["test_loss"] = history["epochs"][-1]["test_loss"]
+    history["test_acc"] = history["epochs"][-1]["test_acc"]
+    return history
+
+
+def cost_summary(history: Mapping[str, Any], skip: int = 1) -> dict[str, float]:
+    """Per training step (the first ``skip`` steps dropped as warm-up): median time (ms) and
+    mean forward / backward NFE — the "learned like a feedforward model" comparison (C3)."""
+    steps = history["steps"][skip:] or history["steps"]
+    return {
+        "median step time (ms)": 1e3 * float(np.median([s["time"] for s in steps])),
+        "forward NFE / step": float(np.mean([s["nfe_forward"] for s in steps])),
+        "backward NFE / step": float(np.mean([s["nfe_backward"] for s in steps])),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# T2: image regression
+# --------------------------------------------------------------------------------------------------
+
+
+def psnr(mse: float) -> float:
+    """``−10 log10(MSE)`` for targets in [0, 1] (unclamped, as the official code)."""
+    return -10.0 * math.log10(mse) if mse > 0 else math.inf
+
+
+def train_regression(
+    model: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    *,
+    iterations: int,
+    lr: float,
+    device: torch.device | str = "cpu",
+    report: Callable[[int, float], bool] | None = None,
+) -> dict[str, Any]:
+    """Full-batch Adam on MSE. After each step: train PSNR from the pre-step loss, test PSNR
+    from a fresh forward pass; the reported values are those after the last iteration.
+    ``report(iteration, test_psnr)`` may stop early (search). The test-grid prediction
+    ``(S/2, S/2, 3)`` of the final model is returned as ``prediction`` (with ``target``)."""
+    device = torch.device(device)
+    model.to(device).train()
+    x_tr, y_tr = train_set.inputs.to(device), train_set.targets.to(device)
+    x_te, y_te = test_set.inputs.to(device), test_set.targets.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    train_psnr, test_psnr, times = [], [], []
+    for it in range(1, rehearsal.steps(iterations) + 1):
+        _sync(device)
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x_tr), y_tr)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+        train_psnr.append(psnr(loss.item()))
+        with torch.no_grad():
+            test_psnr.append(psnr(F.mse_loss(model(x_te), y_te).item()))
+        if report is not None and report(it, test_psnr[-1]):
+            break
+    with torch.no_grad():
+        prediction = model(x_te).reshape(*test_set.grid_shape, -1).cpu()
+    return {
+        "train_psnr": train_psnr,
+        "test_psnr": test_psnr,
+        "final_train_psnr": train_psnr[-1],
+        "final_test_psnr": test_psnr[-1],
+        "step_times": times,
+        "prediction": prediction,
+        "target": y_te.reshape(*test_set.grid_shape, -1).cpu(),
+        "params": trainable_parameters(model),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# T3: copy memory
+# --------------------------------------------------------------------------------------------------
+
+
+def _stack(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    if hasattr(dataset, "inputs") and hasattr(dataset, "targets"):
+        return dataset.inputs, dataset.targets
+    xs, ys = zip(*[dataset[i] for i in range(len(dataset))], strict=True)
+    return torch.stack(xs), torch.stack([torch.as_tensor(y) for y in ys])
+
+
+@torch.no_grad()
+def evaluate_copy_memory(model: nn.Module, x: Tensor, y: Tensor, batch_size: int
+                         ) -> tuple[float, float]:
+    """Test loss (mean over batches of the per-batch mean CE over all ``T + 20`` positions) and
+    accuracy over all positions, in percent — the official metrics (spec §5 item 9)."""
+    model.eval()
+    losses, correct = [], 0
+    for i in rehearsal.capped(range(0, len(x), batch_size)):
+        logits = model(x[i : i + batch_size]).flatten(0, 1)
+        target = y[i : i + batch_size].flatten()
+        losses.append(F.cross_entropy(logits, target).item())
+        correct += (logits.argmax(1) == target).sum().item()
+    model.train()
+    counted = min(len(x), len(losses) * batch_size)
+    return float(np.mean(losses)), 100.0 * correct / y[:counted].numel()
+
+
+def train_copy_memory(
+    model: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    adam_eps: float = 1e-5,
+    device: torch.device | str = "cpu",
+    report: Callable[[int, float], bool] | None = None,
+    val_set: Dataset | None = None,
+    track_positions: bool = False,
+) -> dict[str, Any]:
+    """SIM's copy-memory loop: Adam (``eps`` 1e-5), constant lr, mini-batches in order.
+
+    No gradient clipping: the official code calls ``clip_grad_norm_`` before ``backward()``, so
+    its clipping has no effect (spec §5 item 4); we reproduce that effective behaviour. Per
+    batch: loss, accuracy (%), cumulative wall-clock time (ms, ``perf_counter``; synchronised on
+    a GPU) and NFE. The test set is evaluated once after the last epoch. With ``val_set`` and
+    ``report`` (search), the validation loss is reported after each epoch. ``track_positions``:
+    after each epoch, the test accuracy split by position (:func:`copy_memory_position_accuracy`)
+    goes to ``epochs``.
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    x_tr, y_tr = (t.to(device) for t in _stack(train_set))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=adam_eps)
+    steps: list[dict[str, float]] = []
+    elapsed = 0.0
+    epochs_log: list[dict[str, float]] = []
+    for epoch in range(1, rehearsal.epochs(epochs) + 1):
+        for i in rehearsal.capped(range(0, len(x_tr), batch_size)):
+            x, y = x_tr[i : i + batch_size], y_tr[i : i + batch_size]
+            _sync(device)
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            logits = model(x).flatten(0, 1)
+            loss = F.cross_entropy(logits, y.flatten())
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            elapsed += time.perf_counter() - start
+            forward_nfe, backward_nfe = _nfe(model)
+            acc = 100.0 * (logits.argmax(1) == y.flatten()).float().mean().item()
+            steps.append({"loss": loss.item(), "acc": acc, "time_ms": 1e3 * elapsed,
+                          "nfe_forward": forward_nfe, "nfe_backward": backward_nfe})
+        if track_positions:
+            epochs_log.append({"epoch": epoch, **copy_memory_position_accuracy(
+                model, test_set, batch_size=50, device=device)})
+        if val_set is not None and report is not None:
+            x_va, y_va = (t.to(device) for t in _stack(val_set))
+            if report(epoch, evaluate_copy_memory(model, x_va, y_va, batch_size)[0]):
+                break
+    x_te, y_te = (t.to(device) for t in _stack(test_set))
+    test_loss, test_acc = evaluate_copy_memory(model, x_te, y_te, batch_size)
+    return {"steps": steps, "epochs": epochs_log, "test_loss": test_loss, "test_acc": test_acc,
+            "params": trainable_parameters(model)}
+
+
+@torch.no_grad()
+def copy_memory_position_accuracy(
+    model: nn.Module, dataset: Dataset, batch_size: int = 50, device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Test accuracy (%) split by position, to read the official all-position accuracy (spec §5
+    item 9): on the ``T + 10`` blank positions, on the last 10 (the digits to recall; chance is
+    12.5 % over the 8 digit values), and the share of those last 10 predicted as a blank. A model
+    that predicts a blank everywhere scores ``100 (T + 10) / (T + 20)`` % overall."""
+    x, y = (t.to(device) for t in _stack(dataset))
+    if y.dim() != 2 or y.shape[1] <= 10:
+        raise ValueError(f"copy-memory targets must be (N, T + 20), got {tuple(y.shape)}")
+    was_training = model.training
+    model.eval()
+    preds = torch.cat([model(x[i : i + batch_size]).argmax(-1)
+                       for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    blank, digit = slice(None, -10), slice(-10, None)
+    return {
+        "blank positions": 100.0 * (preds[:, blank] == y[:, blank]).float().mean().item(),
+        "digit positions": 100.0 * (preds[:, digit] == y[:, digit]).float().mean().item(),
+        "digit positions predicted blank": 100.0 * (preds[:, digit] == 0).float().mean().item(),
+    }
+
+
+def memoryless_loss(T: int) -> float:
+    """Cross-entropy of the best predictor that remembers nothing: exact zeros on the ``T + 10``
+    blank positions, uniform over the 8 digit values on the last 10: ``10 ln 8 / (T + 20)``."""
+    return 10 * math.log(8) / (T + 20)
+
+
+def always_blank_accuracy(T: int) -> float:
+    """Accuracy (%) of predicting a blank everywhere: right on the ``T + 10`` blank positions of
+    the ``T + 20``, wrong on the 10 digits to recall."""
+    return 100 * (T + 10) / (T + 20)
+
+
