@@ -13,26 +13,16 @@ from deqode.devices import describe_device
 from deqode.paths import repo_root
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True,
+                          check=True, timeout=10).stdout.strip()
+
+
 def git_commit() -> str:
     """The checkout's commit (with ``-dirty`` if it has uncommitted changes), or ``unknown``."""
-    root = repo_root()
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        sha = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha

@@ -108,30 +108,29 @@ def _sim_models(task: str) -> tuple[ModelSpec, ModelSpec]:
     )
 
 
-def _digits_models() -> tuple[ModelSpec, ...]:
+def _with_mondeq(task: str, in_channels: int, image_size: int, width: int
+                 ) -> tuple[ModelSpec, ...]:
+    """The SIM variants of ``task`` and the monDEQ baseline on the same basis (``width`` features
+    and hidden units)."""
     return (
-        *_sim_models("digits"),
+        *_sim_models(task),
         ModelSpec(
             "DEQ (monDEQ on the same basis)",
             "basis-mondeq",
-            kwargs=dict(basis=dict(in_channels=1, image_size=8, channels=4, out_dim=16),
-                        hidden=16, m=1.0, solver="peaceman_rachford", alpha=1.0, tol=1e-3,
+            kwargs=dict(basis=dict(in_channels=in_channels, image_size=image_size, channels=4,
+                                   out_dim=width),
+                        hidden=width, m=1.0, solver="peaceman_rachford", alpha=1.0, tol=1e-3,
                         max_iter=30),
         ),
     )
+
+
+def _digits_models() -> tuple[ModelSpec, ...]:
+    return _with_mondeq("digits", 1, 8, 16)
 
 
 def _mnist8k_models() -> tuple[ModelSpec, ...]:
-    return (
-        *_sim_models("mnist8k-cpu"),
-        ModelSpec(
-            "DEQ (monDEQ on the same basis)",
-            "basis-mondeq",
-            kwargs=dict(basis=dict(in_channels=1, image_size=28, channels=4, out_dim=32),
-                        hidden=32, m=1.0, solver="peaceman_rachford", alpha=1.0, tol=1e-3,
-                        max_iter=30),
-        ),
-    )
+    return _with_mondeq("mnist8k-cpu", 1, 28, 32)
 
 
 def _paper_cls_models(dataset: str) -> tuple[ModelSpec, ...]:
