@@ -1,0 +1,5 @@
+import sys
+
+from deqode.book.build import main
+
+sys.exit(main())
