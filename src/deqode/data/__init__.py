@@ -25,23 +25,29 @@ Preprocessing of image classification sets is chosen by ``recipe`` (see
 the default is HomoODE's where it defines one. A missing set raises
 :class:`deqode.errors.DatasetMissingError` saying where the files go and how to get them; there
 is no silent fallback to other data. The training harness builds the loaders.
+
+Each set is one :class:`DatasetEntry` (what it is, its recipes, its files and how to get them,
+its loader), registered once with :func:`register_dataset`: the built-in ones in
+:mod:`deqode.data.catalog`.
 """
 
-from deqode.data.recipes import (
-    RECIPES,
-    Preprocessing,
-    dataset_recipes,
-    default_recipe,
-    preprocessing,
-    preprocessing_table,
-)
+from deqode.data import catalog  # noqa: F401  (registers the built-in sets)
+from deqode.data.recipes import RECIPES, Preprocessing
 from deqode.data.registry import (
+    DatasetEntry,
     DatasetInfo,
+    LoadRequest,
     check_available,
     dataset_info,
     dataset_names,
+    dataset_recipes,
+    default_recipe,
     download_dataset,
     load_dataset,
+    preprocessing,
+    preprocessing_table,
+    register_dataset,
+    unregister_dataset,
 )
 from deqode.data.synthetic import DENSITY_NAMES, SpiralDataset, sample_2d_density
 from deqode.data.vision import TinyImageNet
@@ -49,7 +55,9 @@ from deqode.data.vision import TinyImageNet
 __all__ = [
     "DENSITY_NAMES",
     "RECIPES",
+    "DatasetEntry",
     "DatasetInfo",
+    "LoadRequest",
     "Preprocessing",
     "SpiralDataset",
     "TinyImageNet",
@@ -62,5 +70,7 @@ __all__ = [
     "load_dataset",
     "preprocessing",
     "preprocessing_table",
+    "register_dataset",
     "sample_2d_density",
+    "unregister_dataset",
 ]
