@@ -85,20 +85,9 @@ class ReleasedScript:
     seed: int
 
     @property
-    def lr_init(self) -> float:
-        return build_settings(self.key).lr_init
-
-    @property
-    def freq(self) -> int:
-        return build_settings(self.key).freq
-
-    @property
-    def grad_mode(self) -> str:
-        return build_settings(self.key).homoode_grad_mode
-
-    @property
-    def source(self) -> str:
-        return build_settings(self.key).source
+    def build(self) -> DatasetArch:
+        """The HomoNet build ``homoode-<key>``: ``lr_init``, ``freq``, gradient mode, source."""
+        return build_settings(self.key)
 
 
 def build_settings(key: str) -> DatasetArch:
@@ -139,8 +128,8 @@ def _config(model: str, key: str, *, init_layer: bool, settings: dict[str, Any],
 def paper_config(model: str, key: str, init_layer: bool = True) -> TrainConfig:
     """``<model>-<key>`` at the released settings (``key`` in cifar10, cifar100, tiny)."""
     script = PAPER_SCRIPTS[key]
-    origin = (f"released settings of {script.source}" if model == "homoode"
-              else f"baseline trained like {script.source} [reconstruction]")
+    origin = (f"released settings of {script.build.source}" if model == "homoode"
+              else f"baseline trained like {script.build.source} [reconstruction]")
     return _config(model, key, init_layer=init_layer, settings=PAPER, dataset=script.dataset,
                    seed=script.seed, description=origin)
 
@@ -301,7 +290,8 @@ def grad_mode_experiment(key: str, grad_mode: str) -> str:
     ``homoode-<mode>-<key>``, e.g. ``homoode-adjoint-cifar10``, ``homoode-frozen-adjoint-digits``.
     """
     check_choice("gradient mode", grad_mode, GRAD_MODES)
-    default = SMOKE_GRAD_MODE if key in ("digits", CPU_KEY) else PAPER_SCRIPTS[key].grad_mode
+    build_key = "digits" if key in ("digits", CPU_KEY) else PAPER_SCRIPTS[key].key
+    default = build_settings(build_key).homoode_grad_mode
     if grad_mode == default:
         return f"homoode-{key}"
     return f"homoode-{grad_mode.replace('_', '-')}-{key}"
@@ -324,7 +314,7 @@ def _register_grad_mode_experiments() -> None:
             register_experiment(name, "cpu", lambda m=mode, n=name: _with_grad_mode(
                 cpu_config("homoode"), m, n))
         for key, script in PAPER_SCRIPTS.items():
-            if mode != script.grad_mode:
+            if mode != script.build.homoode_grad_mode:
                 name = grad_mode_experiment(key, mode)
                 register_experiment(name, "paper", lambda m=mode, k=key, n=name: _with_grad_mode(
                     paper_config("homoode", k), m, n))
