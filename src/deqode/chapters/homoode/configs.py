@@ -34,8 +34,8 @@ are trained with the same optimiser, schedule, batch sizes, epochs and seed
 ``smoke`` profile — digits (8×8, 1437 train / 360 test), the narrowed ``<model>-digits`` builds
 [reconstruction]: registered with 15 epochs of batch 64 (330 iterations), Adam with the same
 per-iteration cosine schedule but lr 1e-2 instead of 1e-3, dopri5 at 1e-3, the init point with
-lr₀ 0.02 and freq 5. The chapter's notebooks shorten them (:data:`CHAPTER_SMOKE_EPOCHS`). Smoke
-numbers are smoke, never a reproduction of the paper.
+the digits build's lr₀ and freq. The chapter's notebooks shorten them
+(:data:`CHAPTER_SMOKE_EPOCHS`). Smoke numbers are smoke, never a reproduction of the paper.
 
 ``cpu`` profile — MNIST-8k (real 28×28 digits, 6,000 train / 2,000 test) as the real-image
 stand-in for CIFAR: the smoke builds (C = 8) with the first stem convolution at stride 2 (state
