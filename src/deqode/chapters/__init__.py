@@ -16,7 +16,7 @@ import pkgutil
 from collections.abc import Callable
 from typing import Any
 
-from deqode.choices import PROFILES, UnknownChoiceError, check_profile
+from deqode.choices import PROFILES, Registry, UnknownChoiceError, check_profile
 
 # Callables returning the dataset names a profile needs; filled by the experiment modules.
 _DATASET_NEEDS: list[Callable[[str], list[str]]] = []
@@ -47,8 +47,10 @@ def preflight(profile: str, data_root: str = "data") -> None:
     data.check_available(needed, root=data_root)
 
 
-# Training-run configurations, by profile and name; filled by the experiment modules.
-_EXPERIMENTS: dict[str, dict[str, Callable[[], Any]]] = {p: {} for p in PROFILES}
+# Training-run configurations (factories), by profile and name; filled by the experiment modules.
+_EXPERIMENTS: dict[str, Registry[Callable[[], Any]]] = {
+    p: Registry("experiment", sort=True, scope=f"for profile {p!r}") for p in PROFILES
+}
 _LOADED = False
 
 
@@ -69,9 +71,7 @@ def _load_modules() -> None:
 def register_experiment(name: str, profile: str, factory: Callable[[], Any]) -> None:
     """Register ``factory`` (returning a fresh :class:`deqode.train.TrainConfig`) as ``name``."""
     check_profile(profile)
-    if name in _EXPERIMENTS[profile]:
-        raise ValueError(f"experiment {name!r} is already registered for profile {profile!r}")
-    _EXPERIMENTS[profile][name] = factory
+    _EXPERIMENTS[profile].register(name, factory)
 
 
 def experiment_names(profile: str | None = None) -> list[str]:
@@ -79,7 +79,7 @@ def experiment_names(profile: str | None = None) -> list[str]:
     _load_modules()
     if profile is not None:
         check_profile(profile)
-        return sorted(_EXPERIMENTS[profile])
+        return _EXPERIMENTS[profile].names()
     return sorted({n for by_name in _EXPERIMENTS.values() for n in by_name})
 
 
@@ -91,13 +91,11 @@ def get(name: str, profile: str) -> Any:
     """
     check_profile(profile)
     _load_modules()
-    if name not in _EXPERIMENTS[profile]:
-        listed = ", ".join(repr(n) for n in sorted(_EXPERIMENTS[profile]))
-        elsewhere = [p for p in PROFILES if name in _EXPERIMENTS[p]]
-        hint = ""
-        if elsewhere:
-            hint = f" ({name!r} exists in profile {', '.join(map(repr, elsewhere))})"
+    elsewhere = [p for p in PROFILES if name in _EXPERIMENTS[p]]
+    if name not in _EXPERIMENTS[profile] and elsewhere:
+        listed = ", ".join(repr(n) for n in _EXPERIMENTS[profile])
         raise UnknownChoiceError(
-            f"unknown experiment {name!r} for profile {profile!r}{hint}; valid choices: {listed}"
+            f"unknown experiment {name!r} for profile {profile!r} ({name!r} exists in profile "
+            f"{', '.join(map(repr, elsewhere))}); valid choices: {listed}"
         )
     return _EXPERIMENTS[profile][name]()

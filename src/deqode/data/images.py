@@ -1,4 +1,4 @@
-"""Image regression: fit an image from pixel coordinates (sim.md §3.3).
+"""Image regression: fit an image from pixel coordinates (SIM, arXiv 2207.07475; uswodce/sim).
 
 One data set is one image. Coordinates are ``linspace(0, 1, S, endpoint=False)`` on both axes,
 combined with numpy's default ``'xy'`` meshgrid, so pixel ``(row i, column j)`` has input
@@ -115,3 +115,20 @@ def tancik_image(path: Path, image: int, size: int | None) -> np.ndarray:
     if picked.dtype != np.uint8:
         picked = np.clip(np.rint(picked), 0, 255).astype(np.uint8)
     return _square_resize(picked, size)
+
+
+def tancik_howto(name: str, folder: Path) -> str:
+    """How to get a Tancik et al. file into ``folder`` (Google Drive)."""
+    file, drive = TANCIK_FILES[name], TANCIK_DRIVE_IDS[name]
+    return (
+        f"download it (network needed) with download=True or "
+        f"`pip install gdown; gdown --id {drive} -O {folder / file}` "
+        f"(https://drive.google.com/uc?id={drive}; the files of Tancik et al., Fourier Features)"
+    )
+
+
+def download_tancik(name: str, folder: Path) -> None:
+    """Fetch a Tancik et al. file from Google Drive into ``folder``."""
+    from torchvision.datasets.utils import download_file_from_google_drive
+
+    download_file_from_google_drive(TANCIK_DRIVE_IDS[name], str(folder), TANCIK_FILES[name])

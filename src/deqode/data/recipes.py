@@ -1,27 +1,30 @@
-"""Preprocessing recipes: each paper's augmentation and normalisation, per dataset.
+"""Preprocessing recipes: each paper's augmentation and normalisation, as :class:`Preprocessing`.
 
 A *recipe* names the paper (or released script) whose preprocessing is reproduced. Every
-(dataset, recipe) pair is one :class:`Preprocessing` record; the table below is the only place
-where these numbers live, each with its source in the specs (``shared/papers/*.md``).
+(dataset, recipe) pair is one :class:`Preprocessing` record, registered with its data set in
+:mod:`deqode.data.catalog` (each record's ``source`` names where its numbers come from); this
+module holds the record type, the recipe names and the normalisation statistics.
 
 Recipes:
 
 - ``plain``: ``ToTensor`` only (pixels in [0, 1]); no augmentation, no normalisation.
-- ``homoode``: the HomoODE release scripts (homoode.md §3.2), exact, quirks included:
-  CIFAR-10 flips with probability **0.2** (CIFAR-100 and Tiny-ImageNet 0.5), the CIFAR scripts
-  normalise with **ImageNet** statistics and the Tiny-ImageNet script with **CIFAR** statistics.
-  On ``digits`` it is the smoke analogue of homoode.md §6 (pixels in [0, 1]).
-- ``nag``: torchdiffeq's ``examples/odenet_mnist.py`` (nag-solver.md §3.3): train
-  ``RandomCrop(28, padding=4)``, no normalisation; on ``digits`` the §3.3 smoke setting ([0, 1]).
-- ``sim``: SIM's ``run_imgcl.py`` (sim.md §3.2): ``Normalize`` only, no augmentation; on
-  ``digits`` standardised with the train split's pixel mean and std (sim.md §6, T1).
-- ``cdeq``: Continuous DEQ, CIFAR-10 small and MNIST-FC (continuous-deq.md §3.1, §3.3): CIFAR-10
-  normalised with (0.4914, 0.4822, 0.4465) / (0.2023, 0.1994, 0.2010), no augmentation; MNIST
-  raw in [0, 1] (the code computes but never applies its statistics); ``digits`` in [0, 1].
-- ``cdeq-large``: Continuous DEQ, CIFAR-10 large (continuous-deq.md §3.3): train flip 0.5, resize
-  to 42x42, random crop 32, then the ``cdeq`` normalisation. The Julia code normalises before the
-  geometric ops; normalisation is per channel affine and commutes with flip, crop and (weights
-  summing to one) bilinear resizing, so normalising last is equivalent up to interpolation details.
+- ``homoode``: the HomoODE release scripts (wadx2019/homoode ``scripts/homoinit_*.py``), exact,
+  quirks included: CIFAR-10 flips with probability **0.2** (CIFAR-100 and Tiny-ImageNet 0.5),
+  the CIFAR scripts normalise with **ImageNet** statistics and the Tiny-ImageNet script with
+  **CIFAR** statistics. On ``digits`` it is the book's smoke analogue (pixels in [0, 1]).
+- ``nag``: torchdiffeq's ``examples/odenet_mnist.py``: train ``RandomCrop(28, padding=4)``, no
+  normalisation; on ``digits`` the smoke setting ([0, 1]).
+- ``sim``: SIM's ``run_imgcl.py`` (uswodce/sim): ``Normalize`` only, no augmentation; on
+  ``digits`` standardised with the train split's pixel mean and std.
+- ``cdeq``: Continuous DEQ (Pal et al., arXiv 2201.12240), CIFAR-10 small and MNIST-FC
+  (SciML/DeepEquilibriumNetworks.jl ``experiments/cifar10/tiny.yml``): CIFAR-10 normalised with
+  (0.4914, 0.4822, 0.4465) / (0.2023, 0.1994, 0.2010), no augmentation; MNIST raw in [0, 1] (the
+  code computes but never applies its statistics); ``digits`` in [0, 1].
+- ``cdeq-large``: Continuous DEQ, CIFAR-10 large (``experiments/cifar10/large.yml``): train flip
+  0.5, resize to 42x42, random crop 32, then the ``cdeq`` normalisation. The Julia code
+  normalises before the geometric ops; normalisation is per channel affine and commutes with
+  flip, crop and (weights summing to one) bilinear resizing, so normalising last is equivalent up
+  to interpolation details.
 
 The default recipe of a dataset is ``homoode`` where HomoODE defines one (``cifar10``,
 ``cifar100``, ``tiny-imagenet``, ``digits``) and ``plain`` otherwise (``mnist``, ``mnist-8k``,
@@ -33,12 +36,9 @@ deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from functools import cache
+from dataclasses import dataclass
 
 import torch
-
-from deqode.choices import UnknownChoiceError, check_choice
 
 # Normalisation statistics, named by where they come from.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -128,155 +128,13 @@ class Preprocessing:
         return (images - mean) / std
 
 
-def _plain(dataset: str) -> Preprocessing:
+def plain(dataset: str) -> Preprocessing:
+    """The ``plain`` recipe of ``dataset``: ``ToTensor`` only."""
     return Preprocessing(dataset, "plain", source="no preprocessing beyond ToTensor")
 
 
-_HOMOODE = "homoode.md §3.2"
-_TABLE: dict[str, dict[str, Preprocessing]] = {
-    "cifar10": {
-        "plain": _plain("cifar10"),
-        "homoode": Preprocessing(
-            "cifar10",
-            "homoode",
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            flip_p=0.2,
-            crop=32,
-            crop_padding=4,
-            source=f"{_HOMOODE}, homoinit_cifar10.py: flip p=0.2 and ImageNet statistics (quirks)",
-        ),
-        "sim": Preprocessing(
-            "cifar10", "sim", CIFAR10_MEAN, CIFAR10_STD_PIXEL, source="sim.md §3.2"
-        ),
-        "cdeq": Preprocessing(
-            "cifar10",
-            "cdeq",
-            CIFAR10_MEAN,
-            CIFAR10_STD_COMMON,
-            source="continuous-deq.md §3.3 (cifar10/tiny.yml): no augmentation",
-        ),
-        "cdeq-large": Preprocessing(
-            "cifar10",
-            "cdeq-large",
-            CIFAR10_MEAN,
-            CIFAR10_STD_COMMON,
-            flip_p=0.5,
-            resize=42,
-            crop=32,
-            source="continuous-deq.md §3.3 (cifar10/large.yml)",
-        ),
-    },
-    "cifar100": {
-        "plain": _plain("cifar100"),
-        "homoode": Preprocessing(
-            "cifar100",
-            "homoode",
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            flip_p=0.5,
-            crop=32,
-            crop_padding=4,
-            source=f"{_HOMOODE}, homoinit_cifar100.py: ImageNet statistics",
-        ),
-    },
-    "tiny-imagenet": {
-        "plain": _plain("tiny-imagenet"),
-        "homoode": Preprocessing(
-            "tiny-imagenet",
-            "homoode",
-            CIFAR10_MEAN,
-            CIFAR10_STD_COMMON,
-            flip_p=0.5,
-            crop=64,
-            crop_padding=8,
-            source=f"{_HOMOODE}, homoinit_tiny.py: CIFAR statistics (quirk)",
-        ),
-    },
-    "mnist": {
-        "plain": _plain("mnist"),
-        "nag": Preprocessing(
-            "mnist",
-            "nag",
-            crop=28,
-            crop_padding=4,
-            source="nag-solver.md §3.3 (torchdiffeq odenet_mnist.py): no normalisation",
-        ),
-        "sim": Preprocessing("mnist", "sim", MNIST_MEAN, MNIST_STD, source="sim.md §3.2"),
-        "cdeq": Preprocessing(
-            "mnist",
-            "cdeq",
-            source="continuous-deq.md §3.1: statistics computed but never applied (code bug)",
-        ),
-    },
-    "svhn": {
-        "plain": _plain("svhn"),
-        "sim": Preprocessing("svhn", "sim", SVHN_MEAN, SVHN_STD, source="sim.md §3.2"),
-    },
-}
-# MNIST-8k (a subset of MNIST's test set) takes MNIST's recipes unchanged.
-_TABLE["mnist-8k"] = {
-    recipe: replace(record, dataset="mnist-8k", source=f"{record.source} (as for mnist)")
-    for recipe, record in _TABLE["mnist"].items()
-}
-
-# digits: tensors in [0, 1]; no recipe augments them.
-_DIGITS_SOURCES = {
-    "plain": "pixels / 16, in [0, 1]",
-    "homoode": "homoode.md §6 smoke analogue: pixels in [0, 1]",
-    "nag": "nag-solver.md §3.3 smoke: pixels in [0, 1]",
-    "cdeq": "continuous-deq.md §6 smoke (digits-FC / digits-MDEQ): pixels in [0, 1]",
-    "sim": "sim.md §6 T1 smoke: standardised with the train split's pixel mean and std",
-}
-
-
-def dataset_recipes(dataset: str) -> tuple[str, ...]:
-    """The recipes defined for ``dataset`` (empty for generated data sets)."""
-    if dataset == "digits":
-        return tuple(_DIGITS_SOURCES)
-    return tuple(_TABLE.get(dataset, {}))
-
-
-def default_recipe(dataset: str) -> str | None:
+def default_recipe_of(recipes: tuple[str, ...]) -> str | None:
     """``homoode`` where HomoODE defines the dataset, else ``plain``; None without recipes."""
-    recipes = dataset_recipes(dataset)
     if not recipes:
         return None
     return "homoode" if "homoode" in recipes else "plain"
-
-
-def preprocessing(dataset: str, recipe: str | None = None) -> Preprocessing:
-    """The preprocessing record of ``dataset`` under ``recipe`` (None: the dataset's default)."""
-    recipes = dataset_recipes(dataset)
-    if not recipes:
-        raise UnknownChoiceError(
-            f"dataset {dataset!r} has no preprocessing recipes (it is generated or not an image "
-            f"set); pass recipe=None"
-        )
-    name = default_recipe(dataset) if recipe is None else recipe
-    if name not in RECIPES:
-        check_choice("recipe", name, RECIPES)
-    check_choice(f"recipe for dataset {dataset!r}", name, recipes)
-    if dataset == "digits":
-        return _digits_preprocessing(name)
-    return _TABLE[dataset][name]
-
-
-def _digits_preprocessing(recipe: str) -> Preprocessing:
-    mean = std = None
-    if recipe == "sim":
-        from deqode.data.vision import digits_train_statistics
-
-        m, s = digits_train_statistics()
-        mean, std = (m,), (s,)
-    return Preprocessing("digits", recipe, mean, std, source=_DIGITS_SOURCES[recipe])
-
-
-@cache
-def _all_records() -> tuple[Preprocessing, ...]:
-    return tuple(preprocessing(d, r) for d in (*_TABLE, "digits") for r in dataset_recipes(d))
-
-
-def preprocessing_table() -> list[Preprocessing]:
-    """Every (dataset, recipe) record, e.g. for the book's hyperparameter table."""
-    return list(_all_records())

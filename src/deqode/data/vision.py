@@ -1,4 +1,4 @@
-"""Image classification sets on disk (MNIST, SVHN, CIFAR-10/100, Tiny-ImageNet, MNIST-8k); digits.
+"""Image classification sets on disk (MNIST, SVHN, CIFAR-10/100, Tiny-ImageNet, MNIST-8k).
 
 Every file-backed set lives in ``<root>/<name>/`` in the layout its reader expects:
 
@@ -63,19 +63,6 @@ def tiny_imagenet_dir(folder: Path) -> Path:
     return folder
 
 
-def missing_files(name: str, folder: Path) -> list[str]:
-    """The required files of ``name`` absent under ``folder`` (a trailing ``/`` marks a folder)."""
-    if name == "tiny-imagenet":
-        folder = tiny_imagenet_dir(folder)
-    missing = []
-    for rel in REQUIRED_FILES[name]:
-        path = folder / rel
-        ok = path.is_dir() if rel.endswith("/") else path.is_file()
-        if not ok:
-            missing.append(rel)
-    return missing
-
-
 def torchvision_howto(name: str, folder: Path) -> str:
     """How to get a torchvision set into ``folder``: our one-liner, torchvision's, the URLs."""
     from torchvision import datasets as tvd
@@ -103,6 +90,7 @@ def torchvision_howto(name: str, folder: Path) -> str:
 
 
 def tiny_imagenet_howto(folder: Path) -> str:
+    """How to get Tiny-ImageNet from Kaggle into ``folder``."""
     return (
         f"Tiny-ImageNet is not in torchvision: download it from Kaggle (account required) at "
         f"{KAGGLE_TINY_URL} (e.g. `kaggle competitions download -c tiny-imagenet`), unzip it and "
@@ -206,61 +194,6 @@ class TinyImageNet(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# sklearn digits (bundled with scikit-learn: always offline)
-
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_SEED = 0
-
-
-@lru_cache(maxsize=8)
-def _digits_split(seed: int, test_fraction: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]  # (1797, 1, 8, 8) in [0, 1]
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, bunch.target, test_size=test_fraction, stratify=bunch.target, random_state=seed
-    )
-    return {"train": (x_tr, y_tr.astype(np.int64)), "test": (x_te, y_te.astype(np.int64))}
-
-
-def digits_train_statistics() -> tuple[float, float]:
-    """Pixel mean and std of the default digits train split (seed 0, 20 % test), in [0, 1] units."""
-    x, _ = _digits_split(DIGITS_SEED, DIGITS_TEST_FRACTION)["train"]
-    return float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
-
-
-class DigitsDataset(Dataset):
-    """sklearn's 8x8 digits as ``(1, 8, 8)`` float32 tensors and int labels.
-
-    Pixels are the 0..16 counts divided by 16 (range [0, 1]), then normalised by the recipe. The
-    split is stratified with ``train_test_split(test_size=test_fraction, random_state=seed)``:
-    1437 train / 360 test images at the defaults (seed 0, 20 %).
-    """
-
-    def __init__(
-        self,
-        split: str,
-        prep: Preprocessing,
-        seed: int = DIGITS_SEED,
-        test_fraction: float = DIGITS_TEST_FRACTION,
-    ) -> None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"digits: test_fraction must lie in (0, 1), got {test_fraction}")
-        x, y = _digits_split(int(seed), float(test_fraction))[split]
-        self.images = prep.normalise(torch.from_numpy(x.copy()))
-        self.targets = torch.from_numpy(y.copy())
-        self.preprocessing = prep
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        return self.images[index], int(self.targets[index])
-
-
-# ---------------------------------------------------------------------------------------------
 # MNIST-8k: the first 8,000 digits of the MNIST test set, versioned in data/mnist-8k/
 
 MNIST8K_FILES = {
@@ -328,6 +261,12 @@ def mnist8k_split_indices(n: int, split: str) -> np.ndarray:
     index = np.arange(n)
     is_test = index % MNIST8K_TEST_EVERY == MNIST8K_TEST_EVERY - 1
     return index[is_test] if split == "test" else index[~is_test]
+
+
+def mnist8k_howto(folder: Path) -> str:
+    """How to restore MNIST-8k (versioned in the repository) into ``folder``."""
+    return (f"it is versioned in the repository: restore it with `git checkout -- "
+            f"data/mnist-8k/`, or copy the two files of data/mnist-8k/README.md into {folder}/")
 
 
 class Mnist8k(Dataset):

@@ -25,7 +25,7 @@ from deqode.models.layers import (
     count_parameters,
 )
 from deqode.models.neural_ode import AugmentedNeuralODE, NeuralODE
-from deqode.models.zoo import DATASETS, REGISTRY, ModelEntry, build, entry, names
+from deqode.models.zoo import DATASETS, REGISTRY, ModelEntry, build, entry, names, register_model
 
 __all__ = [
     "DATASETS",
@@ -55,4 +55,5 @@ __all__ = [
     "count_parameters",
     "entry",
     "names",
+    "register_model",
 ]

@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torchdiffeq import odeint_adjoint
 
-from deqode.choices import check_choice
+from deqode.choices import ODE_GRAD_MODES, check_choice
 from deqode.errors import SolverFailure
 from deqode.models.layers import ImplicitClassifier, solver_errors_as_failure
 from deqode.models.mdeq import (
@@ -95,7 +95,7 @@ SOLVERS = ("continuous", "discrete", "neural_ode")
 INITS = ("zero", "skip", "skip_reg")
 BACKWARDS = ("implicit", "jfb")
 STEM_GRADIENTS = ("paper", "implicit")
-NODE_GRAD_MODES = ("backprop", "adjoint")
+NODE_GRAD_MODES = ODE_GRAD_MODES
 ARCHS: tuple[str, ...] = (*MDEQ_CONFIGS, *FC_CONFIGS)
 
 #: Solver settings per architecture: the Julia configs (spec §3.1–§3.3) and the smoke analogues

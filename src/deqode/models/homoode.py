@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
+from deqode.choices import GRAD_MODES as HOMOODE_GRAD_MODES
 from deqode.models.layers import (
     AlternatingInit,
     ClassificationHead,
@@ -25,8 +26,6 @@ from deqode.models.layers import (
     ODEClassifier,
     solver_errors_as_failure,
 )
-
-HOMOODE_GRAD_MODES = ("backprop", "adjoint", "frozen_adjoint")
 
 
 class _BackwardDynamics:

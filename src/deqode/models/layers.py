@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from deqode.choices import check_choice
+from deqode.choices import ODE_GRAD_MODES, check_choice
 from deqode.errors import SolverFailure
 
-ODE_GRAD_MODES = ("backprop", "adjoint")
 #: Activations of :class:`ConvField`; the papers use ReLU, the smooth ones serve gradient checks
 #: (an adaptive solver does not control the error of the adjoint across ReLU kinks).
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -15,8 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from deqode.choices import check_choice
-from deqode.models.layers import ODE_GRAD_MODES
+from deqode.choices import ODE_GRAD_MODES, check_choice
 
 GRAD_MODES = ODE_GRAD_MODES
 

@@ -1,6 +1,14 @@
-"""Named architectures: ``<model>-<dataset>``, e.g. ``homoode-cifar10``, ``deq-digits``.
+"""Named builds, one registry: ``<model>-<dataset>`` → class and arguments (``homoode-cifar10``).
 
-Per dataset one HomoNet configuration (spec §3.3, §2.4, §3.4; the smoke HomoNet of §6 for digits):
+Every build is one :class:`ModelEntry` in :data:`REGISTRY`, added by :func:`register_model`: the
+HomoNet family below (``homoode``, ``node``, ``anode``, ``deq`` on each dataset of
+:data:`DATASETS`), the Continuous DEQ family (``build_names()`` of
+:mod:`deqode.models.continuous_deq`), and the SIM and monDEQ tables (:mod:`deqode.models.sim`,
+:mod:`deqode.models.mondeq`), whose entries keep their family's own ``build`` for defaults and
+argument checks.
+
+Per dataset one HomoNet configuration (the released scripts of wadx2019/homoode,
+``scripts/homoinit_{cifar10,cifar100,tiny}.py``; digits is the book's smoke HomoNet):
 
 =========  =====  =====  ====  =====  ======  =====  =======  ====  ==============  ===============
 dataset    input  class  C     K      groups  p      s₁       lr₀   freq            HomoODE grad
@@ -14,31 +22,43 @@ svhn       3×32²  10     64    256    32      0.1    1        0.02  20        
 =========  =====  =====  ====  =====  ======  =====  =======  ====  ==============  ===============
 
 (C: state width ``hidden_dim``, K: head width ``final_dim``, p: dropout, s₁: stride of the first
-stem convolution, lr₀/freq: the init point's SGD learning rate and period. cifar10, cifar100 and
-tiny are the released scripts, and their default gradient modes are the scripts' (spec §3.4);
-digits is the spec's smoke HomoNet; mnist and svhn have no released script and reuse the CIFAR-10
-configuration [reconstruction].)
+stem convolution, lr₀/freq: the shared initial point's SGD learning rate and period. cifar10,
+cifar100 and tiny are the released scripts (``--hidden_dim``, ``--lr_init``, ``--freq``,
+``--adjoint``: direct backprop on CIFAR-10, the frozen adjoint on CIFAR-100 and Tiny-ImageNet);
+digits is the smoke HomoNet [reconstruction]; mnist and svhn have no released script and reuse
+the CIFAR-10 configuration [reconstruction].)
 
-Baselines [reconstruction, spec §3.7] share the stem, head, dropout and GN rule and are matched to
-HomoODE's parameter count (without the init layer) within 5 %:
+``lr_init``, ``freq`` and the gradient mode live here and nowhere else: they are arguments of
+:class:`~deqode.models.homoode.HomoODE` (the model owns its initial point's optimiser settings,
+``model.lr_init``/``model.freq``, which :func:`deqode.train.fit` falls back to), so
+``build("homoode-cifar100")`` is the released script's model, and the core package cannot read a
+chapter's configuration. The HomoODE chapter's run configurations (seed, epochs, optimiser) read
+these three from :data:`DATASETS`.
 
-* ``node-*``: Chen et al.'s field (pre-activation, time-concat convs) on C channels, hidden width
-  C (digits: 7, since C = 8 would be +6 %).
-* ``anode-*``: the same field on C + k channels, k = C/4 zero channels appended, hidden width
-  narrowed to W = 48 (C = 64), 96 (C = 128), 5 (digits); the head reads all C + k channels.
-* ``deq-*``: the MDEQ-style cell ``GN(ReLU(z + F(z; x̃)))`` with HomoODE's F (width C); Broyden,
-  tol 1e-3, 30 iterations; IFT backward by GMRES (30 iterations) as MDEQ's thresholds.
+Baselines [reconstruction: no baseline scripts are released] share the stem, head, dropout and GN
+rule and are matched to HomoODE's parameter count (without the init layer) within 5 %:
+
+* ``node-*``: the field of torchdiffeq ``examples/odenet_mnist.py`` (Chen et al. 2018;
+  pre-activation, time-concat convs) on C channels, hidden width C (digits: 7, since C = 8 would
+  be +6 %).
+* ``anode-*``: the same field on C + k channels (Dupont et al. 2019, ``anode/conv_models.py``), k
+  = C/4 zero channels appended, hidden width narrowed to W = 48 (C = 64), 96 (C = 128), 5
+  (digits); the head reads all C + k channels.
+* ``deq-*``: the MDEQ-style cell ``GN(ReLU(z + F(z; x̃)))`` (locuslab/mdeq) with HomoODE's F
+  (width C); Broyden, tol 1e-3, 30 iterations; IFT backward by GMRES (30 iterations), MDEQ's
+  thresholds (``experiments/cifar/cls_mdeq_TINY.yaml``).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from deqode.choices import UnknownChoiceError, check_choice
+from deqode.choices import Registry, UnknownChoiceError
 from deqode.models.deq import DEQ
 from deqode.models.homoode import HomoODE
 from deqode.models.layers import ODEClassifier
@@ -47,7 +67,7 @@ from deqode.models.neural_ode import AugmentedNeuralODE, NeuralODE
 
 @dataclass(frozen=True)
 class DatasetArch:
-    """The HomoNet configuration for one dataset."""
+    """The HomoNet configuration for one dataset (the table of the module docstring)."""
 
     in_channels: int
     image_size: int
@@ -68,20 +88,21 @@ class DatasetArch:
 
 DATASETS: dict[str, DatasetArch] = {
     "cifar10": DatasetArch(3, 32, 10, 64, 256, 32, 0.1, 1, 0.02, 20, "backprop", 64, 16, 48,
-                           "wadx2019/homoode scripts/homoinit_cifar10.py (spec §3.3)"),
+                           "wadx2019/homoode scripts/homoinit_cifar10.py"),
     "cifar100": DatasetArch(3, 32, 100, 128, 512, 32, 0.15, 1, 0.01, 5, "frozen_adjoint", 128, 32,
-                            96, "wadx2019/homoode scripts/homoinit_cifar100.py (spec §3.3)"),
+                            96, "wadx2019/homoode scripts/homoinit_cifar100.py"),
     "tiny": DatasetArch(3, 64, 200, 128, 512, 8, 0.15, 2, 0.05, 20, "frozen_adjoint", 128, 32, 96,
-                        "wadx2019/homoode scripts/homoinit_tiny.py (spec §3.3)"),
+                        "wadx2019/homoode scripts/homoinit_tiny.py"),
     "digits": DatasetArch(1, 8, 10, 8, 32, 4, 0.1, 1, 0.02, 5, "backprop", 7, 2, 5,
-                          "smoke HomoNet [reconstruction] (spec §6)"),
+                          "smoke HomoNet [reconstruction]"),
     "mnist": DatasetArch(1, 28, 10, 64, 256, 32, 0.1, 1, 0.02, 20, "backprop", 64, 16, 48,
                          "CIFAR-10 configuration on 1×28×28 [reconstruction]"),
     "svhn": DatasetArch(3, 32, 10, 64, 256, 32, 0.1, 1, 0.02, 20, "backprop", 64, 16, 48,
                         "CIFAR-10 configuration [reconstruction]"),
 }
 
-MODELS: dict[str, type[nn.Module]] = {
+#: The HomoNet family: build-name prefix → class.
+HOMONET_MODELS: dict[str, type[nn.Module]] = {
     "homoode": HomoODE,
     "node": NeuralODE,
     "anode": AugmentedNeuralODE,
@@ -91,25 +112,34 @@ MODELS: dict[str, type[nn.Module]] = {
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One named build: the class, its keyword arguments and the input it expects."""
+    """One named build: its factory and keyword arguments, and the input it expects.
+
+    ``builder``, when set, is the family's own ``build(name, **overrides)`` (SIM, monDEQ), which
+    applies its defaults and checks the overrides; otherwise :func:`build` calls
+    ``factory(**kwargs, **overrides)``. ``input_shape`` is one item's shape (None where the
+    family does not fix it).
+    """
 
     name: str
     model: str
     dataset: str
-    cls: type[nn.Module]
+    factory: Callable[..., nn.Module]
     kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        arch = DATASETS[self.dataset]
-        return (arch.in_channels, arch.image_size, arch.image_size)
-
-    @property
-    def num_classes(self) -> int:
-        return DATASETS[self.dataset].num_classes
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    builder: Callable[..., nn.Module] | None = None
 
 
-def _kwargs(model: str, arch: DatasetArch) -> dict[str, Any]:
+#: Every named build.
+REGISTRY: Registry[ModelEntry] = Registry("model", sort=True)
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Add a named build (a name registered twice raises ``ValueError``)."""
+    return REGISTRY.register(entry.name, entry)
+
+
+def _homonet_kwargs(model: str, arch: DatasetArch) -> dict[str, Any]:
     common = dict(
         in_channels=arch.in_channels,
         num_classes=arch.num_classes,
@@ -130,32 +160,37 @@ def _kwargs(model: str, arch: DatasetArch) -> dict[str, Any]:
     return common
 
 
-REGISTRY: dict[str, ModelEntry] = {
-    f"{model}-{dataset}": ModelEntry(
-        f"{model}-{dataset}", model, dataset, cls, _kwargs(model, arch)
-    )
-    for model, cls in MODELS.items()
-    for dataset, arch in DATASETS.items()
-}
+def _register_builtin() -> None:
+    from deqode.models import continuous_deq, mondeq, sim
 
-
-def _families() -> dict[str, Any]:
-    """Model families with their own build tables (SIM, monDEQ): name -> module with build()."""
-    from deqode.models import mondeq, sim
-
-    return {**dict.fromkeys(sim.names(), sim), **dict.fromkeys(mondeq.names(), mondeq)}
+    for model, cls in HOMONET_MODELS.items():
+        for dataset, arch in DATASETS.items():
+            shape = (arch.in_channels, arch.image_size, arch.image_size)
+            register_model(ModelEntry(f"{model}-{dataset}", model, dataset, cls,
+                                      _homonet_kwargs(model, arch), shape, arch.num_classes))
+    for name, (cls, dataset, kwargs) in continuous_deq.build_names().items():
+        cfg = continuous_deq.arch_config(kwargs["arch"])
+        shape = getattr(cfg, "input_shape", None) or (cfg.in_channels, cfg.image_size,
+                                                      cfg.image_size)
+        register_model(ModelEntry(name, name.split("-")[0], dataset, cls, kwargs, shape,
+                                  cfg.num_classes))
+    families = [(n, b.factory, b.kwargs, sim.build) for n, b in sim.BUILDS.items()]
+    families += [(n, cls, kwargs, mondeq.build)
+                 for n, (cls, kwargs, _) in mondeq.MONDEQ_BUILDS.items()]
+    for name, factory, kwargs, builder in families:
+        shape = ((kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
+                 if "image_size" in kwargs else None)
+        register_model(ModelEntry(name, name.split("-")[0], name.split("-")[2], factory, kwargs,
+                                  shape, kwargs.get("num_classes"), builder))
 
 
 def names() -> list[str]:
     """Every build name :func:`build` accepts, sorted."""
-    return sorted([*REGISTRY, *_families()])
+    return REGISTRY.names()
 
 
 def entry(name: str) -> ModelEntry:
     """The registry entry of ``name`` (raises UnknownChoiceError listing :func:`names`)."""
-    check_choice("model", name, names())
-    if name not in REGISTRY:
-        raise ValueError(f"{name!r} is built by its family's own table; use build({name!r})")
     return REGISTRY[name]
 
 
@@ -182,12 +217,10 @@ def build(name: str, **overrides: Any) -> nn.Module:
     ``rtol = atol``. Unknown names or keywords raise :class:`UnknownChoiceError` listing the valid
     ones.
     """
-    check_choice("model", name, names())
-    family = _families().get(name)
-    if family is not None:
-        return family.build(name, **overrides)
     spec = entry(name)
-    valid = valid_overrides(spec.cls)
+    if spec.builder is not None:
+        return spec.builder(name, **overrides)
+    valid = valid_overrides(spec.factory)
     for key in overrides:
         if key not in valid:
             listed = ", ".join(repr(k) for k in valid)
@@ -195,42 +228,12 @@ def build(name: str, **overrides: Any) -> nn.Module:
                 f"unknown override {key!r} for model {name!r}; valid choices: {listed}"
             )
     kwargs = {**spec.kwargs, **overrides}
-    if issubclass(spec.cls, ODEClassifier) and "tol" in kwargs:
+    if issubclass(spec.factory, ODEClassifier) and "tol" in kwargs:
         tol = kwargs.pop("tol")
         if "rtol" in overrides or "atol" in overrides:
             raise ValueError("give either tol or rtol/atol, not both")
         kwargs["rtol"] = kwargs["atol"] = tol
-    return spec.cls(**kwargs)
+    return spec.factory(**kwargs)
 
 
-# Continuous DEQ / Skip DEQ / Skip Reg. DEQ and the multiscale Neural ODE baseline
-# (continuous-deq.md §3): ``cdeq-<arch>``, ``skipdeq-<arch>``, ``skipregdeq-<arch>``,
-# ``msnode-<arch>``; the discrete DEQ rows are the same builds with ``solver="discrete"``.
-@dataclass(frozen=True)
-class ShapedEntry(ModelEntry):
-    """A build whose input shape and class count come from the model class, not DATASETS."""
-
-    shape: tuple[int, ...] = ()
-    classes: int = 10
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.shape
-
-    @property
-    def num_classes(self) -> int:
-        return self.classes
-
-
-def _register_continuous_deq() -> None:
-    from deqode.models.continuous_deq import arch_config, build_names
-
-    for name, (cls, dataset, kwargs) in build_names().items():
-        cfg = arch_config(kwargs["arch"])
-        shape = getattr(cfg, "input_shape", None) or (cfg.in_channels, cfg.image_size,
-                                                      cfg.image_size)
-        REGISTRY[name] = ShapedEntry(name, name.split("-")[0], dataset, cls, kwargs, shape,
-                                     cfg.num_classes)
-
-
-_register_continuous_deq()
+_register_builtin()

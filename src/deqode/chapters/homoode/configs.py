@@ -1,14 +1,20 @@
 """HomoODE (arXiv 2310.09583): the training runs of the main comparison, in both profiles.
 
-``paper`` profile — the released scripts' settings (spec §3.2–§3.5, §2.4) [code]:
+``paper`` profile — the released scripts' settings (wadx2019/homoode
+``scripts/homoinit_{cifar10,cifar100,tiny}.py``) [code]:
 
-==================  ==========  ==========  ===============  =====  ======  ===================
-experiment          dataset     seed        gradient mode    lr₀    freq    source
-==================  ==========  ==========  ===============  =====  ======  ===================
-homoode-cifar10     cifar10     0           backprop         0.02   20      homoinit_cifar10.py
-homoode-cifar100    cifar100    0           frozen_adjoint   0.01   5       homoinit_cifar100.py
-homoode-tiny        tiny-imagenet 1         frozen_adjoint   0.05   20      homoinit_tiny.py
-==================  ==========  ==========  ===============  =====  ======  ===================
+==================  =============  ====  ====================
+experiment          dataset        seed  source
+==================  =============  ====  ====================
+homoode-cifar10     cifar10        0     homoinit_cifar10.py
+homoode-cifar100    cifar100       0     homoinit_cifar100.py
+homoode-tiny        tiny-imagenet  1     homoinit_tiny.py
+==================  =============  ====  ====================
+
+The gradient mode and the initial point's ``lr_init``/``freq`` are the model builds' (the table of
+:mod:`deqode.models.zoo`, the one place they live: they are HomoODE's constructor arguments, so
+``build("homoode-cifar100")`` is the script's model); the configurations here copy them from
+:data:`deqode.models.zoo.DATASETS` into ``model_kwargs`` and ``init_point``.
 
 Common to all: 300 epochs; Adam, lr 1e-3, default betas, no weight decay;
 ``CosineAnnealingLR(T_max = epochs × iterations_per_epoch, eta_min = 1e-6)`` stepped every
@@ -22,14 +28,14 @@ at 1000 steps (``SolverFailure``), the released code has no cap.
 
 Baselines ``node-*``, ``anode-*``, ``deq-*`` (the matched builds of :mod:`deqode.models.zoo`)
 are trained with the same optimiser, schedule, batch sizes, epochs and seed
-[reconstruction, spec §3.7: no baseline scripts are released]; the ODE baselines use dopri5 at
+[reconstruction: no baseline scripts are released]; the ODE baselines use dopri5 at
 1e-3 and exact backprop, the DEQ its own Broyden/IFT settings.
 
-``smoke`` profile — digits (8×8, 1437 train / 360 test), the narrowed builds of spec §6
+``smoke`` profile — digits (8×8, 1437 train / 360 test), the narrowed ``<model>-digits`` builds
 [reconstruction]: registered with 15 epochs of batch 64 (330 iterations), Adam with the same
 per-iteration cosine schedule but lr 1e-2 instead of 1e-3, dopri5 at 1e-3, the init point with
-lr₀ 0.02 and freq 5. The chapter's notebooks shorten them (:data:`CHAPTER_SMOKE_EPOCHS`). Smoke
-numbers are smoke, never a reproduction of the paper.
+the digits build's lr₀ and freq. The chapter's notebooks shorten them
+(:data:`CHAPTER_SMOKE_EPOCHS`). Smoke numbers are smoke, never a reproduction of the paper.
 
 ``cpu`` profile — MNIST-8k (real 28×28 digits, 6,000 train / 2,000 test) as the real-image
 stand-in for CIFAR: the smoke builds (C = 8) with the first stem convolution at stride 2 (state
@@ -60,7 +66,9 @@ from dataclasses import replace as dataclass_replace
 from typing import Any
 
 from deqode.chapters import register_dataset_needs, register_experiment
-from deqode.choices import check_choice, check_profile
+from deqode.choices import GRAD_MODES, check_choice, check_profile
+from deqode.models.zoo import DATASETS as HOMONET_ARCHS
+from deqode.models.zoo import DatasetArch
 from deqode.train import InitPointConfig, TrainConfig
 
 MODELS = ("homoode", "node", "anode", "deq")
@@ -69,23 +77,29 @@ ODE_MODELS = ("homoode", "node", "anode")
 
 @dataclass(frozen=True)
 class ReleasedScript:
-    """The per-dataset settings of one released training script (spec §2.4, §3.2, §3.4)."""
+    """One released training script of wadx2019/homoode (``scripts/homoinit_<key>.py``): its data
+    set and seed. Its model build ``homoode-<key>`` holds the rest (:func:`build_settings`)."""
 
+    key: str
     dataset: str
     seed: int
-    lr_init: float
-    freq: int
-    grad_mode: str
-    source: str
+
+    @property
+    def build(self) -> DatasetArch:
+        """The HomoNet build ``homoode-<key>``: ``lr_init``, ``freq``, gradient mode, source."""
+        return build_settings(self.key)
+
+
+def build_settings(key: str) -> DatasetArch:
+    """The HomoNet build of dataset key ``key``: widths, ``lr_init``, ``freq``, gradient mode."""
+    check_choice("HomoNet dataset", key, list(HOMONET_ARCHS))
+    return HOMONET_ARCHS[key]
 
 
 PAPER_SCRIPTS: dict[str, ReleasedScript] = {
-    "cifar10": ReleasedScript("cifar10", 0, 0.02, 20, "backprop",
-                              "wadx2019/homoode scripts/homoinit_cifar10.py"),
-    "cifar100": ReleasedScript("cifar100", 0, 0.01, 5, "frozen_adjoint",
-                               "wadx2019/homoode scripts/homoinit_cifar100.py"),
-    "tiny": ReleasedScript("tiny-imagenet", 1, 0.05, 20, "frozen_adjoint",
-                           "wadx2019/homoode scripts/homoinit_tiny.py"),
+    "cifar10": ReleasedScript("cifar10", "cifar10", 0),
+    "cifar100": ReleasedScript("cifar100", "cifar100", 0),
+    "tiny": ReleasedScript("tiny", "tiny-imagenet", 1),
 }
 PAPER = {"epochs": 300, "batch_size": 64, "test_batch_size": 400, "lr": 1e-3, "eta_min": 1e-6,
          "num_workers": 2}
@@ -94,11 +108,13 @@ SOLVER = {"method": "dopri5", "tol": 1e-3}
 
 
 def _config(model: str, key: str, *, init_layer: bool, settings: dict[str, Any],
-            dataset: str, seed: int, lr_init: float, freq: int, grad_mode: str,
-            description: str) -> TrainConfig:
+            dataset: str, seed: int, description: str) -> TrainConfig:
+    """``<model>-<key>`` with the build's ``lr_init``/``freq`` (and HomoODE's gradient mode)."""
+    arch = build_settings(key)
+    lr_init, freq = arch.lr_init, arch.freq
     kwargs: dict[str, Any] = dict(SOLVER) if model in ODE_MODELS else {}
     if model == "homoode":
-        kwargs.update(grad_mode=grad_mode, lr_init=lr_init, freq=freq,
+        kwargs.update(grad_mode=arch.homoode_grad_mode, lr_init=lr_init, freq=freq,
                       use_init_layer=init_layer)
     name = f"{model}-{key}" if init_layer else f"{model}-noinit-{key}"
     return TrainConfig(
@@ -112,19 +128,16 @@ def _config(model: str, key: str, *, init_layer: bool, settings: dict[str, Any],
 def paper_config(model: str, key: str, init_layer: bool = True) -> TrainConfig:
     """``<model>-<key>`` at the released settings (``key`` in cifar10, cifar100, tiny)."""
     script = PAPER_SCRIPTS[key]
-    origin = (f"released settings of {script.source}" if model == "homoode"
-              else f"baseline trained like {script.source} [reconstruction]")
+    origin = (f"released settings of {script.build.source}" if model == "homoode"
+              else f"baseline trained like {script.build.source} [reconstruction]")
     return _config(model, key, init_layer=init_layer, settings=PAPER, dataset=script.dataset,
-                   seed=script.seed, lr_init=script.lr_init, freq=script.freq,
-                   grad_mode=script.grad_mode if model == "homoode" else "backprop",
-                   description=origin)
+                   seed=script.seed, description=origin)
 
 
 def smoke_config(model: str, init_layer: bool = True) -> TrainConfig:
     """``<model>-digits``: the narrowed build on sklearn digits, about a minute on 2 cores."""
     return _config(model, "digits", init_layer=init_layer, settings=SMOKE, dataset="digits",
-                   seed=0, lr_init=0.02, freq=5, grad_mode="backprop",
-                   description="smoke profile on digits [reconstruction, spec §6]")
+                   seed=0, description="smoke profile on digits [reconstruction, spec §6]")
 
 
 for _model in MODELS:
@@ -164,8 +177,7 @@ CPU_SEEDS = (0, 1, 2)
 def cpu_config(model: str, init_layer: bool = True) -> TrainConfig:
     """``<model>-mnist8k``: the smoke widths on MNIST-8k, stem stride 2 (cpu profile)."""
     config = _config(model, "digits", init_layer=init_layer, settings=CPU, dataset=CPU_DATASET,
-                     seed=0, lr_init=0.02, freq=5, grad_mode="backprop",
-                     description="cpu profile on MNIST-8k, smoke widths, stem stride "
+                     seed=0, description="cpu profile on MNIST-8k, smoke widths, stem stride "
                                  f"{CPU_FIRST_STRIDE} [reconstruction]")
     name = config.name.replace("-digits", f"-{CPU_KEY}")
     kwargs = {**config.model_kwargs, "first_stride": CPU_FIRST_STRIDE, **CPU_WIDTHS,
@@ -264,8 +276,8 @@ ABLATION_ROWS = {True: "HomoODE with shared init", False: "HomoODE without share
 #: Display names of the dataset keys.
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny": "Tiny-ImageNet",
                   "digits": "digits", CPU_KEY: "MNIST-8k"}
-GRAD_MODES = ("backprop", "adjoint", "frozen_adjoint")
-SMOKE_GRAD_MODE = "backprop"
+#: HomoODE's gradient mode in the smoke and cpu profiles: the digits build's.
+SMOKE_GRAD_MODE = build_settings("digits").homoode_grad_mode
 #: Source of the code-derived reference rows (rendered "released code", never "paper").
 RELEASED_SOURCE = "released code wadx2019/homoode@ceef377 (spec §3.3)"
 PARAMETER_GROUPS = ("stem", "field", "head")
@@ -278,7 +290,8 @@ def grad_mode_experiment(key: str, grad_mode: str) -> str:
     ``homoode-<mode>-<key>``, e.g. ``homoode-adjoint-cifar10``, ``homoode-frozen-adjoint-digits``.
     """
     check_choice("gradient mode", grad_mode, GRAD_MODES)
-    default = SMOKE_GRAD_MODE if key in ("digits", CPU_KEY) else PAPER_SCRIPTS[key].grad_mode
+    build_key = "digits" if key in ("digits", CPU_KEY) else PAPER_SCRIPTS[key].key
+    default = build_settings(build_key).homoode_grad_mode
     if grad_mode == default:
         return f"homoode-{key}"
     return f"homoode-{grad_mode.replace('_', '-')}-{key}"
@@ -301,7 +314,7 @@ def _register_grad_mode_experiments() -> None:
             register_experiment(name, "cpu", lambda m=mode, n=name: _with_grad_mode(
                 cpu_config("homoode"), m, n))
         for key, script in PAPER_SCRIPTS.items():
-            if mode != script.grad_mode:
+            if mode != script.build.homoode_grad_mode:
                 name = grad_mode_experiment(key, mode)
                 register_experiment(name, "paper", lambda m=mode, k=key, n=name: _with_grad_mode(
                     paper_config("homoode", k), m, n))
@@ -463,9 +476,7 @@ def init_learning_rates(config: TrainConfig) -> list[float]:
 
 
 def _init_channels(config: TrainConfig) -> int:
-    from deqode import models
-
-    arch = models.DATASETS[str(config.model).removeprefix("homoode-")]
+    arch = build_settings(str(config.model).removeprefix("homoode-"))
     return int(config.model_kwargs.get("channels", arch.channels))
 
 
