@@ -75,8 +75,8 @@ def test_run_show_saves_stamps_and_closes_the_figure(tmp_path, stamp, expected):
     run = notebook.start("contract", profile="smoke", device="cpu", results_dir=tmp_path)
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    path = run.show(fig, "line", stamp=stamp)
-    assert path == run.out / "line.png"
+    assert run.show(fig, "line", stamp=stamp) is None  # a cell ending in run.show shows no value
+    path = run.out / "line.png"
     assert path.read_bytes().startswith(b"\x89PNG")
     assert _figure_texts(fig) == ([expected] if expected else [])
     assert not plt.fignum_exists(fig.number), "run.show must close the figure"

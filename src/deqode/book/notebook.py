@@ -106,8 +106,10 @@ class Run:
         fig.savefig(buffer, format="png", **kwargs)
         return write_bytes_atomic(self.out / f"{name}.png", buffer.getvalue())
 
-    def show(self, fig, name: str, *, stamp: bool | str = True) -> Path:
-        """Stamp ``fig``, save it (:meth:`savefig`), display it and close it; return the file.
+    def show(self, fig, name: str, *, stamp: bool | str = True) -> None:
+        """Stamp ``fig``, save it (:meth:`savefig`), display it and close it.
+
+        Returns nothing, so that a cell ending in ``run.show(...)`` shows only the figure.
 
         ``stamp``: ``True`` writes the profile label (:attr:`label`), a string writes that caption
         instead, ``False`` leaves the figure unstamped (profile-independent figures).
@@ -118,10 +120,9 @@ class Run:
 
         if stamp:
             plots.stamp(fig, self.label if stamp is True else stamp)
-        path = self.savefig(fig, name)
+        self.savefig(fig, name)
         plt.show()
         plt.close(fig)
-        return path
 
     def save_json(self, name: str, record: Any) -> Path:
         return write_json_atomic(self.out / f"{name}.json", record)
