@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from deqode import metrics
 from deqode.chapters.homoode.configs import GRAD_MODES, PARAMETER_GROUPS
-from deqode.chapters.homoode.runs import load_trained, trained_config
+from deqode.chapters.homoode.runs import eval_batch, load_trained, trained_config
 from deqode.choices import check_choice
 from deqode.errors import SolverFailure
 
@@ -127,6 +127,25 @@ def init_point_drift(record: dict[str, Any]) -> dict[str, Any]:
     after = trained.initial_point(reference.to(next(trained.parameters()))).flatten()
     return {"before": before.tolist(), "after": after.tolist(),
             "max_change": float((after - before).abs().max())}
+
+
+def end_point_gaps(records: Sequence[dict[str, Any]], batches: Mapping[str, tuple[Tensor, Tensor]],
+                   *, profile: str, tol: float, device: str | torch.device = "cpu",
+                   data_root: str = "data", size: int | None = None) -> dict[str, dict[str, Any]]:
+    """One eval-mode solve of each trained model from its own start at ``tol``
+    (:func:`evaluate_start`), per experiment name; the test batch of a dataset key comes from
+    ``batches`` or else :func:`.runs.eval_batch` (``size`` images, on ``device``)."""
+    ends = {}
+    for key in dict.fromkeys(r["key"] for r in records):
+        if key in batches:
+            x, y = batches[key]
+        else:
+            x, y = (t.to(device) for t in eval_batch(key, profile, data_root=data_root, size=size))
+        for r in records:
+            if r["key"] == key:
+                model = load_trained(r).to(device)
+                ends[r["experiment"]] = evaluate_start(model, x, y, tol=tol)
+    return ends
 
 
 def start_sweep(models: Mapping[str, nn.Module], x: Tensor, y: Tensor, *,
