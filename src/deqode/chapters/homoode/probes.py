@@ -158,7 +158,8 @@ def start_sweep(models: Mapping[str, nn.Module], x: Tensor, y: Tensor, *,
 
 @torch.no_grad()
 def init_point_spread(model: nn.Module, reference: Tensor) -> dict[str, float]:
-    """How far the learned z0 is from being one per-channel constant (spec C5): the largest
+    """How far the learned z0 is from being one per-channel constant (check C5 of the book chapter
+    03_homoode_init_point, on the InitLayer of wadx2019/homoode): the largest
     deviation across samples and across positions (both 0 up to round-off), and its range."""
     z0 = model.initial_point(reference)
     return {
@@ -320,8 +321,8 @@ def deq_residual_traces(model: nn.Module, x: Tensor, *,
     return out
 
 
-#: G5 (spec §2.5): the exact adjoint must agree with backprop to this relative difference with the
-#: paper's ReLU field once the tolerance is tight enough ...
+#: G5 (book chapter 04_homoode_gradients): the exact adjoint must agree with backprop to this
+#: relative difference with the paper's ReLU field once the tolerance is tight enough ...
 ADJOINT_TARGET = 1e-3
 #: ... trying these tolerances in turn (each tighter one costs more NFE).
 ADJOINT_TOLS = (1e-6, 1e-7, 1e-8)
@@ -329,10 +330,10 @@ ADJOINT_TOLS = (1e-6, 1e-7, 1e-8)
 
 def tighten_adjoint(model: nn.Module, x: Tensor, y: Tensor, *, target: float = ADJOINT_TARGET,
                     tols: Sequence[float] = ADJOINT_TOLS) -> dict[str, Any]:
-    """G5 as the spec states it: tighten the tolerance until the exact adjoint's gradient (all
-    parameters, float64, ReLU field as trained) is within ``target`` (relative) of backprop's.
-    ``rows``: :func:`adjoint_gap_vs_tol` for each tolerance tried; ``reached``: the first that met
-    the target, ``None`` when none did."""
+    """G5 (book chapter 04_homoode_gradients): tighten the tolerance until the exact adjoint's
+    gradient (all parameters, float64, ReLU field as trained) is within ``target`` (relative) of
+    backprop's. ``rows``: :func:`adjoint_gap_vs_tol` for each tolerance tried; ``reached``: the
+    first that met the target, ``None`` when none did."""
     rows, reached = [], None
     for tol in tols:
         row = adjoint_gap_vs_tol(model, x, y, tols=[tol])[0]
