@@ -58,6 +58,39 @@ def test_notebook_start_writes_an_environment_record(tmp_path):
     assert '"torch"' in record and '"device": "cpu (' in record
 
 
+def _figure_texts(fig) -> list[str]:
+    return [text.get_text() for text in fig.texts]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [(True, notebook.SMOKE_LABEL), ("exact (no training)", "exact (no training)"), (False, None)],
+)
+def test_run_show_saves_stamps_and_closes_the_figure(tmp_path, stamp, expected):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = notebook.start("contract", profile="smoke", device="cpu", results_dir=tmp_path)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    assert run.show(fig, "line", stamp=stamp) is None  # a cell ending in run.show shows no value
+    path = run.out / "line.png"
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert _figure_texts(fig) == ([expected] if expected else [])
+    assert not plt.fignum_exists(fig.number), "run.show must close the figure"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_show_figures_through_run_show(path: Path):
+    code = "\n".join(c.source for c in nbformat.read(str(path), as_version=4).cells
+                     if c.cell_type == "code")
+    assert "run.savefig(" not in code and "plots.stamp(" not in code, (
+        f"{path.name}: save, stamp and show a figure with run.show(fig, name)"
+    )
+
+
 def test_make_rejects_an_unknown_profile_at_once():
     started = time.monotonic()
     proc = subprocess.run(

@@ -106,17 +106,23 @@ class Run:
         fig.savefig(buffer, format="png", **kwargs)
         return write_bytes_atomic(self.out / f"{name}.png", buffer.getvalue())
 
-    def show(self, fig, name: str, *, stamp: bool = True) -> Path:
-        """Stamp ``fig`` with the profile label, save it (:meth:`savefig`) and display it."""
+    def show(self, fig, name: str, *, stamp: bool | str = True) -> None:
+        """Stamp ``fig``, save it (:meth:`savefig`), display it and close it.
+
+        Returns nothing, so that a cell ending in ``run.show(...)`` shows only the figure.
+
+        ``stamp``: ``True`` writes the profile label (:attr:`label`), a string writes that caption
+        instead, ``False`` leaves the figure unstamped (profile-independent figures).
+        """
         import matplotlib.pyplot as plt
 
         from deqode.book import plots
 
         if stamp:
-            plots.stamp(fig, self.label)
-        path = self.savefig(fig, name)
+            plots.stamp(fig, self.label if stamp is True else stamp)
+        self.savefig(fig, name)
         plt.show()
-        return path
+        plt.close(fig)
 
     def save_json(self, name: str, record: Any) -> Path:
         return write_json_atomic(self.out / f"{name}.json", record)

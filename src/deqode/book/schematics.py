@@ -1,8 +1,9 @@
 """Schematic figures drawn with matplotlib (no data): Figure F1, the HomoODE pipeline.
 
-:func:`pipeline_figure` redraws Fig. 1 of Ding et al. (2023) as described in the HomoODE spec
-(§2.1, §4.2): three panels side by side (Neural ODE | HomoODE | DEQ), each ``input x -> feature
-extractor -> solver -> equilibrium``, and a formula band at the bottom. The band shows Fig. 1's
+:func:`pipeline_figure` redraws Fig. 1 of Ding et al., "Two Sides of the Same Coin" (NeurIPS
+2023; the image ships as ``wadx2019/homoode:img/HomoODE_pipeline.jpg``): three panels side by side
+(Neural ODE | HomoODE | DEQ), each ``input x -> feature extractor -> solver -> equilibrium``, and
+a formula band at the bottom. The band shows Fig. 1's
 formula as printed next to the ``z0``-corrected fixed-point-homotopy field (our correction; Fig. 1's
 formula is the ``z0 = 0`` case).
 """
@@ -83,7 +84,8 @@ def pipeline_figure(figsize: tuple[float, float] = (13.0, 7.2)) -> Figure:
     """Figure F1 redrawn: Neural ODE | HomoODE | DEQ, and the formula band.
 
     The band's left formula is Fig. 1's as printed (exact only for the start point ``z0 = 0``);
-    the right one is the fixed-point-homotopy field from any ``z0`` (HomoODE spec §2.2.4).
+    the right one is the fixed-point-homotopy field from any ``z0`` (book chapter
+    01_homotopy_link, section 4: integrated from ``z0``, Fig. 1's field ends at ``z - f(z) = z0``).
     """
     fig, ax = plt.subplots(figsize=figsize)
     ax.set_xlim(0, 13)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from deqode import metrics
 from deqode.chapters.homoode.configs import GRAD_MODES, PARAMETER_GROUPS
-from deqode.chapters.homoode.runs import load_trained, trained_config
+from deqode.chapters.homoode.runs import eval_batch, load_trained, trained_config
 from deqode.choices import check_choice
 from deqode.errors import SolverFailure
 
@@ -129,6 +129,25 @@ def init_point_drift(record: dict[str, Any]) -> dict[str, Any]:
             "max_change": float((after - before).abs().max())}
 
 
+def end_point_gaps(records: Sequence[dict[str, Any]], batches: Mapping[str, tuple[Tensor, Tensor]],
+                   *, profile: str, tol: float, device: str | torch.device = "cpu",
+                   data_root: str = "data", size: int | None = None) -> dict[str, dict[str, Any]]:
+    """One eval-mode solve of each trained model from its own start at ``tol``
+    (:func:`evaluate_start`), per experiment name; the test batch of a dataset key comes from
+    ``batches`` or else :func:`.runs.eval_batch` (``size`` images, on ``device``)."""
+    ends = {}
+    for key in dict.fromkeys(r["key"] for r in records):
+        if key in batches:
+            x, y = batches[key]
+        else:
+            x, y = (t.to(device) for t in eval_batch(key, profile, data_root=data_root, size=size))
+        for r in records:
+            if r["key"] == key:
+                model = load_trained(r).to(device)
+                ends[r["experiment"]] = evaluate_start(model, x, y, tol=tol)
+    return ends
+
+
 def start_sweep(models: Mapping[str, nn.Module], x: Tensor, y: Tensor, *,
                 tols: Sequence[float],
                 starts: Mapping[str, tuple[str, str | Tensor | None]]) -> list[dict[str, Any]]:
@@ -139,7 +158,8 @@ def start_sweep(models: Mapping[str, nn.Module], x: Tensor, y: Tensor, *,
 
 @torch.no_grad()
 def init_point_spread(model: nn.Module, reference: Tensor) -> dict[str, float]:
-    """How far the learned z0 is from being one per-channel constant (spec C5): the largest
+    """How far the learned z0 is from being one per-channel constant (check C5 of the book chapter
+    03_homoode_init_point, on the InitLayer of wadx2019/homoode): the largest
     deviation across samples and across positions (both 0 up to round-off), and its range."""
     z0 = model.initial_point(reference)
     return {
@@ -301,8 +321,8 @@ def deq_residual_traces(model: nn.Module, x: Tensor, *,
     return out
 
 
-#: G5 (spec §2.5): the exact adjoint must agree with backprop to this relative difference with the
-#: paper's ReLU field once the tolerance is tight enough ...
+#: G5 (book chapter 04_homoode_gradients): the exact adjoint must agree with backprop to this
+#: relative difference with the paper's ReLU field once the tolerance is tight enough ...
 ADJOINT_TARGET = 1e-3
 #: ... trying these tolerances in turn (each tighter one costs more NFE).
 ADJOINT_TOLS = (1e-6, 1e-7, 1e-8)
@@ -310,10 +330,10 @@ ADJOINT_TOLS = (1e-6, 1e-7, 1e-8)
 
 def tighten_adjoint(model: nn.Module, x: Tensor, y: Tensor, *, target: float = ADJOINT_TARGET,
                     tols: Sequence[float] = ADJOINT_TOLS) -> dict[str, Any]:
-    """G5 as the spec states it: tighten the tolerance until the exact adjoint's gradient (all
-    parameters, float64, ReLU field as trained) is within ``target`` (relative) of backprop's.
-    ``rows``: :func:`adjoint_gap_vs_tol` for each tolerance tried; ``reached``: the first that met
-    the target, ``None`` when none did."""
+    """G5 (book chapter 04_homoode_gradients): tighten the tolerance until the exact adjoint's
+    gradient (all parameters, float64, ReLU field as trained) is within ``target`` (relative) of
+    backprop's. ``rows``: :func:`adjoint_gap_vs_tol` for each tolerance tried; ``reached``: the
+    first that met the target, ``None`` when none did."""
     rows, reached = [], None
     for tol in tols:
         row = adjoint_gap_vs_tol(model, x, y, tols=[tol])[0]

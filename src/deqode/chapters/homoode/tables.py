@@ -217,3 +217,151 @@ def hyperparameter_table(profile: str, *, epochs: int | None = None) -> list[dic
                 f"mean {tuple(prep.mean)}, std {tuple(prep.std)}"),
         })
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 03 (the shared learnable start): per-seed columns, histories and the pair summaries
+# ------------------------------------------------------------------------------------------------
+
+
+def ours_per_seed(records: Sequence[dict[str, Any]], profile_label: str,
+                  kinds: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Our cells per row label (:func:`ours_by_label`); one column set per seed when the records
+    hold several seeds, tagged ``"<profile_label>, seed <s>"``."""
+    seeds = list(dict.fromkeys(r["seed"] for r in records))
+    if len(seeds) > 1:
+        groups = {s: [r for r in records if r["seed"] == s] for s in seeds}
+    else:
+        groups = {None: list(records)}
+    cells: dict[str, dict[str, str]] = {}
+    for s, group in groups.items():
+        tagged = profile_label if s is None else f"{profile_label}, seed {s}"
+        for label, values in ours_by_label(group, tagged, kinds).items():
+            cells.setdefault(label, {}).update(values)
+    return cells
+
+
+def history_series(history: Sequence[Mapping[str, Any]], name: str, spec: str) -> str:
+    """The epochs' values of ``name`` formatted with ``spec``, space separated (missing skipped)."""
+    return " ".join(format(h[name], spec) for h in history if h.get(name) is not None)
+
+
+def ablation_thresholds_text(title: str, n_test: int, nfe_drop: float, acc_margin: float) -> str:
+    """The C2 thresholds of one dataset, in images of its test set (Markdown)."""
+    return (f"*Thresholds:* NFE lower by at least {nfe_drop:.0%}; accuracy margin "
+            f"{100 * acc_margin:.0f} points, {acc_margin * n_test:.1f} of the {n_test} "
+            f"{title} test images.")
+
+
+def ablation_pair_text(verdict: Mapping[str, Any], ends: Mapping[str, Mapping[str, Any]],
+                       drift: Mapping[str, Mapping[str, Any]], tol: float,
+                       nfe_drop: float) -> str:
+    """One with/without pair of the C2 ablation in words (Markdown): forward and test NFE,
+    accuracies, how far the learned start moved and how near the end points each start ends
+    (``ends`` from :func:`.probes.end_point_gaps`, ``drift`` from
+    :func:`.probes.init_point_drift`)."""
+    w, wo = verdict["with"], verdict["without"]
+    ratio, lower, equal = verdict["nfe_ratio"], verdict["lower"], verdict["equal"]
+    gap_w, gap_wo = ends[w["experiment"]]["mean_gap"], ends[wo["experiment"]]["mean_gap"]
+    return (
+        f"**{DATASET_TITLES[w['key']]}, seed {w['seed']}, {w['epochs']} epochs at "
+        f"{tol:g}.** Forward NFE per training batch, mean over the epochs: "
+        f"{w['nfe_forward']:.1f} with the learned start, "
+        f"{wo['nfe_forward']:.1f} with the fixed one "
+        f"({ratio - 1:+.0%}); test NFE after the last epoch "
+        f"{w['history'][-1]['test_nfe_forward']:.0f} vs "
+        f"{wo['history'][-1]['test_nfe_forward']:.0f}. "
+        f"Best test accuracy {100 * w['best_acc']:.1f} % vs {100 * wo['best_acc']:.1f} %, last "
+        f"{100 * w['last_acc']:.1f} % vs {100 * wo['last_acc']:.1f} %. "
+        "The learned start moved by up "
+        f"to {drift[w['experiment']]['max_change']:.2f} per channel and ends "
+        f"{gap_w:.2f} from the mean end point, the fixed ±1 start {gap_wo:.2f} "
+        f"(init loss on the test set {ends[w['experiment']]['init_loss']:.3f} vs "
+        f"{ends[wo['experiment']]['init_loss']:.3f}). "
+        + ("**In this pair the learned start lowered the forward NFE at equal accuracy**, the "
+           "direction C2 claims; how much of the drop is the start's, one pair cannot tell "
+           "(below)." if lower and equal else
+           "**Not shown here:** "
+           + (f"the forward NFE did not drop by {nfe_drop:.0%}" if not lower else "")
+           + (" and " if not lower and not equal else "")
+           + ("the accuracy was not equal" if not equal else "") + "."))
+
+
+def _sweep_row(sweep: Sequence[Mapping[str, Any]], label: str, tol: float) -> Mapping[str, Any]:
+    return next(r for r in sweep if r["label"] == label and r["tol"] == tol)
+
+
+def other_starts_text(sweep: Sequence[Mapping[str, Any]], starts: Sequence[str], learned: str,
+                      seed: int, tol: float) -> str:
+    """The learned field from the sweep's other starts (labels ``"learned field, ..."``) against
+    its own learned start, at ``tol`` (Markdown; rows of :func:`.probes.start_sweep`)."""
+    own = _sweep_row(sweep, learned, tol)
+    others = {label: _sweep_row(sweep, label, tol) for label in starts
+              if label.startswith("learned field")}
+    return (
+        f"**The same field from other starts** (seed {seed}, at {tol:.0e}): "
+        + "; ".join(f"{label.removeprefix('learned field, ')}: {row['nfe']} evaluations "
+                    f"(mean gap {row['mean_gap']:.2f}, accuracy {100 * row['acc']:.1f} %)"
+                    for label, row in others.items())
+        + f", against {own['nfe']} (mean gap {own['mean_gap']:.2f}, "
+        f"accuracy {100 * own['acc']:.1f} %) "
+        "from its learned start. The field was trained for its own start and has no term that "
+        "corrects for another (a homotopy field is built from its start, e.g. the fixed-point "
+        "field contains f − z0), so from another start it ends elsewhere; the NFE of these rows "
+        "mixes the "
+        "start's distance with that mismatch.")
+
+
+def smoke_scale_text(*, sweep: Sequence[Mapping[str, Any]], verdicts: Sequence[Mapping[str, Any]],
+                     ends: Mapping[str, Mapping[str, Any]], released: Mapping[str, Any],
+                     cifar10_reach: float, learned: str, fixed: str, loosest: float, tol: float,
+                     nfe_drop: float, acc_margin: float) -> str:
+    """What the smoke-scale ablation can and cannot show about C2 (Markdown): the released
+    start's reach (``released``: the smoke row of :func:`.configs.init_reach_table`), the end-point
+    gaps, the NFE changes per seed and the init loss of the first pair."""
+    pairs = [(v["with"], v["without"]) for v in verdicts]
+    drop = [v["lower"] for v in verdicts]
+    n_equal = sum(v["equal"] for v in verdicts)
+    channels = released["C"]
+    fixed_gap = ends[pairs[0][1]["experiment"]]["mean_gap"]
+    losses = [h["init_loss"] for h in pairs[0][0]["history"] if h.get("init_loss") is not None]
+    changes = ", ".join(f"seed {w['seed']} {w['nfe_forward'] / wo['nfe_forward'] - 1:+.0%}"
+                        for w, wo in pairs)
+    return (
+        "**What the smoke scale can and cannot show.** "
+        "*At the released settings it cannot show C2 either way:* "
+        f"at {loosest:.0e} the two trained "
+        f"models need {_sweep_row(sweep, learned, loosest)['nfe']} and "
+        f"{_sweep_row(sweep, fixed, loosest)['nfe']} forward "
+        f"evaluations of the test batch, on or near dopri5's floor of 20, and the released smoke "
+        f"lr_init {released['lr_init']:g} every {released['freq']} iterations gives "
+        f"the start a reach of {released['reach']:.3f} in {released['iterations']} "
+        f"iterations, against {fixed_gap / channels ** 0.5:.2f} per channel (root mean square) "
+        "between the ±1 start and the mean end point of the trained model without init layer: "
+        "SGD can shift and scale the start only a little (the CIFAR-10 script's reach is "
+        f"{cifar10_reach:.2f}). "
+        f"*With the ablation's settings* ({tol:g}, a start that can reach the end points) the "
+        "trained start does end much nearer the mean end point than the fixed one, the "
+        "precondition of the mechanism, and the forward NFE "
+        + (f"dropped by at least {nfe_drop:.0%}" if all(drop) else
+           f"did not drop by {nfe_drop:.0%}" if not any(drop) else
+           f"dropped by {nfe_drop:.0%} for some seeds only")
+        + f" in {'this pair' if len(pairs) == 1 else 'these pairs'} ({changes}); the accuracy of "
+        "the run with the learned start was equal "
+        f"(at most {100 * acc_margin:.0f} points below) in "
+        f"{n_equal} of {len(verdicts)} {'pair' if len(verdicts) == 1 else 'pairs'}. "
+        "*What it cannot show:* "
+        + ("this is one seed, and the run-to-run spread of the NFE at this scale is not measured "
+           "here (pass `seeds` to run more pairs); " if len(pairs) == 1 else
+           f"these are {len(pairs)} seeds, a small sample of the run-to-run spread; ")
+        + "the two runs of a pair differ not only in the start but in their whole trained field "
+        "(the field adapts to its start), their dropout masks and the start's initial sign "
+        "pattern, so the size of the difference is not an estimate of the effect of the start. "
+        f"The init loss of the learned start went from {losses[0]:.3f} to {losses[-1]:.3f} over "
+        f"the epochs (F3, seed {pairs[0][0]['seed']}): it is bounded below by the spread of "
+        "the end points around their mean, which changes as the field trains, so it does not "
+        "measure where the start is; the mean gap does. The homotopy mechanism itself "
+        "(a start nearer the "
+        "equilibrium shortens the path of a fixed homotopy) is checked on the toy of chapter 1 "
+        "(check H10). Whether the learned start lowers the NFE at equal accuracy on CIFAR, over "
+        "300 epochs at the released tolerance, needs the paper profile.")

@@ -1,4 +1,4 @@
-"""Koopman / Perron–Frobenius helpers for the SIM chapter (spec ``sim.md`` §2.6, K1–K6).
+"""Koopman / Perron–Frobenius helpers for the SIM chapter (book chapter 14_sim_koopman, K1–K6).
 
 Conventions. A map ``S`` acts on states ``s``; the Koopman operator acts on observables,
 ``(K g)(s) = g(S(s))``. On a finite dictionary ``Ψ = (ψ_1, …, ψ_n)`` the Koopman matrix ``A``

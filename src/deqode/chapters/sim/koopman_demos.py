@@ -1,4 +1,4 @@
-"""Koopman demos of notebook 14 (spec §2.6): small training helpers, no logic in the notebooks.
+"""Koopman demos of the book chapter 14_sim_koopman (K1, K4): small training helpers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from deqode.choices import check_profile
 from deqode.models import sim
 
 # --------------------------------------------------------------------------------------------------
-# Koopman demos (spec §2.6): small training helpers, no logic in the notebooks
+# Koopman demos (K1, K4): small training helpers, no logic in the notebooks
 # --------------------------------------------------------------------------------------------------
 
 
