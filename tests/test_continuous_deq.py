@@ -324,7 +324,8 @@ def test_jfb_backward_equals_the_zero_iteration_gradient():
 # parameter counts (P1)
 # --------------------------------------------------------------------------------------------------
 
-# arch: (vanilla total, Skip total, stem, DEQ f, head, predictor) — spec §3.2 / §6 P1
+# arch: (vanilla total, Skip total, stem, DEQ f, head, predictor): the paper's totals, counted
+# from the layers of the official code (`experiments/src/construct.jl`, v1 `mnist_fc.jl`)
 COUNTS = {
     "cifar10-small": (163_546, 200_122, 5_928, 116_064, 41_554, 36_576),
     "cifar10-large": (10_631_958, 11_186_774, 11_296, 8_247_232, 2_373_430, 554_816),

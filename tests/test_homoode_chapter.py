@@ -1,7 +1,8 @@
 """The HomoODE chapter (notebooks 02-04): configurations, reference cells and measurements.
 
 Every ``paper`` configuration the chapter trains is built on the CPU (no data, no training) and
-checked against the specification (homoode.md §2.3-§2.5, §3.2-§3.5); the measurement helpers of
+checked against the released scripts (official code ``scripts/homoinit_{cifar10,cifar100,tiny}.py``,
+with parameter counts from instantiating their classes); the measurement helpers of
 :mod:`deqode.chapters.homoode` are checked on the untrained smoke model with known answers.
 """
 
@@ -24,7 +25,7 @@ from deqode.models.layers import AlternatingInit
 matplotlib.use("Agg")
 
 DT = torch.float64
-# spec §3.2-§3.4 and §3.3: per released script
+# per released script (official code `scripts/homoinit_*.py`; counts from its classes)
 SCRIPTS = {
     "cifar10": dict(dataset="cifar10", seed=0, lr_init=0.02, freq=20, grad_mode="backprop",
                     per_epoch=781, input=(3, 32, 32), channels=64, params=132_938, init=192),
@@ -66,7 +67,7 @@ def test_paper_profile_trains_the_registered_configurations_unchanged():
 
 
 @pytest.mark.parametrize("key", list(SCRIPTS))
-def test_every_paper_configuration_and_model_matches_the_spec(key):
+def test_every_paper_configuration_and_model_matches_the_released_scripts(key):
     spec = SCRIPTS[key]
     torch.manual_seed(0)
     x = torch.randn(2, *spec["input"])
@@ -122,12 +123,13 @@ def test_t4_parameter_counts_equal_the_released_classes():
     assert (cifar10["stem"], cifar10["core"], cifar10["head"]) == (38_976, 74_112, 19_850)
 
 
-def test_t5_hyperparameter_table_matches_the_spec():
+def test_t5_hyperparameter_table_matches_the_released_scripts():
     rows = {r["experiment"]: r for r in chapter.hyperparameter_table("paper")}
     assert list(rows) == ["homoode-cifar10", "homoode-cifar100", "homoode-tiny"]
     assert [r["schedule T_max"] for r in rows.values()] == [234_300, 234_300, 468_600]
     assert [r["init steps"] for r in rows.values()] == [11_715, 46_860, 23_430]
-    # spec §2.4: the init LR ends at about 0.99 lr_init (freq 20) and 0.90 lr_init (freq 5)
+    # the released cosine init schedule: the init LR ends at about 0.99 lr_init (freq 20) and
+    # 0.90 lr_init (freq 5)
     ends = [r["init lr at end / lr_init"] for r in rows.values()]
     assert ends == pytest.approx([0.99, 0.90, 0.99], abs=0.006)
     assert [r["flip p"] for r in rows.values()] == [0.2, 0.5, 0.5]
@@ -283,7 +285,7 @@ def test_reference_holds_every_cell_the_tables_show():
         mine = [r for r in rows if r["table"] == table]
         assert sorted({r["row"] for r in mine}) == sorted(models_)
         assert len(mine) == len(models_) * columns
-        for r in mine:  # paper cells are not in the spec: never a guessed value
+        for r in mine:  # the paper's cells are not transcribed: never a guessed value
             assert r["value"] == "not transcribed" and "not in the spec" in r["source"]
             assert r["source"].startswith("arXiv 2310.09583v2")
     released = [r for r in rows if r["table"] == "T4"]

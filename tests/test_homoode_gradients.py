@@ -1,8 +1,9 @@
-"""HomoODE's three gradient modes (spec §2.5, checks G1–G5), float64.
+"""HomoODE's three gradient modes (checks G1–G5 [reconstruction]), float64.
 
 Mode A ``backprop`` (autograd through the solver), Mode B ``adjoint`` (``odeint_adjoint`` with x̃ in
-``adjoint_params``; exact), Mode C ``frozen_adjoint`` (the official code's approximation: the
-adjoint frozen at a(1)). Toy: ``F(z) = tanh(z W + x) − z``; model: the smoke HomoNet.
+``adjoint_params``; exact), Mode C ``frozen_adjoint`` (the official code's approximation,
+``homo_adjoint.py``: the adjoint frozen at a(1)). Toy: ``F(z) = tanh(z W + x) − z``; model: the
+smoke HomoNet.
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ def test_adjoint_matches_backprop_for_every_parameter(smooth_grads):
 
 
 def test_frozen_adjoint_keeps_head_and_misses_ode_and_stem_gradients(smooth_grads):
-    """Head gradients equal; ODE-function and stem gradients off by O(1) (spec G5: 0.93–1.02 in
-    eval mode at tol 1e-6 on the reference's net; 0.06–0.26 per tensor here)."""
+    """Head gradients equal; ODE-function and stem gradients off by O(1) (check G5: 0.93–1.02 in
+    eval mode at tol 1e-6 on a small HomoNet of the official code; 0.06–0.26 per tensor here)."""
     exact, frozen = smooth_grads["backprop"], smooth_grads["frozen_adjoint"]
     for name in _nonzero(exact):
         if name.startswith("head"):
@@ -205,11 +206,11 @@ def test_frozen_adjoint_option_i_equals_quadrature_option_ii_on_homonet():
 
 
 def test_relu_homonet_adjoint_is_close_and_frozen_is_not():
-    """The real (ReLU) architecture, eval mode (spec G5), tightening the tolerance.
+    """The real (ReLU) architecture, eval mode (check G5), tightening the tolerance.
 
     ReLU kinks limit how closely an adaptive adjoint tracks backprop: measured on this net
     1.9e-2, 6.5e-3 and 2.1e-3 (relative) at tol 1e-6, 1e-7 and 1e-8, about a factor 3 per decade
-    (the spec's < 1e-3 needs 1e-9 here, too slow for a unit test; notebook 04 tightens the
+    (G5's < 1e-3 needs 1e-9 here, too slow for a unit test; notebook 04 tightens the
     trained model's tolerance until it holds). The frozen adjoint stays about 0.41 off at every
     tolerance; the head's gradients agree in all modes."""
     errors = {}

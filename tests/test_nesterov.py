@@ -1,4 +1,5 @@
-"""The Nesterov ODE solver (nag-solver.md §2): registration, the rule, order, stability, adjoint.
+"""The Nesterov ODE solver (the companion's reconstruction of the paper's rule, derived in the
+book's Nesterov-theory chapter): registration, the rule, order, stability, adjoint.
 
 All tolerances are asserted in float64 against closed forms or an independent loop.
 """

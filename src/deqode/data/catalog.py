@@ -30,21 +30,24 @@ from deqode.data.registry import DatasetEntry, LoadRequest, register_dataset
 # ---------------------------------------------------------------------------------------------
 # recipes of the image classification sets (see deqode.data.recipes for what each recipe is)
 
-_HOMOODE = "homoode.md §3.2"
+_HOMOODE = "HomoODE official code"
 _MNIST_RECIPES = {
     "plain": plain("mnist"),
     "nag": Preprocessing("mnist", "nag", crop=28, crop_padding=4,
-                         source="nag-solver.md §3.3 (torchdiffeq odenet_mnist.py): "
-                                "no normalisation"),
-    "sim": Preprocessing("mnist", "sim", MNIST_MEAN, MNIST_STD, source="sim.md §3.2"),
-    "cdeq": Preprocessing("mnist", "cdeq", source="continuous-deq.md §3.1: statistics computed "
-                                                  "but never applied (code bug)"),
+                         source="torchdiffeq examples/odenet_mnist.py (a companion "
+                                "choice): no normalisation"),
+    "sim": Preprocessing("mnist", "sim", MNIST_MEAN, MNIST_STD,
+                         source="SIM official code `run_imgcl.py`"),
+    "cdeq": Preprocessing("mnist", "cdeq",
+                          source="Continuous DEQ v1 code `mnist_fc.jl`: statistics computed but "
+                                 "never applied (code bug)"),
 }
 RECIPES = {
     "mnist": _MNIST_RECIPES,
     "svhn": {
         "plain": plain("svhn"),
-        "sim": Preprocessing("svhn", "sim", SVHN_MEAN, SVHN_STD, source="sim.md §3.2"),
+        "sim": Preprocessing("svhn", "sim", SVHN_MEAN, SVHN_STD,
+                             source="SIM official code `run_imgcl.py`"),
     },
     "cifar10": {
         "plain": plain("cifar10"),
@@ -54,12 +57,13 @@ RECIPES = {
             source=f"{_HOMOODE}, homoinit_cifar10.py: flip p=0.2 and ImageNet statistics (quirks)",
         ),
         "sim": Preprocessing("cifar10", "sim", CIFAR10_MEAN, CIFAR10_STD_PIXEL,
-                             source="sim.md §3.2"),
+                             source="SIM official code `run_imgcl.py`"),
         "cdeq": Preprocessing("cifar10", "cdeq", CIFAR10_MEAN, CIFAR10_STD_COMMON,
-                              source="continuous-deq.md §3.3 (cifar10/tiny.yml): no augmentation"),
+                              source="Continuous DEQ official code `cifar10/tiny.yml`: no "
+                                     "augmentation"),
         "cdeq-large": Preprocessing("cifar10", "cdeq-large", CIFAR10_MEAN, CIFAR10_STD_COMMON,
                                     flip_p=0.5, resize=42, crop=32,
-                                    source="continuous-deq.md §3.3 (cifar10/large.yml)"),
+                                    source="Continuous DEQ official code `cifar10/large.yml`"),
     },
     "cifar100": {
         "plain": plain("cifar100"),
@@ -157,8 +161,7 @@ def _spirals_at(profile: str) -> dict:
 
 register_dataset(DatasetEntry(
     "spirals", "time-series", (20, 2), None,
-    "generated: noisy windows of two spirals (torchdiffeq examples/latent_ode.py, "
-    "nag-solver.md §3.5)",
+    "generated: noisy windows of two spirals (torchdiffeq examples/latent_ode.py)",
     lambda r: synthetic.SpiralDataset(r.split, r.profile, **r.options),
     options=("n_spirals", "n_total", "n_sample", "noise_std", "a", "b", "stop", "seed"),
     at_profile=_spirals_at,
@@ -172,7 +175,7 @@ def _copy_memory_at(profile: str) -> dict:
 
 register_dataset(DatasetEntry(
     "copy-memory", "sequence", (1, 30), 10,
-    "generated: TCN copy-memory task as SIM generates it (sim.md §3.4)",
+    "generated: TCN copy-memory task as SIM generates it (official code `run_cpmem.py`)",
     lambda r: synthetic.copy_memory_dataset(r.split, r.profile, **r.options),
     options=("T", "n_samples", "seed"), at_profile=_copy_memory_at,
 ))

@@ -77,8 +77,10 @@ def sim_preprocessing() -> Preprocessing:
 #: The recipes on digits: tensors in [0, 1]; none of them augments.
 RECIPE_SOURCES = {
     "plain": "pixels / 16, in [0, 1]",
-    "homoode": "homoode.md §6 smoke analogue: pixels in [0, 1]",
-    "nag": "nag-solver.md §3.3 smoke: pixels in [0, 1]",
-    "cdeq": "continuous-deq.md §6 smoke (digits-FC / digits-MDEQ): pixels in [0, 1]",
-    "sim": "sim.md §6 T1 smoke: standardised with the train split's pixel mean and std",
+    "homoode": "HomoODE smoke analogue [reconstruction]: pixels in [0, 1]",
+    "nag": "Nesterov-solver smoke classification [companion choice]: pixels in [0, 1]",
+    "cdeq": "Continuous DEQ smoke analogue (digits-FC / digits-MDEQ) [reconstruction]: "
+    "pixels in [0, 1]",
+    "sim": "SIM T1 smoke analogue [companion choice]: standardised with the train split's "
+    "pixel mean and std",
 }

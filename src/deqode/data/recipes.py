@@ -55,12 +55,13 @@ SVHN_STD = (0.1980, 0.2010, 0.1970)
 
 RECIPES: dict[str, str] = {
     "plain": "ToTensor only: pixels in [0, 1], no augmentation, no normalisation",
-    "homoode": "HomoODE release scripts (homoode.md §3.2), quirks included",
-    "nag": "torchdiffeq examples/odenet_mnist.py (nag-solver.md §3.3)",
-    "sim": "SIM run_imgcl.py: Normalize only, no augmentation (sim.md §3.2)",
-    "cdeq": "Continuous DEQ, CIFAR-10 small / MNIST-FC (continuous-deq.md §3.1, §3.3)",
+    "homoode": "HomoODE release scripts (official code `scripts/homoinit_*.py`), quirks included",
+    "nag": "torchdiffeq examples/odenet_mnist.py (a companion choice for the Nesterov chapter)",
+    "sim": "SIM run_imgcl.py: Normalize only, no augmentation (official code)",
+    "cdeq": "Continuous DEQ, CIFAR-10 small / MNIST-FC (official code `cifar10/tiny.yml`, "
+    "v1 `mnist_fc.jl`)",
     "cdeq-large": "Continuous DEQ, CIFAR-10 large: flip, resize 42, crop 32 "
-    "(continuous-deq.md §3.3)",
+    "(official code `cifar10/large.yml`)",
 }
 
 

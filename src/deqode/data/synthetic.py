@@ -3,7 +3,7 @@
 All generators are deterministic given their seed; the train and test splits use different,
 independent streams (``numpy.random.default_rng([seed, split_index])``, except copy memory, which
 keeps the TCN/SIM seeding scheme). Sizes are arguments; the defaults depend on the profile
-(``smoke``: seconds on a CPU; ``paper``: the sizes of the specs).
+(``smoke``: seconds on a CPU; ``paper``: the sizes of the official code or torchdiffeq example).
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ class TensorPairDataset(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# 2-D densities for continuous normalizing flows (nag-solver.md §3.4)
+# 2-D densities for continuous normalizing flows (the Nesterov chapter's density task, after
+# torchdiffeq examples/cnf.py)
 
 DENSITY_NAMES = ("circles", "two-moons", "8gaussians", "pinwheel", "checkerboard")
 DENSITY_DESCRIPTIONS = {
     "circles": "sklearn make_circles(noise=0.06, factor=0.5): radii 1 and 0.5 (torchdiffeq "
-    "examples/cnf.py, nag-solver.md §3.4); component 0 outer, 1 inner",
+    "examples/cnf.py); component 0 outer, 1 inner",
     "two-moons": "sklearn make_moons(noise=0.05) shifted by (-0.5, -0.25) into [-1.5, 1.5]^2; "
     "component = moon",
     "8gaussians": "8 Gaussians, std 0.1, centred on the unit circle at angles k*pi/4; "
@@ -123,7 +124,7 @@ def density_dataset(
 
 
 # ---------------------------------------------------------------------------------------------
-# Spirals for the latent ODE (nag-solver.md §3.5, torchdiffeq examples/latent_ode.py)
+# Spirals for the latent ODE (torchdiffeq examples/latent_ode.py)
 
 SPIRAL_SIZES = {
     "smoke": {"n_spirals": 64, "n_total": 200, "n_sample": 20},
@@ -140,8 +141,8 @@ class SpiralDataset(Dataset):
 
     - counter-clockwise: Archimedean ``r = a + b*theta`` with ``theta = t``, centred at (+5, 0);
     - clockwise: ``theta = stop + 1 - t`` (decreasing) and ``r = a + 50*b/theta``, centred at
-      (-5, 0). Note: this is not the Archimedean ``r = a + b*theta`` the example's docstring (and
-      nag-solver.md §3.5) names; we follow the code.
+      (-5, 0). Note: this is not the Archimedean ``r = a + b*theta`` the example's docstring names;
+      we follow the code.
 
     Each item picks a direction with probability 1/2 and a start index uniformly in
     ``[n_sample, n_total - n_sample)``, and observes the ``n_sample`` consecutive points from
@@ -208,7 +209,7 @@ class SpiralDataset(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# Copy memory (sim.md §3.4; the TCN benchmark generator)
+# Copy memory (SIM official code `cpmem.sh` / `run_cpmem.py`; the TCN benchmark generator)
 
 COPY_MEMORY_SIZES = {
     "smoke": {"T": 10, "train": 200, "test": 50},

@@ -5,18 +5,19 @@ Rows of Tables 1–4 (:class:`Row`), their settings per profile (:data:`SETUPS`)
 trained by :func:`deqode.train.fit`. The models add the skip and Jacobian losses to the gradient
 themselves (:mod:`deqode.models.regularizers`), so ``fit`` trains the paper's total loss.
 
-Profiles. ``paper`` = the Julia code's settings (§3), with these departures forced by the one
-training loop (``fit``: Adam with coupled L2 or SGD without Nesterov momentum, schedules by
-epochs): step counts are rounded to whole epochs (CIFAR small 51 epochs = 19,890 steps instead of
-20,000; large 231 epochs = 90,090), the code's decoupled, learning-rate-unscaled weight decay
+Profiles. ``paper`` = the Julia code's settings (official code: v1 ``mnist_fc.jl`` for Table 1,
+``experiments/{cifar10,imagenet}/*.yml`` at d18c610 for Tables 2–4), with these departures forced
+by the one training loop (``fit``: Adam with coupled L2 or SGD without Nesterov momentum, schedules
+by epochs): step counts are rounded to whole epochs (CIFAR small 51 epochs = 19,890 steps instead
+of 20,000; large 231 epochs = 90,090), the code's decoupled, learning-rate-unscaled weight decay
 2.5e-5 (CIFAR small) and AdamW (MNIST code settings) are replaced by no weight decay, and ImageNet
 (Nesterov SGD, step schedule, a 1000-class loader deqode.data does not have) is described
 (:func:`setup`) but not registered. ``cpu`` = the strongest evidence one CPU thread gives in
 minutes [reconstruction]: MNIST-FC on MNIST-8k for Table 1, narrowed MNIST-8k MDEQs
 (``mnist8k-small``, ``mnist8k-large``) for Tables 2–3, each trained to the plateau of its test
-curve (:func:`deqode.chapters.continuous_deq.runs.plateau_check`), the rows compared in
-claims over :data:`CLAIM_SEEDS` seeds; Table 4 keeps the smoke analogue. ``smoke`` = the digits
-analogues of §6: digits-FC for Table 1 and three digits-MDEQs (2 branches; 4 branches;
+curve (:func:`deqode.chapters.continuous_deq.runs.plateau_check`), the rows compared in claims over
+:data:`CLAIM_SEEDS` seeds; Table 4 keeps the smoke analogue. ``smoke`` = the digits analogues
+[reconstruction]: digits-FC for Table 1 and three digits-MDEQs (2 branches; 4 branches;
 downsampling stem) for Tables 2–4, a few short epochs each (Tables 2–4 on a subset of the train
 split, :class:`TrainSubset`), one CPU thread. Smoke numbers are smoke, never a reproduction.
 """
@@ -222,27 +223,27 @@ CPU_TEST_SIZE = 1000
 SETUPS: dict[tuple[str, str], TableSetup] = {
     ("T1", "smoke"): TableSetup(
         "T1", "smoke", "digits-fc", epochs=2, batch_size=32, test_batch_size=120, lr=1e-2,
-        eta_min=1e-5, source="digits-FC analogue of Table 1 (spec §6) [reconstruction]",
+        eta_min=1e-5, source="digits-FC analogue of Table 1 [reconstruction]",
         **_SMOKE_COMMON),
     ("T2", "smoke"): TableSetup(
         "T2", "smoke", "digits-small", epochs=2, batch_size=64, test_batch_size=180, lr=3e-2,
         eta_min=1e-5, train_size=256,
-        source="digits-MDEQ analogue of Table 2 (spec §6) [reconstruction]", **_SMOKE_COMMON),
+        source="digits-MDEQ analogue of Table 2 [reconstruction]", **_SMOKE_COMMON),
     ("T3", "smoke"): TableSetup(
         "T3", "smoke", "digits-large", epochs=2, batch_size=64, test_batch_size=360, lr=2e-2,
         eta_min=1e-5, model_kwargs={"max_steps": 8}, train_size=256,
-        source="4-branch digits-MDEQ analogue of Table 3 (spec §6) [reconstruction]",
+        source="4-branch digits-MDEQ analogue of Table 3 [reconstruction]",
         **_SMOKE_COMMON),
     ("T4", "smoke"): TableSetup(
         "T4", "smoke", "digits-ds", epochs=3, batch_size=64, test_batch_size=360, lr=2e-2,
         eta_min=1e-5, train_size=512, source="digits-MDEQ with a downsampling stem, analogue "
-        "of Table 4 (spec §6) [reconstruction]", **_SMOKE_COMMON),
+        "of Table 4 [reconstruction]", **_SMOKE_COMMON),
     # cpu: MNIST-8k (6,000 train / 2,000 test), one CPU thread; budgets chosen from probe runs
     # so that each curve flattens (the notebooks print the plateau check) [reconstruction]
     ("T1", "cpu"): TableSetup(
         "T1", "cpu", "mnist-fc", "mnist-8k", "cdeq", epochs=CPU_EPOCHS["T1"], batch_size=128,
         test_batch_size=500, lr=2e-3, eta_min=1e-6, milestones=CPU_DECAY_AT["T1"],
-        source="MNIST-FC of the v1 code on MNIST-8k (spec §3.1) [reconstruction]",
+        source="MNIST-FC of the v1 code mnist_fc.jl on MNIST-8k [reconstruction]",
         departures="MNIST-8k (6,000 train images) instead of MNIST (60,000); batch 128 "
         "instead of 32 (lr 2e-3 instead of 1e-3); Adam without decay (code: AdamW 2.5e-6); text "
         "setting: the constant rate cut ×0.1 for the last 3 epochs (a cpu-profile addition)"),
@@ -269,30 +270,30 @@ SETUPS: dict[tuple[str, str], TableSetup] = {
     ("T4", "cpu"): TableSetup(
         "T4", "cpu", "digits-ds", epochs=3, batch_size=64, test_batch_size=360, lr=2e-2,
         eta_min=1e-5, train_size=512, source="the smoke analogue of Table 4, unchanged in the cpu "
-        "profile (digits-MDEQ with a downsampling stem; spec §6) [reconstruction]",
+        "profile (digits-MDEQ with a downsampling stem) [reconstruction]",
         **_SMOKE_COMMON),
     ("T1", "paper"): TableSetup(
         "T1", "paper", "mnist-fc", "mnist", "cdeq", epochs=25, batch_size=32, test_batch_size=32,
-        lr=1e-3, eta_min=1e-6, source="v1 mnist_fc.jl (code settings) and the v4 text "
-        "(continuous-deq.md §3.1)",
+        lr=1e-3, eta_min=1e-6, source="v1 mnist_fc.jl (code settings) and the v4 paper's "
+        "text for Table 1",
         departures="code setting: AdamW(wd 2.5e-6) → Adam without decay (fit has no AdamW); "
         "6 MPI ranks × 32 → one process, batch 32"),
     ("T2", "paper"): TableSetup(
         "T2", "paper", "cifar10-small", "cifar10", "cdeq", epochs=51, batch_size=128,
         test_batch_size=128, lr=1e-3, eta_min=1e-5, model_kwargs={"pretrain_steps": 3000},
-        source="experiments/cifar10/tiny.yml at d18c610 (continuous-deq.md §3.3)",
+        source="official code experiments/cifar10/tiny.yml at d18c610",
         departures="51 epochs = 19,890 steps (code: 20,000); decoupled weight decay 2.5e-5 "
         "(not lr-scaled) → none"),
     ("T3", "paper"): TableSetup(
         "T3", "paper", "cifar10-large", "cifar10", "cdeq-large", epochs=231, batch_size=128,
         test_batch_size=128, lr=1e-3, eta_min=1e-5,
-        source="experiments/cifar10/large.yml at d18c610 (continuous-deq.md §3.3)",
+        source="official code experiments/cifar10/large.yml at d18c610",
         departures="231 epochs = 90,090 steps (code: 90,000)"),
     ("T4", "paper"): TableSetup(
         "T4", "paper", "imagenet-small", "imagenet", "", epochs=25, batch_size=64,
         test_batch_size=64, lr=0.05, eta_min=0.0, schedule="step", optimizer="nesterov",
         momentum=0.9, weight_decay=1e-6, registered=False,
-        source="experiments/imagenet/small.yml at d18c610 (continuous-deq.md §3.3)",
+        source="official code experiments/imagenet/small.yml at d18c610",
         departures="not runnable here: deqode.data has no ImageNet loader and deqode.train.fit "
         "no Nesterov momentum (500k steps × batch 64 also exceed the companion's budget); "
         "the settings are listed for the record"),

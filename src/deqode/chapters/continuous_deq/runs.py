@@ -28,7 +28,8 @@ def summarize(row: Row, result: Any, seed: int = 0) -> dict[str, Any]:
 
     Per-batch times average the epochs after the first (warm-up) when there are several:
     training = forward (solve + tape) + backward + optimiser step, backward = the backward pass,
-    prediction = one test-mode forward per test batch (the paper's columns, spec §3.4).
+    prediction = one test-mode forward per test batch (the paper's columns, timed as in the
+    official code `experiments/src/utils.jl`).
     """
     history = result.history
     timed = history[1:] if len(history) > 1 else history

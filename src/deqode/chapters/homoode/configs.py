@@ -137,7 +137,7 @@ def paper_config(model: str, key: str, init_layer: bool = True) -> TrainConfig:
 def smoke_config(model: str, init_layer: bool = True) -> TrainConfig:
     """``<model>-digits``: the narrowed build on sklearn digits, about a minute on 2 cores."""
     return _config(model, "digits", init_layer=init_layer, settings=SMOKE, dataset="digits",
-                   seed=0, description="smoke profile on digits [reconstruction, spec §6]")
+                   seed=0, description="smoke profile on digits [reconstruction]")
 
 
 for _model in MODELS:
@@ -536,7 +536,8 @@ def init_reach_table(epochs: int | None = None, profile: str = "smoke") -> list[
 def smoke_ablation_config(config: TrainConfig) -> TrainConfig:
     """The smoke init-point ablation's settings for a chapter run of ``homoode[-noinit]-digits``.
 
-    Two smoke deviations, chosen for the mechanism (spec §2.2.6, §2.4), identical for both runs:
+    Two smoke deviations, chosen for the mechanism (a start closer to the equilibria gives a
+    shorter homotopy path, derived in the book's homotopy-link chapter), identical for both runs:
     dopri5 at :data:`ABLATION_SMOKE_TOL` instead of 1e-3 (where the smoke NFE is floored), and the
     init optimiser stepping every :data:`ABLATION_SMOKE_INIT_FREQ` iteration at the ``lr_init``
     that gives it the reach of the :data:`ABLATION_REACH_SCRIPT` script (:func:`init_reach`).

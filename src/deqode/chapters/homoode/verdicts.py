@@ -52,8 +52,9 @@ ACC_COMPARE_MARGIN = 0.01
 #: HomoODE's memory counts as lower (higher) than the DEQ's when the ratio of the saved-tensor
 #: peaks of a training step is at most 1 − (at least 1 +) this.
 MEMORY_MARGIN = 0.10
-#: The H9 reading of ANODE (spec §2.2.7): the frozen-condition endpoint is the equilibrium to
-#: below this residual, the drifting one misses it by more than :data:`H9_DRIFT_MIN`.
+#: The H9 reading of ANODE (derived in the book's homotopy-link chapter; thresholds are a
+#: companion choice): the frozen-condition endpoint is the equilibrium to below this residual,
+#: the drifting one misses it by more than :data:`H9_DRIFT_MIN`.
 H9_FROZEN_MAX = 1e-8
 H9_DRIFT_MIN = 1e-2
 

@@ -144,17 +144,18 @@ def _paper_cls_models(dataset: str) -> tuple[ModelSpec, ...]:
 
 
 def classification_setup(profile: str) -> ClassificationSetup:
-    """T1 configuration. Smoke: spec §6 (digits 90/10, batch 64, ``step``) with 6 epochs at Adam
-    lr 1e-2 instead of 2 epochs at 1e-3 (too few updates for the tiny models to leave chance);
-    paper: the official non-tuned defaults (batch 128, ``step`` every 10 epochs, 10 epochs,
-    lr 1e-3; seeds 1554, 1555, 1557) and monDEQ's published schedule (spec §3.5)."""
+    """T1 configuration. Smoke: the companion's digits analogue (90/10 split, batch 64, ``step``)
+    with 6 epochs at Adam lr 1e-2 instead of the planned 2 epochs at 1e-3 (too few updates for
+    the tiny models to leave chance); paper: the official non-tuned defaults of ``run_imgcl.py``
+    (batch 128, ``step`` every 10 epochs, 10 epochs, lr 1e-3; seeds 1554, 1555, 1557) and
+    monDEQ's published schedule (baseline code locuslab/monotone_op_net, ``experiments.ipynb``)."""
     check_profile(profile)
     if profile == "smoke":
         return ClassificationSetup(
             "smoke", ("digits",), {"digits": _digits_models()}, epochs=6, batch_size=64,
             lr=1e-2, lr_mode="step", steplr_step=10, test_batch_size=400, seeds=(0,),
             data_options=dict(test_fraction=0.1, seed=0),
-            source="sim.md §6 T1 smoke [companion choice]",
+            source="T1 smoke analogue on digits [companion choice]",
         )
     if profile == "cpu":
         return ClassificationSetup(
@@ -167,7 +168,7 @@ def classification_setup(profile: str) -> ClassificationSetup:
     return ClassificationSetup(
         "paper", datasets, {d: _paper_cls_models(d) for d in datasets}, epochs=10,
         batch_size=128, lr=1e-3, lr_mode="step", steplr_step=10, test_batch_size=400,
-        seeds=(1554, 1555, 1557), source="sim.md §3.2 non-tuned defaults",
+        seeds=(1554, 1555, 1557), source="official code run_imgcl.py: non-tuned defaults",
     )
 
 
@@ -200,7 +201,7 @@ def regression_setup(profile: str) -> RegressionSetup:
         return RegressionSetup(
             "smoke", (("sample-china", {"size": 64}), ("rendered-text", {"size": 64})),
             {"sample-china": "natural", "rendered-text": "text"}, models, iterations=300,
-            lr=3e-3, seed=0, source="sim.md §6 T2 smoke [companion choice]",
+            lr=3e-3, seed=0, source="T2 smoke analogue [companion choice]",
         )
     models = (
         ModelSpec("single-tier SIM (MLP basis)", "sim", "sim-single-imgreg",
@@ -214,14 +215,15 @@ def regression_setup(profile: str) -> RegressionSetup:
                    for i in range(16))
     return RegressionSetup(
         "paper", images, {"tancik-natural": "natural", "tancik-text": "text"}, models,
-        iterations=2000, lr=1e-4, seed=2331, source="sim.md §3.3 non-tuned defaults",
+        iterations=2000, lr=1e-4, seed=2331,
+        source="official code run_imgreg.py: non-tuned defaults",
     )
 
 
 def copy_memory_setup(profile: str) -> CopyMemorySetup:
     """T3 configuration. Smoke: T = 10, 200 / 50 sequences, TCN 4 levels × 8 channels, kernel 3,
-    n1 = n2 = 16, R = 16, 4 epochs (spec §6 says 1–2; 4 is a
-    [companion choice], 80 updates in all), batch 10, lr 0.01 (the official non-tuned lr and batch);
+    n1 = n2 = 16, R = 16, 4 epochs (a [companion choice] over the planned 1–2, 80 updates in
+    all), batch 10, lr 0.01 (the official non-tuned lr and batch);
     paper: T = 500, 5000 / 500, the 17,294-parameter models, 20 epochs, batch 10, lr 0.01,
     bandwidth 500, seed 1554. The DEQ over a causal convolution is a [companion choice]."""
     check_profile(profile)
@@ -237,14 +239,14 @@ def copy_memory_setup(profile: str) -> CopyMemorySetup:
                                    source="cpu profile: the smoke models, T = 10, 1000 / 200 "
                                    "sequences, 3 seeds [companion choice]")
         return CopyMemorySetup("smoke", 10, models, epochs=4, batch_size=10, lr=0.01, seed=0,
-                               source="sim.md §6 T3 smoke [companion choice]")
+                               source="T3 smoke analogue [companion choice]")
     models = (
         *_sim_models("cpmem"),
         ModelSpec("DEQ-TCN (Anderson, tol 1e-3, ≤ 30 it.)", "deq-tcn",
                   kwargs=dict(hidden=32, channels=10, levels=8, kernel=8)),
     )
     return CopyMemorySetup("paper", 500, models, epochs=20, batch_size=10, lr=0.01, seed=1554,
-                           source="sim.md §3.4 non-tuned defaults")
+                           source="official code run_cpmem.py: non-tuned defaults")
 
 
 @register_dataset_needs

@@ -57,7 +57,8 @@ def paper_cells(table: str) -> list[dict[str, str]]:
 
 
 def all_paper_cells_not_transcribed() -> bool:
-    """True when every paper cell of ``sim.csv`` says ``not transcribed`` (spec §4)."""
+    """True when every paper cell of ``sim.csv`` says ``not transcribed`` (no value of the
+    paper's tables is copied yet)."""
     return all(r["value"] == NOT_TRANSCRIBED for r in load_reference(PAPER))
 
 
