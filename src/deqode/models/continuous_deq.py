@@ -65,7 +65,7 @@ from torchdiffeq import odeint_adjoint
 
 from deqode.choices import check_choice
 from deqode.errors import SolverFailure
-from deqode.models.layers import ImplicitClassifier, solver_errors_as_failure
+from deqode.models.bases import ImplicitClassifier, solver_errors_as_failure
 from deqode.models.mdeq import (
     FC_CONFIGS,
     MDEQ_CONFIGS,
@@ -81,7 +81,11 @@ from deqode.models.mdeq import (
     SkipPredictor,
 )
 from deqode.models.regularizers import attach_loss, jacobian_frobenius, skip_loss
-from deqode.solvers.implicit import solve_adjoint
+from deqode.solvers.implicit import (
+    attach_implicit_correction,
+    check_solution,
+    solve_implicit_adjoint,
+)
 from deqode.solvers.steady_state import (
     INTEGRATORS,
     TERMINATION_MODES,
@@ -132,70 +136,8 @@ def arch_config(arch: str) -> MDEQConfig | FCConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# the implicit backward
+# the Neural ODE baseline's counted field
 # --------------------------------------------------------------------------------------------------
-
-
-def solve_implicit_adjoint(
-    vjp, v: Tensor, atol: float, rtol: float, max_iter: int
-) -> tuple[Tensor, dict[str, Any]]:
-    """Solve ``(I − Jᵀ) μ = v`` for the whole batch as one system (GMRES from 0, unrestarted).
-
-    ``vjp(w) = wᵀJ``. Stops when ``‖v − (I − Jᵀ)μ‖ ≤ atol + rtol‖v‖`` (Krylov.jl's rule, the
-    norms over the whole batch tensor) or after ``max_iter`` iterations. Returns ``μ`` and a
-    record with ``v_norm``, ``iterations``, ``vjps`` (matrix–vector products), ``converged``
-    and ``relative_residual``.
-    """
-    v_norm = float(v.norm())
-    if v_norm == 0.0 or max_iter == 0:
-        return torch.zeros_like(v), {"v_norm": v_norm, "iterations": 0, "vjps": 0,
-                                     "converged": v_norm == 0.0,
-                                     "relative_residual": 0.0 if v_norm == 0 else 1.0}
-    rel_tol = (atol + rtol * v_norm) / v_norm  # Krylov.jl's rule as a relative tolerance
-
-    def vjp_flat(w: Tensor) -> Tensor:  # the whole batch is one system: a (1, N) "sample"
-        return vjp(w.reshape(v.shape)).reshape(1, -1)
-
-    mu, info = solve_adjoint(vjp_flat, v.reshape(1, -1), "gmres", tol=rel_tol,
-                             max_iter=max_iter, restart=max_iter)
-    return mu.reshape(v.shape), {
-        "v_norm": v_norm, "iterations": info.iterations, "vjps": info.nfe,
-        "converged": info.converged, "relative_residual": info.final_residual,
-    }
-
-
-class _ImplicitSteadyState(torch.autograd.Function):
-    """Identity on ``u*`` whose backward adds the implicit correction ``μᵀ ∂f/∂(θ, x)``."""
-
-    @staticmethod
-    def forward(ctx, u_star: Tensor, x: Tensor, core: nn.Module, settings: dict[str, Any],
-                record: dict[str, Any], *params: Tensor) -> Tensor:
-        ctx.core, ctx.settings, ctx.record, ctx.params = core, settings, record, params
-        ctx.save_for_backward(u_star, x)
-        return u_star.clone()
-
-    @staticmethod
-    def backward(ctx, v: Tensor):
-        u_star, x = ctx.saved_tensors
-        need_x = ctx.needs_input_grad[1]
-        need_p = ctx.needs_input_grad[5:]
-        with torch.enable_grad():
-            u = u_star.detach().requires_grad_(True)
-            x_in = x.detach().requires_grad_(need_x)
-            fu = ctx.core(u, x_in)
-
-        def vjp(w: Tensor) -> Tensor:
-            return torch.autograd.grad(fu, u, w, retain_graph=True)[0]
-
-        s = ctx.settings
-        mu, record = solve_implicit_adjoint(vjp, v, s["atol"], s["rtol"], s["max_iter"])
-        ctx.record.update(record)
-        inputs = ([x_in] if need_x else []) + [p for p, n in zip(ctx.params, need_p, strict=True)
-                                                if n]
-        grads = list(torch.autograd.grad(fu, inputs, mu, allow_unused=True)) if inputs else []
-        grad_x = grads.pop(0) if need_x else None
-        grad_params = [grads.pop(0) if n else None for n in need_p]
-        return (None, grad_x, None, None, None, *grad_params)
 
 
 class _Field(nn.Module):
@@ -409,11 +351,9 @@ class ContinuousDEQ(ImplicitClassifier):
             nfe += info.nfe + 1
             if self._needs_grad() and self.backward == "implicit":
                 x_adj = x if self.stem_gradient == "implicit" else x.detach()
-                settings = {"atol": self.gmres_atol, "rtol": self.gmres_rtol,
-                            "max_iter": self.gmres_max_iter}
-                params = tuple(self.core.parameters())
-                u_star = _ImplicitSteadyState.apply(u_star, x_adj, self.core, settings,
-                                                    self._backward_stats, *params)
+                u_star = attach_implicit_correction(
+                    u_star, x_adj, self.core, atol=self.gmres_atol, rtol=self.gmres_rtol,
+                    max_iter=self.gmres_max_iter, record=self._backward_stats)
             z = self.core(u_star, x)
         aux = None
         if self.training and self._needs_grad():
@@ -446,9 +386,8 @@ class ContinuousDEQ(ImplicitClassifier):
                 u_star, info = broyden_steady_state(
                     f, u0, termination=self.termination, tol=self.tol, max_steps=self.max_steps,
                     memory=self.broyden_memory)
-        if not torch.isfinite(u_star).all():
-            raise SolverFailure(f"{type(self).__name__} ({self.solver}): the forward solve "
-                                f"returned a non-finite state after {info.nfe} evaluations")
+        check_solution(u_star, info, f"{type(self).__name__} ({self.solver})",
+                       best_iterate_kept=True)
         return u_star, info
 
     def _neural_ode(self, x: Tensor, stats: dict[str, Any]) -> tuple[Tensor, int]:

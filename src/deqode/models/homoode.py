@@ -15,15 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
-from deqode.models.layers import (
+from deqode.models.bases import CountingField, ODEClassifier, solver_errors_as_failure
+from deqode.models.blocks import (
     AlternatingInit,
     ClassificationHead,
     ConvField,
-    CountingField,
     DownsamplingStem,
     InitLayer,
-    ODEClassifier,
-    solver_errors_as_failure,
 )
 
 HOMOODE_GRAD_MODES = ("backprop", "adjoint", "frozen_adjoint")

@@ -32,7 +32,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from deqode.models.layers import ConvField, ODEClassifier, check_image_batch, group_norm
+from deqode.models.bases import ODEClassifier, check_image_batch
+from deqode.models.blocks import ConvField, group_norm
 from deqode.solvers.nesterov import step_grid
 
 DOWNSAMPLING = ("conv", "small")

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from deqode.choices import check_choice
-from deqode.models.layers import ODE_GRAD_MODES
+from deqode.models.bases import ODE_GRAD_MODES
 
 GRAD_MODES = ODE_GRAD_MODES
 
