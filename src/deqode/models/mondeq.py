@@ -14,6 +14,8 @@ splitting finds it for any step ``α > 0`` (Peaceman–Rachford) or small enough
 (forward–backward). Circular convolutions are diagonalised by the 2-D DFT, so the resolvent
 ``(I + α(I − W))^{-1}`` of the conv operator is a batch of ``C × C`` inverses, one per frequency.
 
+The splitting solvers are :func:`deqode.solvers.splitting.splitting_solve`; the layer solves,
+checks and differentiates through :func:`deqode.solvers.implicit.solve_equilibrium`.
 Peaceman–Rachford (PR), from ``z = u = 0``::
 
     u½ = 2z − u;  z½ = (I + α(I − W))^{-1}(u½ + α b);  u = 2z½ − u½;  z = σ(u)
@@ -230,9 +232,9 @@ class MonDEQ(CountsNFE, nn.Module):
         require_convergence: raise :class:`~deqode.errors.SolverFailure` if the forward solve
             misses ``tol``; a non-finite solve always raises.
 
-    Counters: ``nfe_forward`` (splitting sweeps of the last forward), ``nfe_backward`` (sweeps or
-    vector-Jacobian products of the last backward); records ``last_solver_info`` and
-    ``last_backward_info``.
+    Counters: ``nfe_forward`` (splitting sweeps of the last forward), ``nfe_backward`` (sweeps of
+    the last ``"splitting"`` backward; the ``"ift"`` backward's vector-Jacobian products are not
+    counted, it stays 0); records ``last_solver_info`` and ``last_backward_info`` (splitting).
     """
 
     def __init__(
@@ -268,9 +270,6 @@ class MonDEQ(CountsNFE, nn.Module):
         self.nfe_forward = 0
         self.nfe_backward = 0
 
-    def reset_nfe(self) -> None:
-        self.nfe_forward = self.nfe_backward = 0
-
     def forward(self, x: Tensor) -> Tensor:
         op, sigma = self.operator, self.nonlinearity
         bias = op.inject(x)
@@ -294,8 +293,6 @@ class MonDEQ(CountsNFE, nn.Module):
             backward=splitting_backward if self.backward == "splitting" else self.backward,
             backward_tol=self.backward_tol, backward_max_iter=self.backward_max_iter,
         )
-        if self.backward == "ift":
-            self._ift_stats = eq.backward
         return eq.z
 
     def _keep_info(self, info: SolverInfo) -> None:

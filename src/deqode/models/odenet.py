@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from deqode.models.bases import ODEClassifier, check_image_batch
 from deqode.models.blocks import ConvField, group_norm
+from deqode.models.nfe import CountsNFE
 from deqode.solvers.nesterov import step_grid
 
 DOWNSAMPLING = ("conv", "small")
@@ -127,7 +128,7 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResNet(nn.Module):
+class ResNet(CountsNFE, nn.Module):
     """The discrete baseline: the same downsampling and head around ``n_blocks`` ResBlocks."""
 
     def __init__(
