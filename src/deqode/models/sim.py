@@ -1,10 +1,10 @@
 """Stable Invariant Models (SIM; Konishi & Kawahara, arXiv 2207.07475): the model and its builds.
 
 SIM is the closed-form infinite-depth limit of a weight-tied network read through the spectra of
-the Koopman / Perron–Frobenius operators (spec ``sim.md`` §2.2, a reconstruction). What is left
-after infinitely many layers is a rank-``r`` linear map ``U V`` applied to a feature map of the
-input alone, so the model is an explicit feedforward composition (spec §2.4, the official code
-``uswodce/sim:src/sim/net.py``)::
+the Koopman / Perron–Frobenius operators (the book's reconstruction of the argument; the
+official code computes only the limit). What is left after infinitely many layers is a rank-``r``
+linear map ``U V`` applied to a feature map of the input alone, so the model is an explicit
+feedforward composition (the official code ``uswodce/sim``, ``src/sim/net.py``)::
 
     h = Φ_θ(x)                          first tier: learned basis (CNN / MLP / TCN), width n1
     h = ξ_σ(h)          [two-tier]      second tier: frozen random Fourier features, width n2
@@ -21,8 +21,9 @@ construction from the global torch RNG (or a given generator), stored in the sta
 counted as parameters. Deviation from the official code: the code keeps two identical copies of
 ``Ω`` (one per cos/sin half); we keep one, so a state dict of ours holds ``Ω`` once.
 
-Named builds (:func:`build`, :func:`names`) give the paper's parameter budgets (spec §3.2–§3.4,
-counts [derived] from the layer shapes and checked by the tests) and the smoke-profile sizes.
+Named builds (:func:`build`, :func:`names`) give the parameter budgets of the official runs
+(``uswodce/sim``, ``src/{imgcl,imgreg,cpmem}.sh``; counts derived from the layer shapes and
+checked by the tests) and the smoke-profile sizes.
 
 The tiers are in :mod:`deqode.models.sim_tiers`; the two small DEQs the chapter compares SIM
 with (:class:`ContractiveTanhDEQ`, :class:`TemporalDEQ`) in :mod:`deqode.models.sim_baselines`.

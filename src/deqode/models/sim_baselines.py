@@ -3,10 +3,10 @@
 :class:`ContractiveTanhDEQ` is the Koopman demo's DEQ (the book's SIM chapter, demos K1/K2: a
 contraction whose Jacobian at the fixed point is compared with SIM's ``U V``); :class:`TemporalDEQ`
 is the copy-memory baseline, a DEQ over a causal convolution (Konishi & Kawahara, arXiv
-2207.07475, §5.3 compare SIM with a DEQ on copy memory but do not describe it: a companion
-choice). Both solve, check and differentiate through :func:`deqode.solvers.implicit.
-solve_equilibrium`. Fixed-point convention: ``z* = f(z*)``, relative residual
-``||f(z) − z|| / (||f(z)|| + eps)`` per sample, batch value = max over samples.
+2207.07475, compare SIM with a DEQ on copy memory; the official code ``uswodce/sim`` holds no
+baseline, so this one is a companion choice). Both solve, check and differentiate through
+:func:`deqode.solvers.implicit.solve_equilibrium`. Fixed-point convention: ``z* = f(z*)``,
+relative residual ``||f(z) − z|| / (||f(z)|| + eps)`` per sample, batch value = max over samples.
 """
 
 from __future__ import annotations
