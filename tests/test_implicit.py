@@ -211,8 +211,13 @@ def test_solve_equilibrium_failures_and_custom_backward() -> None:
     with pytest.raises(SolverFailure, match="tanh: the picard solve diverged"):
         solve_equilibrium(lambda z: z * float("nan"), z0, "tanh", solver="picard")
     scale = torch.full_like(z0, 3.0)
-    eq = solve_equilibrium(problem.f, z0, "tanh", tol=1e-10, max_iter=100,
-                           backward=lambda z_star: lambda grad: grad * scale)
+
+    def scaled(z_star: torch.Tensor, f) -> torch.Tensor:
+        z = f(z_star)
+        z.register_hook(lambda grad: grad * scale)
+        return z
+
+    eq = solve_equilibrium(problem.f, z0, "tanh", tol=1e-10, max_iter=100, backward=scaled)
     assert eq.evaluations == eq.info.nfe + 1  # one application, no VJP graph
     grad = torch.autograd.grad(eq.z.sum(), problem.x)[0]
     want = torch.autograd.grad(problem.f(eq.z_star).mul(scale).sum(), problem.x)[0]

@@ -1,10 +1,11 @@
 """Pins every DEQ-like model's forward, backward and NFE counts to a saved reference.
 
 ``tests/data/implicit_reference_v1.pt`` was written by ``python tests/test_implicit_reference.py``
-before the solve / failure check / implicit backward of the models moved into
-:func:`deqode.solvers.implicit.solve_equilibrium` (issue 11). Each case runs one model in float64
-on fixed inputs, one forward and one backward, and records the output, the gradients of every
-parameter and of the input, and the NFE counters as :func:`deqode.metrics.read_nfe` reads them.
+on the code of commit 6caea3c, before the solve / failure check / implicit backward of the models
+moved into :func:`deqode.solvers.implicit.solve_equilibrium` (issue 11). Each case runs one model
+in float64 on fixed inputs, one forward and one backward, and records the output, the gradients
+of every parameter and of the input, and the NFE counters as :func:`deqode.metrics.read_nfe`
+reads them.
 On the machine that wrote the fixture the tensors are bit-for-bit equal; the test allows 1e-12
 relative to absorb another BLAS, and compares the NFE counts exactly.
 """
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deqode import metrics
-from deqode.models import DEQ, ContinuousDEQ, SkipRegDEQ, mondeq, sim
+from deqode.models import DEQ, ContinuousDEQ, SkipDEQ, SkipRegDEQ, mondeq, sim
 from deqode.models.implicit2 import DEQMFN
 
 FIXTURE = Path(__file__).parent / "data" / "implicit_reference_v1.pt"
@@ -82,6 +83,8 @@ CASES: dict[str, Callable[[], tuple[nn.Module, Tensor]]] = {
     "cdeq-continuous": lambda: _cdeq(),
     "cdeq-discrete-implicit-stem": lambda: _cdeq(solver="discrete", stem_gradient="implicit"),
     "skipreg-discrete-jac": lambda: _cdeq(SkipRegDEQ, solver="discrete", jac_weight=1.0),
+    "skip-continuous": lambda: _cdeq(SkipDEQ),
+    "cdeq-discrete-jfb": lambda: _cdeq(solver="discrete", backward="jfb"),
 }
 
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -82,8 +82,9 @@ from deqode.models.mdeq import (
 )
 from deqode.models.regularizers import attach_loss, jacobian_frobenius, skip_loss
 from deqode.solvers.implicit import (
+    Equilibrium,
     attach_implicit_correction,
-    check_solution,
+    solve_equilibrium,
     solve_implicit_adjoint,
 )
 from deqode.solvers.steady_state import (
@@ -345,16 +346,11 @@ class ContinuousDEQ(ImplicitClassifier):
             nfe += self.pretrain_depth
             stats["pretraining"] = True
         else:
-            u_star, info = self._solve(u0.detach(), x.detach())
-            stats["solver_info"] = info
-            stats["nfe_solver"] = info.nfe
-            nfe += info.nfe + 1
-            if self._needs_grad() and self.backward == "implicit":
-                x_adj = x if self.stem_gradient == "implicit" else x.detach()
-                u_star = attach_implicit_correction(
-                    u_star, x_adj, self.core, atol=self.gmres_atol, rtol=self.gmres_rtol,
-                    max_iter=self.gmres_max_iter, record=self._backward_stats)
-            z = self.core(u_star, x)
+            eq = self._equilibrium(u0.detach(), x)
+            stats["solver_info"] = eq.info
+            stats["nfe_solver"] = eq.info.nfe
+            nfe += eq.info.nfe + eq.evaluations  # solver + the extra application
+            z, u_star = eq.z, eq.z_star
         aux = None
         if self.training and self._needs_grad():
             terms = []
@@ -372,23 +368,42 @@ class ContinuousDEQ(ImplicitClassifier):
         self.last_stats = stats
         return z, aux
 
+    def _equilibrium(self, u0: Tensor, x: Tensor) -> Equilibrium:
+        """Solve from ``u0`` (no grad), check, and apply f once more with the implicit backward.
+
+        :func:`deqode.solvers.implicit.solve_equilibrium` with this model's steady-state solve
+        (a non-finite result raises :class:`~deqode.errors.SolverFailure`; a solver that kept its
+        best finite iterate does not) and, when training with ``backward="implicit"``, the
+        correction arrangement :func:`deqode.solvers.implicit.attach_implicit_correction`.
+        """
+        def solve(_f: Callable[[Tensor], Tensor], start: Tensor) -> tuple[Tensor,
+                                                                          SteadyStateInfo]:
+            return self._solve(start, x.detach())
+
+        def correction(u_star: Tensor, f: Callable[[Tensor], Tensor]) -> Tensor:
+            x_adj = x if self.stem_gradient == "implicit" else x.detach()
+            return f(attach_implicit_correction(
+                u_star, x_adj, self.core, atol=self.gmres_atol, rtol=self.gmres_rtol,
+                max_iter=self.gmres_max_iter, record=self._backward_stats))
+
+        implicit = self._needs_grad() and self.backward == "implicit"
+        return solve_equilibrium(
+            lambda u: self.core(u, x), u0, f"{type(self).__name__} ({self.solver})", solve=solve,
+            best_iterate_kept=True, backward=correction if implicit else "one_step")
+
     def _solve(self, u0: Tensor, x: Tensor) -> tuple[Tensor, SteadyStateInfo]:
-        """The no-grad forward solve from ``u0``; raises SolverFailure on a non-finite result."""
+        """The no-grad forward solve from ``u0`` (checked by :meth:`_equilibrium`)."""
         def f(u: Tensor) -> Tensor:
             return self.core(u, x)
 
         with torch.no_grad(), self._cached_weights():
             if self.solver == "continuous":
-                u_star, info = steady_state(
+                return steady_state(
                     f, u0, termination=self.termination, tol=self.tol, max_steps=self.max_steps,
                     method=self.method, abstol=self.abstol, reltol=self.reltol)
-            else:
-                u_star, info = broyden_steady_state(
-                    f, u0, termination=self.termination, tol=self.tol, max_steps=self.max_steps,
-                    memory=self.broyden_memory)
-        check_solution(u_star, info, f"{type(self).__name__} ({self.solver})",
-                       best_iterate_kept=True)
-        return u_star, info
+            return broyden_steady_state(
+                f, u0, termination=self.termination, tol=self.tol, max_steps=self.max_steps,
+                memory=self.broyden_memory)
 
     def _neural_ode(self, x: Tensor, stats: dict[str, Any]) -> tuple[Tensor, int]:
         """``z(1)`` of ``dz/dt = f(z, x)``, ``z(0) = 0``, then the extra application."""

@@ -274,18 +274,20 @@ class MonDEQ(CountsNFE, nn.Module):
         op, sigma = self.operator, self.nonlinearity
         bias = op.inject(x)
         resolve, resolve_t = op.resolvent(self.alpha)
-        applied: dict[str, Tensor] = {}
 
         def f(z: Tensor) -> Tensor:
-            applied["y"] = y = op.multiply(z) + bias
-            return sigma(y)
+            return sigma(op.multiply(z) + bias)
 
         def splitting(_f: Callable[[Tensor], Tensor], _z0: Tensor) -> tuple[Tensor, SolverInfo]:
             return splitting_solve(op.multiply, resolve, sigma, bias.detach(), self.solver,
                                    self.alpha, self.tol, self.max_iter)
 
-        def splitting_backward(_z_star: Tensor) -> Callable[[Tensor], Tensor]:
-            return self._splitting_hook(sigma.derivative(applied["y"].detach()), resolve_t)
+        def splitting_backward(z_star: Tensor, _f: Callable[[Tensor], Tensor]) -> Tensor:
+            y = op.multiply(z_star) + bias
+            z = sigma(y)
+            if z.requires_grad:
+                z.register_hook(self._splitting_hook(sigma.derivative(y.detach()), resolve_t))
+            return z
 
         eq = solve_equilibrium(
             f, bias, "monDEQ forward", solve=splitting, tol=self.tol, max_iter=self.max_iter,

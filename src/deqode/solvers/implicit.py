@@ -133,8 +133,8 @@ def implicit_fixed_point(
 # the one entry of the DEQ-like models: solve, check, record, implicit backward
 # --------------------------------------------------------------------------------------------------
 
-#: A custom backward: called with the detached solution, returns the hook put on ``f(z*)``.
-HookFactory = Callable[[Tensor], Callable[[Tensor], Tensor]]
+#: A model's own backward: ``(z*, f) -> f(z*)`` carrying the gradient the model wants (z* detached).
+CustomBackward = Callable[[Tensor, Callable[[Tensor], Tensor]], Tensor]
 
 
 def check_solution(
@@ -202,8 +202,9 @@ def solve_equilibrium(
     solver_options: dict[str, Any] | None = None,
     solve: Callable[[Callable[[Tensor], Tensor], Tensor], tuple[Tensor, SolverInfo]] | None = None,
     require_convergence: bool = False,
+    best_iterate_kept: bool = False,
     on_solve: Callable[[SolverInfo], None] | None = None,
-    backward: str | HookFactory = "ift",
+    backward: str | CustomBackward = "ift",
     backward_solver: str = "gmres",
     backward_tol: float = 1e-8,
     backward_max_iter: int = 100,
@@ -215,9 +216,10 @@ def solve_equilibrium(
     names the model in the error; ``on_solve(info)``, if given, runs before it, so that a model
     keeps the record of a failed solve); (3) :func:`implicit_fixed_point` with ``backward``
     ``"ift"`` (the adjoint system solved by ``backward_solver`` to ``backward_tol`` within
-    ``backward_max_iter``) or ``"one_step"``. A callable ``backward`` is a model's own backward:
-    ``f(z*)`` is applied once and, if it requires grad, ``backward(z*)`` is registered as the
-    hook on it (monDEQ's splitting backward). Every call of f is counted in
+    ``backward_max_iter``) or ``"one_step"``. A callable ``backward(z*, f)`` is a model's own
+    backward: it applies f to ``z*`` and attaches the model's gradient (monDEQ's splitting hook,
+    the continuous DEQ's :func:`attach_implicit_correction`). ``best_iterate_kept`` is passed to
+    :func:`check_solution`. Every call of f is counted in
     :attr:`Equilibrium.evaluations`.
     """
     evaluations = 0
@@ -235,12 +237,10 @@ def solve_equilibrium(
     if on_solve is not None:
         on_solve(info)
     check_solution(z_star, info, what, require_convergence=require_convergence, tol=tol,
-                   max_iter=max_iter)
+                   max_iter=max_iter, best_iterate_kept=best_iterate_kept)
     stats: dict[str, Any] = {}
     if callable(backward):
-        z = counted(z_star.detach())
-        if z.requires_grad:
-            z.register_hook(backward(z_star.detach()))
+        z = backward(z_star.detach(), counted)
     else:
         z = implicit_fixed_point(counted, z_star, backward, backward_solver, backward_tol,
                                  backward_max_iter, stats=stats)
@@ -339,8 +339,8 @@ def attach_implicit_correction(
 __all__ = [
     "ADJOINT_METHODS",
     "BACKWARD_MODES",
+    "CustomBackward",
     "Equilibrium",
-    "HookFactory",
     "attach_implicit_correction",
     "check_solution",
     "implicit_fixed_point",
