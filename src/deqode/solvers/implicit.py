@@ -14,11 +14,11 @@ the last application of f. First-order gradients only (no double backward).
 :func:`solve_equilibrium` is the one entry of every DEQ-like model of :mod:`deqode.models`: the
 no-grad forward solve, the failure check (:func:`check_solution`, raising
 :class:`~deqode.errors.SolverFailure`), the record of the solve and of its evaluations of f, and
-the implicit backward above. The continuous DEQ's backward (Pal, Edelman & Rackauckas 2022, §3;
-``SteadyStateAdjoint`` of DiffEqSensitivity.jl as their Julia code calls it) is the same implicit
-gradient arranged the other way round: :func:`attach_implicit_correction` keeps the explicit
-gradient of the extra application ``f(u*, x)`` and adds ``μᵀ ∂f/∂(θ, x)`` with
-``(I − Jᵀ) μ = v`` solved over the whole batch (:func:`solve_implicit_adjoint`).
+the implicit backward above. The continuous DEQ's backward (Pal, Edelman & Rackauckas, arXiv
+2201.12240; ``DeepEquilibriumAdjoint`` in ``SciML/DeepEquilibriumNetworks.jl``, ``src/adjoint.jl``)
+is the same implicit gradient arranged the other way round: :func:`attach_implicit_correction`
+keeps the explicit gradient of the extra application ``f(u*, x)`` and adds ``μᵀ ∂f/∂(θ, x)``
+with ``(I − Jᵀ) μ = v`` solved over the whole batch (:func:`solve_implicit_adjoint`).
 """
 
 from __future__ import annotations
@@ -127,8 +127,6 @@ def implicit_fixed_point(
     return z_out
 
 
-
-
 # --------------------------------------------------------------------------------------------------
 # the one entry of the DEQ-like models: solve, check, record, implicit backward
 # --------------------------------------------------------------------------------------------------
@@ -186,7 +184,8 @@ class Equilibrium:
 
     @property
     def backward_nfe(self) -> int:
-        """Vector-Jacobian products (or custom-backward sweeps) of the backward so far."""
+        """Vector-Jacobian products of the ``"ift"`` backward solves so far (0 for
+        ``"one_step"``; a custom backward keeps its own record)."""
         return int(self.backward.get("backward_nfe", 0))
 
 
