@@ -376,8 +376,8 @@ class ContinuousDEQ(ImplicitClassifier):
         best finite iterate does not) and, when training with ``backward="implicit"``, the
         correction arrangement :func:`deqode.solvers.implicit.attach_implicit_correction`.
         """
-        def solve(_f: Callable[[Tensor], Tensor], start: Tensor) -> tuple[Tensor,
-                                                                          SteadyStateInfo]:
+        def solve(_f: Callable[[Tensor], Tensor], start: Tensor
+                  ) -> tuple[Tensor, SteadyStateInfo]:
             return self._solve(start, x.detach())
 
         def correction(u_star: Tensor, f: Callable[[Tensor], Tensor]) -> Tensor:
