@@ -1,4 +1,5 @@
-"""GMRES, the adjoint solve and the implicit (IFT) gradient against direct solves and unrolling."""
+"""GMRES, the adjoint solve and the implicit (IFT) gradient against direct solves and unrolling;
+the shared entry of the DEQ-like models and the NFE protocol."""
 
 from __future__ import annotations
 
@@ -6,8 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from deqode import metrics
 from deqode.choices import UnknownChoiceError
-from deqode.solvers import fixed_point, gmres, implicit_fixed_point, solve_adjoint
+from deqode.errors import SolverFailure
+from deqode.models.nfe import CountsNFE
+from deqode.solvers import (
+    SolverInfo,
+    fixed_point,
+    gmres,
+    implicit_fixed_point,
+    solve_adjoint,
+    solve_equilibrium,
+)
 from deqode.solvers.implicit import ADJOINT_METHODS
 
 F64 = torch.float64
@@ -165,3 +176,67 @@ def test_no_grad_and_bad_arguments() -> None:
         implicit_fixed_point(problem.f, z_star, m=5)
     with pytest.raises(UnknownChoiceError, match="'stop_mode', 'm', 'lam', 'beta'"):
         solve_adjoint(lambda u: u, torch.ones(2, 2), "anderson", memory=5)
+
+
+# --------------------------------------------------------------------------------------------------
+# the shared entry of the DEQ-like models
+# --------------------------------------------------------------------------------------------------
+
+
+def test_solve_equilibrium_is_fixed_point_then_implicit_fixed_point() -> None:
+    """Same iterate, same gradient and the evaluation count of the two calls it stands for."""
+    problem = TanhEquilibrium()
+    z0 = torch.zeros_like(problem.target)
+    eq = solve_equilibrium(problem.f, z0, "tanh", solver="anderson", tol=1e-10, max_iter=200,
+                           backward_tol=1e-12)
+    z_star, info = fixed_point(problem.f, z0, "anderson", 1e-10, 200)
+    assert torch.equal(eq.z_star, z_star) and eq.info.nfe == info.nfe
+    assert eq.evaluations == info.nfe + 2  # + the output and the VJP graph applications
+    want = torch.autograd.grad(problem.loss(implicit_fixed_point(problem.f, z_star, tol=1e-12)),
+                               problem.leaves)
+    got = torch.autograd.grad(problem.loss(eq.z), problem.leaves)
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
+    assert eq.backward_nfe == eq.backward["backward_info"].nfe > 0
+
+
+def test_solve_equilibrium_failures_and_custom_backward() -> None:
+    problem = TanhEquilibrium()
+    z0 = torch.zeros_like(problem.target)
+    seen: list[SolverInfo] = []
+    with pytest.raises(SolverFailure, match="did not reach tol"):
+        solve_equilibrium(problem.f, z0, "tanh", solver="picard", tol=1e-12, max_iter=3,
+                          require_convergence=True, on_solve=seen.append)
+    assert len(seen) == 1 and seen[0].iterations == 3  # the record of the failed solve is kept
+    with pytest.raises(SolverFailure, match="tanh: the picard solve diverged"):
+        solve_equilibrium(lambda z: z * float("nan"), z0, "tanh", solver="picard")
+    scale = torch.full_like(z0, 3.0)
+
+    def scaled(z_star: torch.Tensor, f) -> torch.Tensor:
+        z = f(z_star)
+        z.register_hook(lambda grad: grad * scale)
+        return z
+
+    eq = solve_equilibrium(problem.f, z0, "tanh", tol=1e-10, max_iter=100, backward=scaled)
+    assert eq.evaluations == eq.info.nfe + 1  # one application, no VJP graph
+    grad = torch.autograd.grad(eq.z.sum(), problem.x)[0]
+    want = torch.autograd.grad(problem.f(eq.z_star).mul(scale).sum(), problem.x)[0]
+    assert torch.equal(grad, want)
+
+
+def test_nfe_protocol_reads_none_for_an_uncounted_backward() -> None:
+    class Counted(CountsNFE, torch.nn.Module):
+        pass
+
+    class CountedBoth(CountsNFE, torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.nfe_forward, self.nfe_backward = 3, 4
+
+    model, both = Counted(), CountedBoth()
+    model.nfe_forward = 5
+    assert metrics.read_nfe(model) == (5.0, None)
+    assert metrics.read_nfe(both) == (3.0, 4.0)
+    metrics.reset_nfe(model)
+    metrics.reset_nfe(both)
+    assert metrics.read_nfe(model) == (0.0, None) and metrics.read_nfe(both) == (0.0, 0.0)

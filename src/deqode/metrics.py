@@ -25,20 +25,29 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from deqode.models.nfe import CountsNFE
+
 MB = 1024.0**2
 
 
 def reset_nfe(model: nn.Module) -> None:
-    """Zero the model's NFE counters if it has them (ODE and DEQ models do)."""
+    """Zero the model's NFE counters (:class:`deqode.models.nfe.CountsNFE`); a module outside
+    the protocol is reset if it has a ``reset_nfe`` method."""
     reset = getattr(model, "reset_nfe", None)
     if callable(reset):
         reset()
 
 
 def read_nfe(model: nn.Module) -> tuple[float | None, float | None]:
-    """``(nfe_forward, nfe_backward)`` of the model since its last reset; ``None`` where absent."""
-    forward = getattr(model, "nfe_forward", None)
-    backward = getattr(model, "nfe_backward", None)
+    """``(nfe_forward, nfe_backward)`` of the model since its last reset; ``None`` where not
+    counted. Reads :meth:`CountsNFE.nfe_counts <deqode.models.nfe.CountsNFE.nfe_counts>`; a
+    module outside the protocol is read through its ``nfe_forward`` / ``nfe_backward``
+    attributes, if any."""
+    if isinstance(model, CountsNFE):
+        forward, backward = model.nfe_counts()
+    else:
+        forward = getattr(model, "nfe_forward", None)
+        backward = getattr(model, "nfe_backward", None)
     return (
         None if forward is None else float(forward),
         None if backward is None else float(backward),

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -65,7 +65,7 @@ from torchdiffeq import odeint_adjoint
 
 from deqode.choices import ODE_GRAD_MODES, check_choice
 from deqode.errors import SolverFailure
-from deqode.models.layers import ImplicitClassifier, solver_errors_as_failure
+from deqode.models.bases import ImplicitClassifier, solver_errors_as_failure
 from deqode.models.mdeq import (
     FC_CONFIGS,
     MDEQ_CONFIGS,
@@ -81,7 +81,12 @@ from deqode.models.mdeq import (
     SkipPredictor,
 )
 from deqode.models.regularizers import attach_loss, jacobian_frobenius, skip_loss
-from deqode.solvers.implicit import solve_adjoint
+from deqode.solvers.implicit import (
+    Equilibrium,
+    attach_implicit_correction,
+    solve_equilibrium,
+    solve_implicit_adjoint,
+)
 from deqode.solvers.steady_state import (
     INTEGRATORS,
     TERMINATION_MODES,
@@ -132,70 +137,8 @@ def arch_config(arch: str) -> MDEQConfig | FCConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# the implicit backward
+# the Neural ODE baseline's counted field
 # --------------------------------------------------------------------------------------------------
-
-
-def solve_implicit_adjoint(
-    vjp, v: Tensor, atol: float, rtol: float, max_iter: int
-) -> tuple[Tensor, dict[str, Any]]:
-    """Solve ``(I − Jᵀ) μ = v`` for the whole batch as one system (GMRES from 0, unrestarted).
-
-    ``vjp(w) = wᵀJ``. Stops when ``‖v − (I − Jᵀ)μ‖ ≤ atol + rtol‖v‖`` (Krylov.jl's rule, the
-    norms over the whole batch tensor) or after ``max_iter`` iterations. Returns ``μ`` and a
-    record with ``v_norm``, ``iterations``, ``vjps`` (matrix–vector products), ``converged``
-    and ``relative_residual``.
-    """
-    v_norm = float(v.norm())
-    if v_norm == 0.0 or max_iter == 0:
-        return torch.zeros_like(v), {"v_norm": v_norm, "iterations": 0, "vjps": 0,
-                                     "converged": v_norm == 0.0,
-                                     "relative_residual": 0.0 if v_norm == 0 else 1.0}
-    rel_tol = (atol + rtol * v_norm) / v_norm  # Krylov.jl's rule as a relative tolerance
-
-    def vjp_flat(w: Tensor) -> Tensor:  # the whole batch is one system: a (1, N) "sample"
-        return vjp(w.reshape(v.shape)).reshape(1, -1)
-
-    mu, info = solve_adjoint(vjp_flat, v.reshape(1, -1), "gmres", tol=rel_tol,
-                             max_iter=max_iter, restart=max_iter)
-    return mu.reshape(v.shape), {
-        "v_norm": v_norm, "iterations": info.iterations, "vjps": info.nfe,
-        "converged": info.converged, "relative_residual": info.final_residual,
-    }
-
-
-class _ImplicitSteadyState(torch.autograd.Function):
-    """Identity on ``u*`` whose backward adds the implicit correction ``μᵀ ∂f/∂(θ, x)``."""
-
-    @staticmethod
-    def forward(ctx, u_star: Tensor, x: Tensor, core: nn.Module, settings: dict[str, Any],
-                record: dict[str, Any], *params: Tensor) -> Tensor:
-        ctx.core, ctx.settings, ctx.record, ctx.params = core, settings, record, params
-        ctx.save_for_backward(u_star, x)
-        return u_star.clone()
-
-    @staticmethod
-    def backward(ctx, v: Tensor):
-        u_star, x = ctx.saved_tensors
-        need_x = ctx.needs_input_grad[1]
-        need_p = ctx.needs_input_grad[5:]
-        with torch.enable_grad():
-            u = u_star.detach().requires_grad_(True)
-            x_in = x.detach().requires_grad_(need_x)
-            fu = ctx.core(u, x_in)
-
-        def vjp(w: Tensor) -> Tensor:
-            return torch.autograd.grad(fu, u, w, retain_graph=True)[0]
-
-        s = ctx.settings
-        mu, record = solve_implicit_adjoint(vjp, v, s["atol"], s["rtol"], s["max_iter"])
-        ctx.record.update(record)
-        inputs = ([x_in] if need_x else []) + [p for p, n in zip(ctx.params, need_p, strict=True)
-                                                if n]
-        grads = list(torch.autograd.grad(fu, inputs, mu, allow_unused=True)) if inputs else []
-        grad_x = grads.pop(0) if need_x else None
-        grad_params = [grads.pop(0) if n else None for n in need_p]
-        return (None, grad_x, None, None, None, *grad_params)
 
 
 class _Field(nn.Module):
@@ -403,18 +346,11 @@ class ContinuousDEQ(ImplicitClassifier):
             nfe += self.pretrain_depth
             stats["pretraining"] = True
         else:
-            u_star, info = self._solve(u0.detach(), x.detach())
-            stats["solver_info"] = info
-            stats["nfe_solver"] = info.nfe
-            nfe += info.nfe + 1
-            if self._needs_grad() and self.backward == "implicit":
-                x_adj = x if self.stem_gradient == "implicit" else x.detach()
-                settings = {"atol": self.gmres_atol, "rtol": self.gmres_rtol,
-                            "max_iter": self.gmres_max_iter}
-                params = tuple(self.core.parameters())
-                u_star = _ImplicitSteadyState.apply(u_star, x_adj, self.core, settings,
-                                                    self._backward_stats, *params)
-            z = self.core(u_star, x)
+            eq = self._equilibrium(u0.detach(), x)
+            stats["solver_info"] = eq.info
+            stats["nfe_solver"] = eq.info.nfe
+            nfe += eq.info.nfe + eq.evaluations  # solver + the extra application
+            z, u_star = eq.z, eq.z_star
         aux = None
         if self.training and self._needs_grad():
             terms = []
@@ -432,24 +368,42 @@ class ContinuousDEQ(ImplicitClassifier):
         self.last_stats = stats
         return z, aux
 
+    def _equilibrium(self, u0: Tensor, x: Tensor) -> Equilibrium:
+        """Solve from ``u0`` (no grad), check, and apply f once more with the implicit backward.
+
+        :func:`deqode.solvers.implicit.solve_equilibrium` with this model's steady-state solve
+        (a non-finite result raises :class:`~deqode.errors.SolverFailure`; a solver that kept its
+        best finite iterate does not) and, when training with ``backward="implicit"``, the
+        correction arrangement :func:`deqode.solvers.implicit.attach_implicit_correction`.
+        """
+        def solve(_f: Callable[[Tensor], Tensor], start: Tensor
+                  ) -> tuple[Tensor, SteadyStateInfo]:
+            return self._solve(start, x.detach())
+
+        def correction(u_star: Tensor, f: Callable[[Tensor], Tensor]) -> Tensor:
+            x_adj = x if self.stem_gradient == "implicit" else x.detach()
+            return f(attach_implicit_correction(
+                u_star, x_adj, self.core, atol=self.gmres_atol, rtol=self.gmres_rtol,
+                max_iter=self.gmres_max_iter, record=self._backward_stats))
+
+        implicit = self._needs_grad() and self.backward == "implicit"
+        return solve_equilibrium(
+            lambda u: self.core(u, x), u0, f"{type(self).__name__} ({self.solver})", solve=solve,
+            best_iterate_kept=True, backward=correction if implicit else "one_step")
+
     def _solve(self, u0: Tensor, x: Tensor) -> tuple[Tensor, SteadyStateInfo]:
-        """The no-grad forward solve from ``u0``; raises SolverFailure on a non-finite result."""
+        """The no-grad forward solve from ``u0`` (checked by :meth:`_equilibrium`)."""
         def f(u: Tensor) -> Tensor:
             return self.core(u, x)
 
         with torch.no_grad(), self._cached_weights():
             if self.solver == "continuous":
-                u_star, info = steady_state(
+                return steady_state(
                     f, u0, termination=self.termination, tol=self.tol, max_steps=self.max_steps,
                     method=self.method, abstol=self.abstol, reltol=self.reltol)
-            else:
-                u_star, info = broyden_steady_state(
-                    f, u0, termination=self.termination, tol=self.tol, max_steps=self.max_steps,
-                    memory=self.broyden_memory)
-        if not torch.isfinite(u_star).all():
-            raise SolverFailure(f"{type(self).__name__} ({self.solver}): the forward solve "
-                                f"returned a non-finite state after {info.nfe} evaluations")
-        return u_star, info
+            return broyden_steady_state(
+                f, u0, termination=self.termination, tol=self.tol, max_steps=self.max_steps,
+                memory=self.broyden_memory)
 
     def _neural_ode(self, x: Tensor, stats: dict[str, Any]) -> tuple[Tensor, int]:
         """``z(1)`` of ``dz/dt = f(z, x)``, ``z(0) = 0``, then the extra application."""

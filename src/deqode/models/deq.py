@@ -8,17 +8,16 @@ import torch
 from torch import Tensor, nn
 
 from deqode.choices import check_choice
-from deqode.errors import SolverFailure
-from deqode.models.layers import (
-    ClassificationHead,
-    ConvField,
-    DownsamplingStem,
-    ImplicitClassifier,
-    group_norm,
-)
-from deqode.solvers import SolverInfo, fixed_point, implicit_fixed_point
+from deqode.models.bases import ImplicitClassifier
+from deqode.models.blocks import ClassificationHead, ConvField, DownsamplingStem, group_norm
+from deqode.solvers import SolverInfo
 from deqode.solvers.fixed_point import METHODS, STOP_MODES
-from deqode.solvers.implicit import ADJOINT_METHODS, BACKWARD_MODES
+from deqode.solvers.implicit import (
+    ADJOINT_METHODS,
+    BACKWARD_MODES,
+    Equilibrium,
+    solve_equilibrium,
+)
 
 
 class DEQCell(nn.Module):
@@ -127,56 +126,35 @@ class DEQ(ImplicitClassifier):
         self.backward_max_iter = backward_max_iter
         self.require_convergence = require_convergence
         self.last_solver_info: SolverInfo | None = None
-        self._backward_stats: dict[str, Any] = {}
+        self._equilibrium: Equilibrium | None = None
 
     def solve(self, x_tilde: Tensor) -> Tensor:
         self.cell.prepare(x_tilde)
-        calls = 0
-
-        def f(z: Tensor) -> Tensor:
-            nonlocal calls
-            calls += 1
-            return self.cell(z)
-
-        z0 = torch.zeros_like(x_tilde)
-        z_star, info = fixed_point(
-            f, z0, self.solver, self.tol, self.max_iter, self.stop_mode, **self.solver_options
+        eq = solve_equilibrium(
+            self.cell, torch.zeros_like(x_tilde), "DEQ forward", solver=self.solver,
+            tol=self.tol, max_iter=self.max_iter, stop_mode=self.stop_mode,
+            solver_options=self.solver_options, require_convergence=self.require_convergence,
+            on_solve=self._keep_info,
+            backward=self.backward, backward_solver=self.backward_solver,
+            backward_tol=self.backward_tol, backward_max_iter=self.backward_max_iter,
         )
+        self.nfe_forward, self._equilibrium = eq.evaluations, eq
+        return eq.z
+
+    def _keep_info(self, info: SolverInfo) -> None:
         self.last_solver_info = info
-        if info.diverged or not torch.isfinite(z_star).all():
-            raise SolverFailure(
-                f"DEQ forward: the {self.solver} solve diverged (non-finite residual after "
-                f"{info.iterations} iterations; residuals {info.residuals[-3:]})"
-            )
-        if self.require_convergence and not info.converged:
-            raise SolverFailure(
-                f"DEQ forward: {self.solver} did not reach tol={self.tol} in max_iter="
-                f"{self.max_iter} iterations (final {self.stop_mode} residual "
-                f"{info.final_residual:.3e})"
-            )
-        self._backward_stats = {}
-        z = implicit_fixed_point(
-            f,
-            z_star,
-            backward=self.backward,
-            solver=self.backward_solver,
-            tol=self.backward_tol,
-            max_iter=self.backward_max_iter,
-            stats=self._backward_stats,
-        )
-        self.nfe_forward = calls
-        return z
 
     @property
     def nfe_backward(self) -> int:
         """Vector-Jacobian products of the last backward (adjoint) solve; 0 for ``one_step``."""
-        return int(self._backward_stats.get("backward_nfe", 0))
+        return 0 if self._equilibrium is None else self._equilibrium.backward_nfe
 
     @property
     def last_backward_info(self) -> SolverInfo | None:
         """The adjoint solver's record of the last backward pass (None before any backward)."""
-        return self._backward_stats.get("backward_info")
+        eq = self._equilibrium
+        return None if eq is None else eq.backward.get("backward_info")
 
     def reset_nfe(self) -> None:
         super().reset_nfe()
-        self._backward_stats = {}
+        self._equilibrium = None

@@ -16,15 +16,13 @@ from torch import Tensor, nn
 from torchdiffeq import odeint
 
 from deqode.choices import GRAD_MODES as HOMOODE_GRAD_MODES
-from deqode.models.layers import (
+from deqode.models.bases import CountingField, ODEClassifier, solver_errors_as_failure
+from deqode.models.blocks import (
     AlternatingInit,
     ClassificationHead,
     ConvField,
-    CountingField,
     DownsamplingStem,
     InitLayer,
-    ODEClassifier,
-    solver_errors_as_failure,
 )
 
 

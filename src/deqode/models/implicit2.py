@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from deqode.choices import check_choice
-from deqode.errors import SolverFailure
-from deqode.solvers import SolverInfo, fixed_point, implicit_fixed_point
+from deqode.models.nfe import CountsNFE
+from deqode.solvers import SolverInfo
 from deqode.solvers.fixed_point import METHODS
-from deqode.solvers.implicit import BACKWARD_MODES
+from deqode.solvers.implicit import BACKWARD_MODES, solve_equilibrium
 
 
 class FourierFilter(nn.Module):
@@ -47,7 +47,7 @@ class FourierFilter(nn.Module):
         return torch.sin(self.linear(x))
 
 
-class DEQMFN(nn.Module):
+class DEQMFN(CountsNFE, nn.Module):
     """DEQ-MFN regressor ``x ∈ R^d ↦ y ∈ R^out`` (see the module docstring).
 
     Args:
@@ -105,23 +105,17 @@ class DEQMFN(nn.Module):
         z0 = torch.zeros_like(g)
         if self.warm_start and self._cache is not None and self._cache.shape == g.shape:
             z0 = self._cache.to(g.dtype)
-        z_star, info = fixed_point(f, z0, self.solver, self.tol, self.max_iter)
-        if info.diverged or not torch.isfinite(z_star).all():
-            raise SolverFailure(f"DEQMFN: the {self.solver} solve diverged after "
-                                f"{info.iterations} iterations")
-        self.last_solver_info, self.nfe_forward = info, info.nfe + 1
+        eq = solve_equilibrium(f, z0, "DEQMFN", solver=self.solver, tol=self.tol,
+                               max_iter=self.max_iter, backward=self.backward,
+                               backward_solver="gmres", backward_tol=1e-8, backward_max_iter=50)
+        self.last_solver_info, self.nfe_forward = eq.info, eq.info.nfe + 1
         if self.warm_start:
-            self._cache = z_star.detach()
-        z = implicit_fixed_point(f, z_star, backward=self.backward, solver="gmres", tol=1e-8,
-                                 max_iter=50)
-        return self.w_out(z)
+            self._cache = eq.z_star
+        return self.w_out(eq.z)
 
     def reset_cache(self) -> None:
         """Forget the warm-start state (call when the input set changes)."""
         self._cache = None
-
-    def reset_nfe(self) -> None:
-        self.nfe_forward = 0
 
     def extra_repr(self) -> str:
         settings: dict[str, Any] = dict(solver=self.solver, tol=self.tol, max_iter=self.max_iter,

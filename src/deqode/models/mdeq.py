@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from deqode.models.layers import VariationalDropout2d
+from deqode.models.blocks import VariationalDropout2d
 
 CONV_INIT_STD = 0.01
 

@@ -14,6 +14,8 @@ splitting finds it for any step ``α > 0`` (Peaceman–Rachford) or small enough
 (forward–backward). Circular convolutions are diagonalised by the 2-D DFT, so the resolvent
 ``(I + α(I − W))^{-1}`` of the conv operator is a batch of ``C × C`` inverses, one per frequency.
 
+The splitting solvers are :func:`deqode.solvers.splitting.splitting_solve`; the layer solves,
+checks and differentiates through :func:`deqode.solvers.implicit.solve_equilibrium`.
 Peaceman–Rachford (PR), from ``z = u = 0``::
 
     u½ = 2z − u;  z½ = (I + α(I − W))^{-1}(u½ + α b);  u = 2z½ − u½;  z = σ(u)
@@ -33,7 +35,6 @@ Step-size auto-tuning of the reference code (``tune_alpha``) is not implemented:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -42,74 +43,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deqode.choices import check_choice
-from deqode.errors import SolverFailure
-from deqode.solvers import SolverInfo, implicit_fixed_point
+from deqode.models.nfe import CountsNFE
+from deqode.solvers import SolverInfo
+from deqode.solvers.implicit import solve_equilibrium
+from deqode.solvers.splitting import SPLITTINGS, LinearMap, splitting_solve
 
-SPLITTINGS = ("peaceman_rachford", "forward_backward")
 BACKWARDS = ("splitting", "ift", "one_step")
-REL_EPS = 1e-9
-
-LinearMap = Callable[[Tensor], Tensor]
-
-
-# --------------------------------------------------------------------------------------------------
-# operator splitting (no autograd)
-# --------------------------------------------------------------------------------------------------
-
-
-def _rel_change(new: Tensor, old: Tensor) -> Tensor:
-    new2, old2 = new.flatten(1), old.flatten(1)
-    return (new2 - old2).norm(dim=1) / (new2.norm(dim=1) + REL_EPS)
-
-
-def splitting_solve(
-    multiply: LinearMap,
-    resolve: LinearMap,
-    prox: LinearMap,
-    bias: Tensor,
-    method: str = "peaceman_rachford",
-    alpha: float = 1.0,
-    tol: float = 1e-2,
-    max_iter: int = 300,
-) -> tuple[Tensor, SolverInfo]:
-    """Solve ``z = prox(W z + bias)`` by operator splitting (see the module docstring).
-
-    Args:
-        multiply: ``z ↦ W z``; resolve: ``r ↦ (I + α(I − W))^{-1} r`` (PR only; FB ignores it);
-        prox: the proximal map of the nonlinearity at step ``α``; bias: ``b``, batched.
-
-    Returns the last iterate and a :class:`~deqode.solvers.SolverInfo` whose residuals are the
-    relative changes between successive iterates (``nfe`` = iterations = sweeps). Runs without
-    autograd; never raises on numerical trouble (``diverged`` is set on non-finite values).
-    """
-    check_choice("monDEQ splitting", method, SPLITTINGS)
-    info = SolverInfo(method=method, stop_mode="rel")
-    with torch.no_grad():
-        z = torch.zeros_like(bias)
-        u = torch.zeros_like(bias)
-        for _ in range(max_iter):
-            if method == "peaceman_rachford":
-                u_half = 2 * z - u
-                z_half = resolve(u_half + alpha * bias)
-                u = 2 * z_half - u_half
-                z_new = prox(u)
-            else:
-                z_new = prox((1 - alpha) * z + alpha * (multiply(z) + bias))
-            change = _rel_change(z_new, z)
-            z = z_new
-            info.iterations += 1
-            info.nfe += 1
-            info.rel_residuals.append(change.max().item())
-            if not torch.isfinite(z).all():
-                info.diverged = True
-                break
-            if info.rel_residuals[-1] <= tol:
-                break
-    info.residuals = info.rel_residuals
-    info.final_residual = info.rel_residuals[-1] if info.rel_residuals else math.inf
-    info.best_iteration = info.iterations
-    info.converged = not info.diverged and info.final_residual <= tol
-    return z, info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,7 +219,7 @@ class ReLUProx(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-class MonDEQ(nn.Module):
+class MonDEQ(CountsNFE, nn.Module):
     """The monDEQ layer: ``x ↦ z*`` with ``z* = σ(W z* + U x + b)`` (see the module docstring).
 
     Args:
@@ -293,9 +232,9 @@ class MonDEQ(nn.Module):
         require_convergence: raise :class:`~deqode.errors.SolverFailure` if the forward solve
             misses ``tol``; a non-finite solve always raises.
 
-    Counters: ``nfe_forward`` (splitting sweeps of the last forward), ``nfe_backward`` (sweeps or
-    vector-Jacobian products of the last backward); records ``last_solver_info`` and
-    ``last_backward_info``.
+    Counters: ``nfe_forward`` (splitting sweeps of the last forward), ``nfe_backward`` (sweeps of
+    the last ``"splitting"`` backward; the ``"ift"`` backward's vector-Jacobian products are not
+    counted, it stays 0); records ``last_solver_info`` and ``last_backward_info`` (splitting).
     """
 
     def __init__(
@@ -331,40 +270,35 @@ class MonDEQ(nn.Module):
         self.nfe_forward = 0
         self.nfe_backward = 0
 
-    def reset_nfe(self) -> None:
-        self.nfe_forward = self.nfe_backward = 0
-
     def forward(self, x: Tensor) -> Tensor:
         op, sigma = self.operator, self.nonlinearity
         bias = op.inject(x)
         resolve, resolve_t = op.resolvent(self.alpha)
-        z_star, info = splitting_solve(
-            op.multiply, resolve, sigma, bias.detach(), self.solver, self.alpha, self.tol,
-            self.max_iter,
+
+        def f(z: Tensor) -> Tensor:
+            return sigma(op.multiply(z) + bias)
+
+        def splitting(_f: Callable[[Tensor], Tensor], _z0: Tensor) -> tuple[Tensor, SolverInfo]:
+            return splitting_solve(op.multiply, resolve, sigma, bias.detach(), self.solver,
+                                   self.alpha, self.tol, self.max_iter)
+
+        def splitting_backward(z_star: Tensor, _f: Callable[[Tensor], Tensor]) -> Tensor:
+            y = op.multiply(z_star) + bias
+            z = sigma(y)
+            if z.requires_grad:
+                z.register_hook(self._splitting_hook(sigma.derivative(y.detach()), resolve_t))
+            return z
+
+        eq = solve_equilibrium(
+            f, bias, "monDEQ forward", solve=splitting, tol=self.tol, max_iter=self.max_iter,
+            require_convergence=self.require_convergence, on_solve=self._keep_info,
+            backward=splitting_backward if self.backward == "splitting" else self.backward,
+            backward_tol=self.backward_tol, backward_max_iter=self.backward_max_iter,
         )
+        return eq.z
+
+    def _keep_info(self, info: SolverInfo) -> None:
         self.last_solver_info, self.nfe_forward = info, info.nfe
-        if info.diverged:
-            raise SolverFailure(f"monDEQ forward: {self.solver} produced non-finite values after "
-                                f"{info.iterations} sweeps")
-        if self.require_convergence and not info.converged:
-            raise SolverFailure(f"monDEQ forward: {self.solver} did not reach tol={self.tol} in "
-                                f"{self.max_iter} sweeps (last {info.final_residual:.3e})")
-        if self.backward == "ift":
-            stats: dict[str, Any] = {}
-
-            def f(z: Tensor) -> Tensor:
-                return sigma(op.multiply(z) + bias)
-
-            out = implicit_fixed_point(f, z_star, "ift", "gmres", self.backward_tol,
-                                       self.backward_max_iter, stats=stats)
-            self._ift_stats = stats
-            return out
-        y = op.multiply(z_star) + bias
-        z = sigma(y)
-        if self.backward == "splitting" and z.requires_grad:
-            d = sigma.derivative(y.detach())
-            z.register_hook(self._splitting_hook(d, resolve_t))
-        return z
 
     def _splitting_hook(self, d: Tensor, resolve_t: LinearMap) -> Callable[[Tensor], Tensor]:
         """Replace the incoming gradient ``g`` by ``g + Wᵀu`` with ``u = D(Wᵀu + g)``, so that
@@ -384,17 +318,17 @@ class MonDEQ(nn.Module):
         return hook
 
 
-class _NFEMixin:
+class _NFEMixin(CountsNFE):
     """NFE counters of the network = those of its monDEQ layer ``self.mon``."""
 
     mon: MonDEQ
 
     @property
-    def nfe_forward(self) -> int:
+    def nfe_forward(self) -> int:  # type: ignore[override]
         return self.mon.nfe_forward
 
     @property
-    def nfe_backward(self) -> int:
+    def nfe_backward(self) -> int:  # type: ignore[override]
         return self.mon.nfe_backward
 
     def reset_nfe(self) -> None:

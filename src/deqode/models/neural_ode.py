@@ -10,12 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from deqode.models.layers import (
-    ClassificationHead,
-    ConvField,
-    DownsamplingStem,
-    ODEClassifier,
-)
+from deqode.models.bases import ODEClassifier
+from deqode.models.blocks import ClassificationHead, ConvField, DownsamplingStem
 
 
 class NeuralODE(ODEClassifier):

@@ -32,7 +32,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from deqode.models.layers import ConvField, ODEClassifier, check_image_batch, group_norm
+from deqode.models.bases import ODEClassifier, check_image_batch
+from deqode.models.blocks import ConvField, group_norm
+from deqode.models.nfe import CountsNFE
 from deqode.solvers.nesterov import step_grid
 
 DOWNSAMPLING = ("conv", "small")
@@ -126,7 +128,7 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResNet(nn.Module):
+class ResNet(CountsNFE, nn.Module):
     """The discrete baseline: the same downsampling and head around ``n_blocks`` ResBlocks."""
 
     def __init__(

@@ -16,11 +16,12 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from deqode.choices import ODE_GRAD_MODES, check_choice
+from deqode.models.nfe import CountsNFE
 
 GRAD_MODES = ODE_GRAD_MODES
 
 
-class SolvedFieldModel(nn.Module):
+class SolvedFieldModel(CountsNFE, nn.Module):
     """Base of models that integrate ``self.field`` (a module counting its calls in ``nfe``)."""
 
     field: nn.Module

@@ -1,4 +1,5 @@
-"""Numerics: fixed-point solvers and homotopy continuation (no nn.Module models)."""
+"""Numerics: fixed-point, splitting and steady-state solvers, the implicit backward, homotopy
+continuation (no nn.Module models)."""
 
 from deqode.solvers.fixed_point import SolverInfo, fixed_point
 from deqode.solvers.homotopy import (
@@ -13,14 +14,23 @@ from deqode.solvers.homotopy import (
     newton_method,
     newton_step,
 )
-from deqode.solvers.implicit import implicit_fixed_point, solve_adjoint
+from deqode.solvers.implicit import (
+    Equilibrium,
+    check_solution,
+    implicit_fixed_point,
+    solve_adjoint,
+    solve_equilibrium,
+)
 from deqode.solvers.linear import gmres
+from deqode.solvers.splitting import splitting_solve
 
 __all__ = [
+    "Equilibrium",
     "HomotopyPath",
     "SolverInfo",
     "Trajectory",
     "arclength_path",
+    "check_solution",
     "davidenko_path",
     "fixed_point",
     "gmres",
@@ -32,4 +42,6 @@ __all__ = [
     "newton_method",
     "newton_step",
     "solve_adjoint",
+    "solve_equilibrium",
+    "splitting_solve",
 ]

@@ -37,6 +37,13 @@ fig1           z - λ f(z) - z0                  I - λ J_f           (I - λJ_f
 
 Where ``∂_z H`` becomes singular (a turning point) the λ-parameterisation breaks down; the path is
 then traced in arc length ``s`` (:func:`arclength_path`). All integration is done by torchdiffeq.
+
+The module holds one idea, tracing the zero set of a homotopy from ``z0`` to the equilibrium, and
+is long for that reason only: the homotopies, the path records, the λ- and arc-length tracers and
+the two flows (the Newton flow is the Newton homotopy under the schedule ``1 − λ = e^{−t}``,
+Nocedal & Wright, *Numerical Optimization*, §11.3; the naive flow ``dz/dt = f(z) − z`` is the
+continuous DEQ of Pal et al., arXiv 2201.12240, for contrast) share one batching, Jacobian and
+torchdiffeq plumbing.
 """
 
 from __future__ import annotations

@@ -1,0 +1,280 @@
+"""The blocks of the implicit classifiers: the vector field, its dropout, stems, heads, init points.
+
+Every model of this package has the same skeleton (``HomoNet`` of the official HomoODE code,
+``models/homonet.py``)::
+
+    x  --stem-->  x̃ (N, C, H', W')  --implicit core-->  z (N, S, H', W')  --head-->  logits
+
+The blocks here are its parts: :class:`DownsamplingStem` and :class:`ClassificationHead`, the
+vector field :class:`ConvField` whose flags are exactly the differences between Chen et al.'s ODE
+function (``torchdiffeq/examples/odenet_mnist.py``) and HomoODE's ``F_θ(z; x̃)``, its
+:class:`VariationalDropout2d` (``VariationalHidDropout2d`` of ``locuslab/deq``) and HomoODE's
+initial points. The skeletons that wire them into models are in :mod:`deqode.models.bases`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deqode.choices import check_choice
+
+#: Activations of :class:`ConvField`; the papers use ReLU, the smooth ones serve gradient checks
+#: (an adaptive solver does not control the error of the adjoint across ReLU kinks).
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": F.relu,
+    "softplus": F.softplus,
+    "tanh": torch.tanh,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def num_groups(channels: int, max_groups: int) -> int:
+    """GroupNorm group count: the largest divisor of ``channels`` that is at most ``max_groups``.
+
+    Equals the official ``min(max_groups, channels)`` whenever that divides ``channels`` (every
+    HomoODE width); other widths (ANODE's augmented state) get the nearest valid count below.
+    """
+    if channels < 1 or max_groups < 1:
+        raise ValueError(f"channels and max_groups must be positive, got {channels}, {max_groups}")
+    return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
+
+
+def group_norm(channels: int, max_groups: int) -> nn.GroupNorm:
+    """``GroupNorm(num_groups(channels, max_groups), channels)`` with affine parameters (2C)."""
+    return nn.GroupNorm(num_groups(channels, max_groups), channels)
+
+
+# --------------------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------------------
+
+
+class VariationalDropout2d(nn.Module):
+    """Channel ("variational") dropout whose mask is sampled once per solve.
+
+    ``resample(reference)`` draws ``m ~ Bernoulli(1 - p)^(N, C, 1, 1) / (1 - p)`` in training mode
+    (and clears the mask in eval mode); ``forward`` multiplies by the stored mask, so every function
+    evaluation of one solve, forward and backward/adjoint alike, sees the same mask (as
+    ``VariationalHidDropout2d`` of locuslab/deq, spec §2.3).
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.mask: Tensor | None = None
+
+    def resample(self, reference: Tensor) -> None:
+        """Sample the mask for a batch shaped like ``reference`` (N, C, H, W); none in eval mode."""
+        if not self.training or self.p == 0.0:
+            self.mask = None
+            return
+        keep = torch.full(
+            (reference.shape[0], reference.shape[1], 1, 1), 1.0 - self.p,
+            dtype=reference.dtype, device=reference.device,
+        )
+        self.mask = torch.bernoulli(keep) / (1.0 - self.p)
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.mask is None:
+            return h
+        if self.mask.shape[:2] != h.shape[:2]:
+            raise RuntimeError(
+                f"dropout mask of shape {tuple(self.mask.shape)} does not fit a tensor of shape "
+                f"{tuple(h.shape)}; call resample() at the start of each solve"
+            )
+        return h * self.mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class InitLayer(nn.Module):
+    """HomoODE's shared learnable initial point (spec §2.4).
+
+    ``z0 = GN(Conv1x1_{1→C, no bias}(1_{(N,1,H,W)}))``: the input is used only for its shape, so
+    the output is identical for every sample and constant over positions (a per-channel learnable
+    constant). With two channels per group (C = 64, 32 groups) the normalised values are ±1, so
+    ``z0[c] = β_c ± γ_c``. Parameters: C (conv) + 2C (GN) = 3C.
+    """
+
+    def __init__(self, channels: int, max_groups: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, kernel_size=1, bias=False)
+        self.norm = group_norm(channels, max_groups)
+
+    def forward(self, reference: Tensor) -> Tensor:
+        n, _, h, w = reference.shape
+        ones = torch.ones(n, 1, h, w, dtype=reference.dtype, device=reference.device)
+        return self.norm(self.conv(ones))
+
+
+class AlternatingInit(nn.Module):
+    """The fixed start of the official ``create_init``: −1 on even channels, +1 on odd ones.
+
+    Used by HomoODE with ``use_init_layer=False`` (the init-point ablation). No parameters.
+    """
+
+    def forward(self, reference: Tensor) -> Tensor:
+        z = torch.ones_like(reference)
+        z[:, ::2] = -1.0
+        return z
+
+
+class ConcatConv2d(nn.Module):
+    """3×3 convolution (stride 1, padding 1, bias); with ``time_dependent`` a constant t channel is
+    concatenated to the input first (Chen et al.'s ``ConcatConv2d``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, time_dependent: bool) -> None:
+        super().__init__()
+        self.time_dependent = time_dependent
+        extra = 1 if time_dependent else 0
+        self.conv = nn.Conv2d(in_channels + extra, out_channels, kernel_size=3, padding=1)
+
+    def forward(self, t: Tensor | float | None, h: Tensor) -> Tensor:
+        if self.time_dependent:
+            if t is None:
+                raise ValueError("a time-dependent ConcatConv2d needs t")
+            tt = torch.ones_like(h[:, :1]) * t
+            h = torch.cat([tt, h], dim=1)
+        return self.conv(h)
+
+
+class ConvField(nn.Module):
+    """The convolutional vector field shared by every model of this package.
+
+    ::
+
+        h = ReLU(GN_1(z))               if pre_activation   (Chen et al.)
+        h = ReLU(GN_2(Conv_1(t, h)))
+        h = h + x̃                        if injected         (HomoODE, DEQ)
+        F = GN_3(m ⊙ Conv_2(t, h))                           m: variational dropout mask
+
+    * Chen et al.'s ODE function (``torchdiffeq/examples/odenet_mnist.py``): ``pre_activation``,
+      ``time_dependent``, not injected (their code has no dropout; ours may, see the builds).
+    * HomoODE's ``F_θ(z; x̃) = GN_3(m ⊙ Conv_2(ReLU(GN_2(Conv_1 z)) + x̃))`` (spec §2.3): no
+      pre-activation, autonomous, injected.
+
+    ``state_channels`` S is the width of z, ``hidden_channels`` W (default S) the width between the
+    two convolutions; the injected condition x̃ must have W channels. ``activation`` (default
+    ``"relu"``, as in both papers) may be ``"softplus"`` or ``"tanh"`` for smooth-field checks.
+    The condition is an attribute set by :meth:`prepare` (so that torchdiffeq's adjoint can list it
+    in ``adjoint_params``).
+    Parameters: [2S] + 9(S+τ)W + W + 2W + 9(W+τ)S + S + 2S, with τ = 1 if time-dependent.
+    """
+
+    def __init__(
+        self,
+        state_channels: int,
+        hidden_channels: int | None = None,
+        *,
+        max_groups: int = 32,
+        time_dependent: bool = False,
+        pre_activation: bool = False,
+        injected: bool = False,
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        check_choice("activation", activation, ACTIVATIONS)
+        self.activation_name = activation
+        self.activation = ACTIVATIONS[activation]
+        hidden = state_channels if hidden_channels is None else hidden_channels
+        self.state_channels = state_channels
+        self.hidden_channels = hidden
+        self.injected = injected
+        self.norm1 = group_norm(state_channels, max_groups) if pre_activation else None
+        self.conv1 = ConcatConv2d(state_channels, hidden, time_dependent)
+        self.norm2 = group_norm(hidden, max_groups)
+        self.conv2 = ConcatConv2d(hidden, state_channels, time_dependent)
+        self.dropout = VariationalDropout2d(dropout)
+        self.norm3 = group_norm(state_channels, max_groups)
+        self.condition: Tensor | None = None
+
+    def prepare(self, reference: Tensor, condition: Tensor | None = None) -> None:
+        """Start a new solve: store the condition x̃ and sample the dropout mask for this batch."""
+        if self.injected:
+            if condition is None or condition.shape[1] != self.hidden_channels:
+                got = None if condition is None else tuple(condition.shape)
+                raise ValueError(
+                    f"an injected ConvField needs a condition with {self.hidden_channels} "
+                    f"channels, got {got}"
+                )
+        elif condition is not None:
+            raise ValueError("this ConvField is not injected; it takes no condition")
+        self.condition = condition
+        self.dropout.resample(reference)
+
+    def forward(self, t: Tensor | float | None, z: Tensor) -> Tensor:
+        h = z if self.norm1 is None else self.activation(self.norm1(z))
+        h = self.activation(self.norm2(self.conv1(t, h)))
+        if self.injected:
+            if self.condition is None:
+                raise RuntimeError("call prepare(reference, condition) before evaluating the field")
+            h = h + self.condition
+        return self.norm3(self.dropout(self.conv2(t, h)))
+
+
+class DownsamplingStem(nn.Sequential):
+    """HomoNet's feature extractor D (spec §3.3).
+
+    Conv(3×3, stride s₁)-BN-ReLU-Conv(3×3, stride 2)-BN-ReLU, all convolutions with bias.
+
+    Parameters: (9·c_in·C + C) + 2C + (9C² + C) + 2C (BN running statistics are buffers).
+    """
+
+    def __init__(self, in_channels: int, channels: int, first_stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, channels, kernel_size=3, stride=first_stride, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+        )
+
+
+class ClassificationHead(nn.Sequential):
+    """HomoNet's head (spec §3.3).
+
+    GN(C)-ReLU-Conv1×1(C→K)-BN(K)-ReLU-global average pool-Linear(K→classes).
+
+    Parameters: 2C + (CK + K) + 2K + (K·classes + classes).
+    """
+
+    def __init__(
+        self, channels: int, final_channels: int, num_classes: int, max_groups: int = 32
+    ) -> None:
+        super().__init__(
+            group_norm(channels, max_groups),
+            nn.ReLU(),
+            nn.Conv2d(channels, final_channels, kernel_size=1),
+            nn.BatchNorm2d(final_channels),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(final_channels, num_classes),
+        )
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "AlternatingInit",
+    "ClassificationHead",
+    "ConcatConv2d",
+    "ConvField",
+    "DownsamplingStem",
+    "InitLayer",
+    "VariationalDropout2d",
+    "group_norm",
+    "num_groups",
+]
