@@ -77,6 +77,22 @@ def _few_seeds(rows: Mapping[str, Sequence[float]]) -> str:
         f" (the rule needs ≥ {MIN_SEEDS} per compared row)"
 
 
+def _not_flat(flat: Mapping[str, bool] | None, what: str = "curve") -> str:
+    unflat = [k for k, ok in (flat or {}).items() if not ok]
+    return f"{what} not flat: " + ", ".join(unflat) if unflat else ""
+
+
+def _decide(rule: str, reasons: Sequence[str], pairs: Sequence[tuple[Sequence[float],
+            Sequence[float]]], margin: float, higher_is_better: bool = True) -> Decision:
+    """Not decidable when any reason is given; else each (SIM, DEQ) pair of per-seed values is
+    compared by :func:`_comparable_or_superior` and the parts combine."""
+    reason = "; ".join(r for r in reasons if r)
+    if reason:
+        return Decision(claims.NOT_DECIDABLE, rule, reason)
+    parts = [_comparable_or_superior(sim, deq, margin, higher_is_better) for sim, deq in pairs]
+    return Decision(claims.combine(parts), rule)
+
+
 def c3_decision(sim_nfe: Mapping[str, float], deq_nfe: float,
                 sim_step_ms: Mapping[str, Sequence[float]],
                 deq_step_ms: Sequence[float]) -> Decision:
@@ -121,15 +137,9 @@ def c4_classification(accs: Mapping[str, Sequence[float]], deq: str,
     if near:
         reasons.append("; ".join(f"{k}: mean accuracy {v:.3f} (chance {chance:.2f})"
                                  for k, v in near.items()))
-    unflat = [k for k, ok in flat.items() if not ok]
-    if unflat:
-        reasons.append("curve not flat: " + ", ".join(unflat))
-    reason = "; ".join(r for r in reasons if r)
-    if reason:
-        return Decision(claims.NOT_DECIDABLE, rule, reason)
-    parts = [_comparable_or_superior(v, accs[deq], ACC_MARGIN) for k, v in accs.items()
-             if k != deq]
-    return Decision(claims.combine(parts), rule)
+    reasons.append(_not_flat(flat))
+    return _decide(rule, reasons, [(v, accs[deq]) for k, v in accs.items() if k != deq],
+                   ACC_MARGIN)
 
 
 def c4_regression(psnr: Mapping[tuple[str, str], Sequence[float]], deq: str,
@@ -144,16 +154,9 @@ def c4_regression(psnr: Mapping[tuple[str, str], Sequence[float]], deq: str,
             f"seeds or a curve that had not flattened (mean test PSNR over the last "
             f"{T2_PLATEAU_FRACTION:.0%} of iterations differing from the mean over the "
             f"{T2_PLATEAU_FRACTION:.0%} before by > {T2_PLATEAU_TOL:g} dB)")
-    reasons = [_few_seeds({f"{s}/{m}": v for (s, m), v in psnr.items()})]
-    unflat = [k for k, ok in flat.items() if not ok]
-    if unflat:
-        reasons.append("curve not flat: " + ", ".join(unflat))
-    reason = "; ".join(r for r in reasons if r)
-    if reason:
-        return Decision(claims.NOT_DECIDABLE, rule, reason)
-    parts = [_comparable_or_superior(v, psnr[(s, deq)], PSNR_MARGIN)
-             for (s, m), v in psnr.items() if m != deq]
-    return Decision(claims.combine(parts), rule)
+    reasons = [_few_seeds({f"{s}/{m}": v for (s, m), v in psnr.items()}), _not_flat(flat)]
+    return _decide(rule, reasons, [(v, psnr[(s, deq)]) for (s, m), v in psnr.items() if m != deq],
+                   PSNR_MARGIN)
 
 
 def c4_copy_memory(losses: Mapping[str, Sequence[float]], digit_accs: Mapping[str, Sequence[float]],
@@ -179,15 +182,9 @@ def c4_copy_memory(losses: Mapping[str, Sequence[float]], digit_accs: Mapping[st
             f"points on the digits "
             f"({', '.join(f'{a:.1f}' for a in digit_accs[k])} %)"
             for k, n in stuck.items() if n))
-    unflat = [k for k, ok in (flat or {}).items() if not ok]
-    if unflat:
-        reasons.append("digit-accuracy curve not flat: " + ", ".join(unflat))
-    reason = "; ".join(r for r in reasons if r)
-    if reason:
-        return Decision(claims.NOT_DECIDABLE, rule, reason)
-    parts = [_comparable_or_superior(v, losses[deq], LOSS_MARGIN, higher_is_better=False)
-             for k, v in losses.items() if k != deq]
-    return Decision(claims.combine(parts), rule)
+    reasons.append(_not_flat(flat, "digit-accuracy curve"))
+    return _decide(rule, reasons, [(v, losses[deq]) for k, v in losses.items() if k != deq],
+                   LOSS_MARGIN, higher_is_better=False)
 
 
 def learned_digits(digit_accs: Sequence[float]) -> bool:
