@@ -1,0 +1,128 @@
+"""What one training run is: :class:`TrainConfig` (with :class:`InitPointConfig`) and what
+:func:`deqode.train.fit` returns, :class:`RunResult`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from deqode.choices import check_choice
+from deqode.train.tasks import TASKS
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant", "step")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: Fields added after runs were recorded: left out of :meth:`TrainConfig.to_dict` while they hold
+#: their default, so that the recorded configurations (and checkpoints) of earlier runs still match.
+_LATER_FIELDS = {"task": "classification"}
+
+
+@dataclass(frozen=True)
+class InitPointConfig:
+    """The separate update of a model's shared initial point (HomoODE, Ding et al. 2023, §3.3;
+    ``train.py`` of the official code ``wadx2019/homoode``); ``None`` fields take the model's
+    defaults (its ``lr_init`` and ``freq``)."""
+
+    lr: float | None = None  # lr_init; None -> model.lr_init
+    freq: int | None = None  # steps when iteration % freq == 0; None -> model.freq
+    scheduler_divisor: int = 1  # init_scheduler: T_max = total_iterations / scheduler_divisor
+    eta_min: float = 1e-6
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``model``/``dataset`` are registry names (or, in tests, factories).
+
+    ``model`` is built by ``deqode.models.build(model, **model_kwargs)`` (a callable is called with
+    ``**model_kwargs``); ``dataset`` by ``deqode.data.load_dataset`` (a callable is called with the
+    split, ``"train"`` or ``"test"``). ``batch_size`` is the global batch over all DDP ranks.
+    ``task`` names the objective and metrics (:data:`deqode.train.tasks.TASKS`).
+    """
+
+    name: str
+    model: str | Callable[..., nn.Module]
+    dataset: str | Callable[[str], Dataset]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1
+    batch_size: int = 64
+    test_batch_size: int = 400
+    drop_last: bool = True
+    augment: bool | None = None  # None: the dataset recipe's train augmentation
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. recipe=..., options
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # stepped every iteration; "step": x gamma at each milestone epoch
+    eta_min: float = 1e-6
+    milestones: tuple[int, ...] = ()  # epochs, for schedule="step"
+    gamma: float = 0.1
+    init_point: InitPointConfig = field(default_factory=InitPointConfig)
+    flood_level: float = 0.0
+    entropy_weight: float = 0.0
+    seed: int = 0
+    dtype: str = "float32"
+    max_abs_logit: float = 1e6
+    num_workers: int = 0
+    description: str = ""
+    task: str = "classification"
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if self.schedule == "step" and not self.milestones:
+            raise ValueError("schedule='step' needs milestones (epochs at which lr *= gamma)")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("task", self.task, TASKS)
+        for key in ("epochs", "batch_size", "test_batch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; a factory is recorded as ``callable:<module>.<qualname>``."""
+        out = dataclasses.asdict(self)
+        for key in ("model", "dataset"):
+            value = getattr(self, key)
+            if callable(value):
+                module = getattr(value, "__module__", type(value).__module__)
+                out[key] = f"callable:{module}.{getattr(value, '__qualname__', repr(value))}"
+        for key, default in _LATER_FIELDS.items():
+            if out[key] == default:
+                del out[key]
+        return out
+
+
+@dataclass
+class RunResult:
+    """What :func:`deqode.train.fit` returns; ``history`` holds one record per completed epoch."""
+
+    experiment: str
+    profile: str
+    out_dir: Path
+    state: str
+    reason: str
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "failed"
+
+    @property
+    def best_test_acc(self) -> float | None:
+        return self.summary.get("best_test_acc")
+
+    @property
+    def last_test_acc(self) -> float | None:
+        return self.summary.get("last_test_acc")

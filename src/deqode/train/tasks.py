@@ -1,0 +1,128 @@
+"""What a run learns: a :class:`Task` gives the loss of a batch, the failure checks of a step,
+the training and test metrics, and the metric that selects the best epoch.
+
+:func:`deqode.train.fit` runs the same loop for every task; :data:`TASKS` maps the names a
+:class:`~deqode.train.TrainConfig` may give (``task=``) to their classes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deqode.metrics import Accumulator
+
+
+class Task:
+    """The objective and metrics of one kind of run (subclasses override what differs).
+
+    A batch is what the data loader yields; :meth:`prepare` moves it to the device. ``selection``
+    is the test metric whose best value (``maximise``: largest) the summary reports with its
+    epoch.
+    """
+
+    name = ""
+    selection = "test_loss"
+    maximise = False
+
+    def prepare(self, batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        x, y = batch
+        return x.to(device, dtype, non_blocking=True), y.to(device)
+
+    def loss(self, model: nn.Module, batch: Any, config: Any) -> tuple[Tensor, Any]:
+        """The training loss of ``batch`` and the model's outputs (for :meth:`check` and
+        :meth:`train_metrics`)."""
+        raise NotImplementedError
+
+    def check(self, loss: Tensor, outputs: Any, config: Any) -> str | None:
+        """Why this step must not be applied (None when it is fine)."""
+        if not torch.isfinite(loss):
+            return f"non-finite loss ({loss.detach().item()})"
+        return None
+
+    def train_metrics(self, acc: Accumulator, batch: Any, outputs: Any, loss: float) -> None:
+        """Add the step's training metrics (``loss`` is the batch mean) to ``acc``."""
+        n = len(batch[1])
+        acc.add("train_loss", loss * n, n)
+
+    def evaluate(self, model: nn.Module, batch: Any, acc: Accumulator) -> None:
+        """Add the test metrics of ``batch`` to ``acc`` (under ``torch.no_grad``)."""
+        raise NotImplementedError
+
+    def check_evaluation(self, record: dict[str, Any]) -> str | None:
+        value = record.get("test_loss")
+        if value is None or not math.isfinite(value):
+            return f"non-finite test loss ({value})"
+        return None
+
+    def summary(self, best: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+        """The summary's task entries: the best selection metric, its epoch and the last ones."""
+        metric = self.selection
+        return {f"best_{metric}": best[metric], "best_epoch": best["epoch"],
+                f"last_{metric}": last.get(metric), "last_train_loss": last.get("train_loss")}
+
+    def log_text(self, record: dict[str, Any]) -> str:
+        return (f"train loss {record['train_loss']:.4f}  "
+                f"{self.selection.replace('_', ' ')} {record[self.selection]:.4f}")
+
+
+class Classification(Task):
+    """Image classification as in HomoODE's released ``train.py`` (Ding et al. 2023, §4):
+    ``|CE(logits, y) − flood_level| + flood_level + entropy_weight · E[Σ p log p]`` (both extras 0
+    by default); argmax accuracy; the best epoch by test accuracy (the official model selection
+    on the test set). A step is refused for non-finite logits, logits above ``max_abs_logit``
+    (an exploding state) or a non-finite loss."""
+
+    name = "classification"
+    selection = "test_acc"
+    maximise = True
+
+    def loss(self, model: nn.Module, batch: Any, config: Any) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        logits = model(x)
+        loss = (F.cross_entropy(logits, y) - config.flood_level).abs() + config.flood_level
+        if config.entropy_weight:
+            log_p = F.log_softmax(logits, dim=1)
+            loss = loss + config.entropy_weight * (log_p.exp() * log_p).sum(dim=1).mean()
+        return loss, logits
+
+    def check(self, loss: Tensor, outputs: Tensor, config: Any) -> str | None:
+        if not torch.isfinite(outputs).all():
+            return "non-finite logits (exploding or NaN state)"
+        largest = float(outputs.detach().abs().max())
+        if largest > config.max_abs_logit:
+            return (f"exploding state: max |logit| = {largest:.3e} > max_abs_logit = "
+                    f"{config.max_abs_logit:g}")
+        return super().check(loss, outputs, config)
+
+    def train_metrics(self, acc: Accumulator, batch: Any, outputs: Tensor, loss: float) -> None:
+        y = batch[1]
+        n = y.numel()
+        acc.add("train_loss", loss * n, n)
+        acc.add("train_acc", float((outputs.argmax(1) == y).sum()), n)
+
+    def evaluate(self, model: nn.Module, batch: Any, acc: Accumulator) -> None:
+        x, y = batch
+        logits = model(x)
+        acc.add("test_loss", float(F.cross_entropy(logits, y, reduction="sum")), y.numel())
+        acc.add("test_acc", float((logits.argmax(1) == y).sum()), y.numel())
+
+    def log_text(self, record: dict[str, Any]) -> str:
+        return (f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
+                f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}")
+
+
+TASKS: dict[str, type[Task]] = {Classification.name: Classification}
+
+
+def make_task(name: str) -> Task:
+    from deqode.choices import check_choice
+
+    return TASKS[check_choice("task", name, TASKS)]()
+
+
+__all__ = ["TASKS", "Classification", "Task", "make_task"]

@@ -1,0 +1,72 @@
+"""The training loop's pieces: tasks (loss, checks, metrics), the separate-update hook, and
+checkpoint/resume through :func:`deqode.train.fit` for every task."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deqode.choices import UnknownChoiceError
+from deqode.metrics import Accumulator
+from deqode.models import build
+from deqode.train import TASKS, SeparateUpdate, TrainConfig
+from deqode.train.hooks import separate_update
+from deqode.train.tasks import Classification, make_task
+
+
+class Flood:
+    flood_level, entropy_weight, max_abs_logit = 0.0, 0.0, 1e6
+
+
+def test_classification_loss_and_metrics_on_a_tiny_model():
+    torch.manual_seed(0)
+    model, x, y = nn.Linear(3, 4), torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])
+    task = Classification()
+    loss, logits = task.loss(model, (x, y), Flood())
+    assert torch.equal(loss, F.cross_entropy(model(x), y))
+    assert task.check(loss, logits, Flood()) is None
+    flooded = type("C", (Flood,), {"flood_level": 5.0, "entropy_weight": 0.5})()
+    loss5, _ = task.loss(model, (x, y), flooded)
+    log_p = F.log_softmax(logits, 1)
+    expected = (F.cross_entropy(logits, y) - 5).abs() + 5 + 0.5 * (log_p.exp() * log_p).sum(1).mean()
+    assert torch.allclose(loss5, expected)
+    acc = Accumulator()
+    task.train_metrics(acc, (x, y), logits, float(loss.detach()))
+    assert acc.mean("train_acc") == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    task.evaluate(model, (x, y), acc)
+    assert acc.mean("test_loss") == pytest.approx(float(loss))
+    assert task.check_evaluation({"test_loss": float("nan")}).startswith("non-finite test loss")
+    bad = logits.detach() * float("nan")
+    assert "non-finite logits" in task.check(loss, bad, Flood())
+    assert "exploding state" in task.check(loss, logits.detach() * 1e9, Flood())
+    summary = task.summary({"test_acc": 0.5, "epoch": 2}, {"test_acc": 0.4, "train_loss": 1.0})
+    assert summary == {"best_test_acc": 0.5, "best_epoch": 2, "last_test_acc": 0.4,
+                       "last_train_loss": 1.0}
+
+
+def test_task_names_are_checked():
+    assert set(TASKS) >= {"classification"}
+    with pytest.raises(UnknownChoiceError, match="valid choices"):
+        make_task("nope")
+    with pytest.raises(UnknownChoiceError, match="task"):
+        TrainConfig(name="x", model="homoode", dataset="digits", task="nope")
+    # a default task is left out of the recorded configuration (earlier runs still match)
+    assert "task" not in TrainConfig(name="x", model="homoode", dataset="digits").to_dict()
+
+
+def test_homoode_provides_its_shared_initial_point_update():
+    model = build("homoode-digits")
+    update = separate_update(model, None, None)
+    assert isinstance(update, SeparateUpdate) and update.name == "init"
+    assert update.parameters == model.init_parameters()
+    assert (update.lr, update.every) == (model.lr_init, model.freq)
+    assert separate_update(model, 0.5, 7).lr == 0.5 and separate_update(model, 0.5, 7).every == 7
+    model.train()
+    model(torch.randn(2, 1, 8, 8))
+    assert torch.equal(update.loss(), model.init_loss())
+    without = build("homoode-digits", use_init_layer=False)
+    assert separate_update(without, None, None) is None
+    with pytest.raises(ValueError, match="every >= 1"):
+        SeparateUpdate("init", [], lambda: torch.zeros(()), 0.1, 0)
