@@ -36,7 +36,8 @@ def test_classification_loss_and_metrics_on_a_tiny_model():
     acc = Accumulator()
     task.train_metrics(acc, (x, y), logits, float(loss.detach()))
     assert acc.mean("train_acc") == pytest.approx(float((logits.argmax(1) == y).float().mean()))
-    task.evaluate(model, (x, y), acc)
+    with torch.no_grad():
+        task.evaluate(model, (x, y), acc)
     assert acc.mean("test_loss") == pytest.approx(float(loss))
     assert task.check_evaluation({"test_loss": float("nan")}).startswith("non-finite test loss")
     bad = logits.detach() * float("nan")
@@ -71,3 +72,64 @@ def test_homoode_provides_its_shared_initial_point_update():
     assert separate_update(without, None, None) is None
     with pytest.raises(ValueError, match="every >= 1"):
         SeparateUpdate("init", [], lambda: torch.zeros(()), 0.1, 0)
+
+
+def _tiny_classifier() -> nn.Module:
+    torch.manual_seed(1)  # seed=None runs: the caller seeds the model it builds
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+
+def _blobs(split: str):
+    gen = torch.Generator().manual_seed(0 if split == "train" else 1)
+    y = torch.arange(3).repeat_interleave(30)
+    x = torch.eye(3, 4, dtype=torch.float64)[y] * 3 + torch.randn(90, 4, generator=gen,
+                                                                  dtype=torch.float64)
+    return torch.utils.data.TensorDataset(x, y)
+
+
+def _steps_without_time(history):
+    return [[{k: v for k, v in s.items() if k != "time"} for s in h["steps"]] for h in history]
+
+
+def _deterministic(history):
+    skip = ("time_", "epoch_time_s", "saved_tensor_peak_mb", "cuda_peak_mb", "steps")
+    return [{k: v for k, v in h.items() if not k.startswith(skip)} for h in history]
+
+
+@pytest.mark.parametrize("schedule", ["steplr", "1cycle"])
+def test_shuffled_order_schedules_and_resume(tmp_path, schedule):
+    from deqode.train import fit
+
+    cfg = TrainConfig(name="shuffled", model=_tiny_classifier, dataset=_blobs, epochs=4,
+                      batch_size=16, drop_last=False, lr=0.05, dtype="float64", seed=None,
+                      schedule=schedule, step_size=1, gamma=0.5, data_order="shuffle",
+                      shuffle_seed=3, record_steps=True)
+    kwargs = dict(profile="smoke", device="cpu", quiet=True, progress=False)
+    whole = fit(cfg, results_dir=tmp_path / "a", **kwargs)
+    # 90 samples in batches of 16, the last one short: 6 steps per epoch, each recorded
+    assert [len(h["steps"]) for h in whole.history] == [6] * 4
+    lrs = [h["lr"] for h in whole.history]
+    if schedule == "steplr":  # x gamma after every epoch
+        assert lrs == pytest.approx([0.025, 0.0125, 0.00625, 0.003125])
+    first = fit(cfg, results_dir=tmp_path / "b", max_epochs=2, **kwargs)
+    assert first.state == "stopped" and len(first.history) == 2
+    resumed = fit(cfg, results_dir=tmp_path / "b", resume=True, **kwargs)
+    assert _deterministic(resumed.history) == _deterministic(whole.history)
+    assert _steps_without_time(resumed.history) == _steps_without_time(whole.history)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    read_back = fit(cfg, results_dir=tmp_path / "b", resume=True, **kwargs)  # nothing to train
+    assert read_back.history == resumed.history
+
+
+def test_on_epoch_stops_a_run_early(tmp_path):
+    from deqode.train import fit
+
+    cfg = TrainConfig(name="early", model=_tiny_classifier, dataset=_blobs, epochs=5,
+                      batch_size=30, dtype="float64", seed=None, data_order="shuffle")
+    seen = []
+    result = fit(cfg, profile="smoke", device="cpu", results_dir=tmp_path, quiet=True,
+                 progress=False, on_epoch=lambda r: seen.append(r["epoch"]) or r["epoch"] == 2)
+    assert seen == [1, 2] and result.state == "stopped" and "on_epoch" in result.reason
+    with pytest.raises(ValueError, match="seed=None"):
+        TrainConfig(name="x", model=_tiny_classifier, dataset=_blobs, seed=None)

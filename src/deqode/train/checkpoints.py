@@ -35,13 +35,15 @@ def save_checkpoint(trainer: Any) -> None:
         "format": FORMAT, "config": trainer.config.to_dict(), "epoch": trainer.epoch,
         "iteration": trainer.iteration, "model": trainer.net.state_dict(),
         f"extra_{name}_parameters": [p.detach().cpu() for p in trainer.extra_update_params],
-        "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.schedule.state_dict(),
         f"{name}_optimizer": None if trainer.update is None
         else trainer.update_optimizer.state_dict(),
         f"{name}_scheduler": None if trainer.update is None
         else trainer.update_scheduler.state_dict(),
         "rng": rng, "history": trainer.history, "best": trainer.best,
     }
+    if trainer.generator is not None:  # data_order="shuffle": the loader's own generator
+        state["data_generator"] = trainer.generator.get_state()
     torch_save_atomic(state, trainer.out_dir / "checkpoint.pt")
 
 
@@ -62,7 +64,9 @@ def load_checkpoint(trainer: Any, path: Path) -> None:
                             strict=True):
             p.copy_(value)
     trainer.optimizer.load_state_dict(ckpt["optimizer"])
-    trainer.scheduler.load_state_dict(ckpt["scheduler"])
+    trainer.schedule.load_state_dict(ckpt["scheduler"])
+    if trainer.generator is not None:
+        trainer.generator.set_state(ckpt["data_generator"])
     if trainer.update is not None:
         trainer.update_optimizer.load_state_dict(ckpt[f"{name}_optimizer"])
         trainer.update_scheduler.load_state_dict(ckpt[f"{name}_scheduler"])

@@ -17,12 +17,14 @@ from deqode.choices import check_choice
 from deqode.train.tasks import TASKS
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("cosine", "constant", "step")
+SCHEDULES = ("cosine", "constant", "step", "steplr", "1cycle")  # deqode.train.schedules
+DATA_ORDERS = ("sampler", "shuffle")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Fields added after runs were recorded: left out of :meth:`TrainConfig.to_dict` while they hold
 #: their default, so that the recorded configurations (and checkpoints) of earlier runs still match.
-_LATER_FIELDS = {"task": "classification"}
+_LATER_FIELDS = {"task": "classification", "step_size": 10, "data_order": "sampler",
+                 "shuffle_seed": 0, "record_steps": False}
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ class TrainConfig:
     ``model`` is built by ``deqode.models.build(model, **model_kwargs)`` (a callable is called with
     ``**model_kwargs``); ``dataset`` by ``deqode.data.load_dataset`` (a callable is called with the
     split, ``"train"`` or ``"test"``). ``batch_size`` is the global batch over all DDP ranks.
-    ``task`` names the objective and metrics (:data:`deqode.train.tasks.TASKS`).
+    ``task`` names the objective and metrics (:data:`deqode.train.tasks.TASKS`). ``data_order``:
+    ``sampler`` (a ``DistributedSampler`` re-seeded from ``(seed, epoch)``; DDP-ready) or
+    ``shuffle`` (one process; a ``DataLoader`` shuffled by its own generator seeded
+    ``shuffle_seed`` once for the whole run, as monDEQ's and SIM's ``train.py``).
     """
 
     name: str
@@ -61,19 +66,23 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
-    schedule: str = "cosine"  # stepped every iteration; "step": x gamma at each milestone epoch
+    schedule: str = "cosine"  # see deqode.train.schedules
     eta_min: float = 1e-6
     milestones: tuple[int, ...] = ()  # epochs, for schedule="step"
     gamma: float = 0.1
+    step_size: int = 10  # epochs, for schedule="steplr"
     init_point: InitPointConfig = field(default_factory=InitPointConfig)
     flood_level: float = 0.0
     entropy_weight: float = 0.0
-    seed: int = 0
+    seed: int | None = 0  # None: leave the global RNGs as they are (a model built by the caller)
     dtype: str = "float32"
     max_abs_logit: float = 1e6
     num_workers: int = 0
     description: str = ""
     task: str = "classification"
+    data_order: str = "sampler"
+    shuffle_seed: int = 0  # data_order="shuffle": the seed of the loader's own generator
+    record_steps: bool = False  # history entries get "steps": loss, time and NFE of every step
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -82,6 +91,10 @@ class TrainConfig:
             raise ValueError("schedule='step' needs milestones (epochs at which lr *= gamma)")
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("task", self.task, TASKS)
+        check_choice("data order", self.data_order, DATA_ORDERS)
+        if self.seed is None and self.data_order == "sampler":
+            raise ValueError("seed=None needs a data order with its own seed (data_order="
+                             "'shuffle'); the 'sampler' order is seeded by seed")
         for key in ("epochs", "batch_size", "test_batch_size"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
@@ -114,6 +127,7 @@ class RunResult:
     reason: str
     history: list[dict[str, Any]]
     summary: dict[str, Any]
+    model: nn.Module | None = field(default=None, repr=False)  # the trained model (this rank's)
 
     @property
     def failed(self) -> bool:

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,11 @@ from deqode.train.checkpoints import load_checkpoint, save_checkpoint
 from deqode.train.config import DTYPES, RunResult, TrainConfig
 from deqode.train.hooks import separate_update
 from deqode.train.rng import seed_everything, setup
+from deqode.train.schedules import Schedule, initial_lr
 from deqode.train.tasks import make_task
+
+
+_STEP_PHASES = ("forward", "backward", "step")
 
 
 class RunFailed(Exception):
@@ -90,7 +95,8 @@ class Trainer:
             dist.barrier()  # rank 0 downloads first
             if not self.ctx.main:
                 train_set, test_set = _load_datasets(config, profile, data_root, download)
-        seed_everything(config.seed)  # identical initial weights on every rank
+        if config.seed is not None:
+            seed_everything(config.seed)  # identical initial weights on every rank
         self.net = _build_model(config).to(self.device, self.dtype)
         self._make_loaders(train_set, test_set)
         self._make_optimisers()
@@ -102,7 +108,8 @@ class Trainer:
             )
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        seed_everything(config.seed + self.ctx.rank)  # different dropout masks on different ranks
+        if config.seed is not None:  # different dropout masks on different ranks
+            seed_everything(config.seed + self.ctx.rank)
         self.epoch, self.iteration = 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {self.task.selection: None, "epoch": None}
@@ -113,15 +120,24 @@ class Trainer:
 
     def _make_loaders(self, train_set: Dataset, test_set: Dataset) -> None:
         cfg, ctx = self.config, self.ctx
-        self.sampler = DistributedSampler(
-            train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed,
-            drop_last=True,
-        )
         pin = self.device.type == "cuda"
         per_rank = cfg.batch_size // ctx.world
+        self.sampler = self.generator = None
+        if cfg.data_order == "sampler":
+            self.sampler = DistributedSampler(
+                train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed,
+                drop_last=True,
+            )
+            order: dict[str, Any] = {"sampler": self.sampler}
+        else:
+            if ctx.enabled:
+                raise ValueError(f"data_order={cfg.data_order!r} runs in one process only; "
+                                 "use data_order='sampler' under torchrun")
+            self.generator = torch.Generator().manual_seed(cfg.shuffle_seed)
+            order = {"shuffle": True, "generator": self.generator}
         self.train_loader = DataLoader(
-            train_set, batch_size=per_rank, sampler=self.sampler, drop_last=cfg.drop_last,
-            num_workers=cfg.num_workers, pin_memory=pin,
+            train_set, batch_size=per_rank, drop_last=cfg.drop_last,
+            num_workers=cfg.num_workers, pin_memory=pin, **order,
         )
         shard = Subset(test_set, range(ctx.rank, len(test_set), ctx.world))  # no padding
         self.test_loader = DataLoader(
@@ -145,14 +161,15 @@ class Trainer:
         update_params = [] if self.update is None else list(self.update.parameters)
         self.update_ids = {id(p) for p in update_params}
         main = [p for p in net.parameters() if p.requires_grad and id(p) not in self.update_ids]
+        lr = initial_lr(cfg)
         if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(main, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.Adam(main, lr=lr, weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(
-                main, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+                main, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
             )
         total = cfg.epochs * self.iters_per_epoch
-        self.scheduler = self._main_schedule(self.optimizer, total)
+        self.schedule = Schedule(cfg, self.optimizer, self.iters_per_epoch)
         self.update_optimizer = self.update_scheduler = None
         if self.update is not None:
             self.update_optimizer = torch.optim.SGD(update_params, lr=self.update.lr,
@@ -163,18 +180,6 @@ class Trainer:
         model_ids = {id(p) for p in net.parameters()}
         self.update_params = update_params
         self.extra_update_params = [p for p in update_params if id(p) not in model_ids]
-
-    def _main_schedule(self, optimizer, t_max: int):
-        """The main learning-rate schedule, stepped every iteration."""
-        cfg = self.config
-        if cfg.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, t_max, eta_min=cfg.eta_min)
-        if cfg.schedule == "step":
-            bounds = [m * self.iters_per_epoch for m in cfg.milestones]
-            return torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda it: cfg.gamma ** sum(it >= b for b in bounds)
-            )
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
     # ---- collective helpers -------------------------------------------------------------------
     def agree(self, failure: str | None) -> None:
@@ -209,6 +214,8 @@ class Trainer:
         batch loss; raises :class:`RunFailed` before a bad update is applied."""
         cfg, net, task = self.config, self.net, self.task
         batch = task.prepare(batch, self.device, self.dtype)
+        self.schedule.before_step(self.epoch, self.batch_in_epoch)
+        timed = sum(timer.seconds[p] for p in _STEP_PHASES)
         self.optimizer.zero_grad(set_to_none=True)
         if self.update_optimizer is not None:
             self.update_optimizer.zero_grad(set_to_none=True)
@@ -237,9 +244,14 @@ class Trainer:
             raise RunFailed(f"non-finite gradient norm ({grad_norm})")
         with timer.phase("step"):
             self.optimizer.step()
-            self.scheduler.step()
+            self.schedule.after_step()
             if self.update is not None and self.iteration % self.update.every == 0:
                 self._separate_step(acc)
+        if self.steps is not None:  # time: forward + backward + update, without the checks
+            elapsed = sum(timer.seconds[p] for p in _STEP_PHASES) - timed
+            nfe = [int(v or 0) for v in metrics.read_nfe(net)]
+            self.steps.append({"time": elapsed, "loss": loss_value, "nfe_forward": nfe[0],
+                               "nfe_backward": nfe[1]})
         task.train_metrics(acc, batch, outputs, loss_value)
         acc.add("grad_norm", grad_norm)
         if nfe_forward is not None:
@@ -247,6 +259,7 @@ class Trainer:
         if nfe_backward is not None:
             acc.add("nfe_backward", nfe_backward)
         self.iteration += 1
+        self.batch_in_epoch += 1
         self.last_nfe_forward = nfe_forward
         # What backward does not free (e.g. an implicit-gradient DEQ's graph) stays referenced
         # until the next step's loss is computed, so the saved-tensor peak counts it as it did
@@ -270,7 +283,10 @@ class Trainer:
         from tqdm import tqdm  # text bar; tqdm.auto needs ipywidgets in notebooks
 
         self.model.train()
-        self.sampler.set_epoch(self.epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(self.epoch)
+        self.batch_in_epoch = 0
+        self.steps: list[dict[str, Any]] | None = [] if self.config.record_steps else None
         acc, timer = metrics.Accumulator(), metrics.PhaseTimer(self.device)
         self.meter.reset_peak()
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
@@ -281,9 +297,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_value:.3f}", nfe=self.last_nfe_forward)
         bar.close()
         self._held = None
+        self.schedule.after_epoch()
         acc.all_reduce(self.device)
         record = {k: acc.mean(k) for k in sorted(acc.sums)}
         record.update(timer.record())
+        if self.steps is not None:
+            record["steps"] = self.steps
         return record
 
     @torch.no_grad()
@@ -359,7 +378,7 @@ class Trainer:
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
         return RunResult(self.config.name, self.profile, self.out_dir, state, reason,
-                         list(self.history), summary)
+                         list(self.history), summary, self.net)
 
     def log(self, record: dict[str, Any]) -> None:
         if self.quiet:
@@ -386,6 +405,7 @@ def fit(
     progress: bool | None = None,
     quiet: bool = False,
     threads: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], bool] | None = None,
 ) -> RunResult:
     """Train ``config`` and write its records to ``<results_dir>/<profile>/<config.name>/``.
 
@@ -395,7 +415,9 @@ def fit(
     complete, without changing the schedule (status ``stopped``; resume later). ``progress``:
     tqdm bar (``None`` = only on a terminal). ``threads``: torch CPU threads for this run
     (restored afterwards; ``None`` keeps the current setting — on a small shared CPU one thread is
-    often faster than several). Relative folders are taken relative to the repository root.
+    often faster than several). ``on_epoch(record)`` is called after every epoch (with its
+    history record); returning True stops the run there (status ``stopped``; e.g. a search
+    pruning a trial). Relative folders are taken relative to the repository root.
     Side effect: the global Python, NumPy and torch RNGs are seeded from ``config.seed`` (and
     restored from the checkpoint on resume). Returns a :class:`RunResult`; a failed run returns
     ``failed=True``.
@@ -410,13 +432,13 @@ def fit(
         torch.set_num_threads(threads)
     try:
         return _fit(config, profile, device, results_dir, data_root, resume, max_epochs, download,
-                    progress, quiet)
+                    progress, quiet, on_epoch)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, download, progress,
-         quiet) -> RunResult:
+         quiet, on_epoch) -> RunResult:
     out_dir = resolve(results_dir) / profile / config.name
     trainer = Trainer(config, profile, device, out_dir, resolve(data_root), download,
                       progress, quiet)
@@ -444,6 +466,9 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
                 save_checkpoint(trainer)
                 trainer.write("running")
                 trainer.log(record)
+                if on_epoch is not None and on_epoch(record) and trainer.epoch < stop_at:
+                    return trainer.write("stopped", f"stopped by on_epoch after epoch "
+                                                    f"{trainer.epoch}")
         except RunFailed as err:
             reason = f"epoch {trainer.epoch + 1}, iteration {trainer.iteration}: {err}"
             if not trainer.quiet:

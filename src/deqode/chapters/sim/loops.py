@@ -1,14 +1,18 @@
-"""SIM's own training loops (spec §2.5): classification, image regression, copy memory.
+"""SIM's training: classification, image regression, copy memory (the official SIM code's
+``train_imgcl.py``, ``train_imgreg.py`` and ``train_cpmem.py``).
 
-SIM is trained like a feedforward model, plain Adam on an explicit network, so these loops are
-small and separate from :func:`deqode.train.fit`; the DEQ baselines run through the same loops
-so that the cost comparison (C3) measures the models, not the harnesses. Every loop honours
-:mod:`deqode.rehearsal` (epochs, batches and iterations capped when rehearsing).
+SIM is trained like a feedforward model, plain Adam on an explicit network; the DEQ baselines run
+through the same functions so that the cost comparison (C3) measures the models, not the
+harnesses. Classification runs through the one training loop, :func:`deqode.train.fit` (monDEQ's
+schedules and batch order are options of it). Every loop honours :mod:`deqode.rehearsal`
+(epochs, batches and iterations capped when rehearsing).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from deqode import rehearsal
 from deqode.chapters.sim.configs import LR_MODES, trainable_parameters
 from deqode.choices import check_choice
+from deqode.train.schedules import one_cycle  # noqa: F401 (re-exported: deqode.chapters.sim)
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -50,15 +55,6 @@ def final_run_seeds(best_seed: int, runs: int = 3) -> list[int]:
         seed += run_idx
         seeds.append(seed)
     return seeds
-
-
-def one_cycle(t: float, epochs: int, max_lr: float) -> tuple[float, float]:
-    """monDEQ's ``1cycle``: (lr, Adam β1) at fractional epoch ``t`` (piecewise linear through the
-    knots ``[0, (E−5)//2, E−5, E]``: lr ``[1e-3, max_lr, 1e-3, 1e-3]``, β1
-    ``[0.95, 0.85, 0.95, 0.95]``)."""
-    knots = [0, (epochs - 5) // 2, epochs - 5, epochs]
-    return (float(np.interp(t, knots, [1e-3, max_lr, 1e-3, 1e-3])),
-            float(np.interp(t, knots, [0.95, 0.85, 0.95, 0.95])))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,59 +92,60 @@ def train_classifier(
     device: torch.device | str = "cpu",
     shuffle_seed: int = 0,
     report: Callable[[int, float], bool] | None = None,
+    results_dir: str | os.PathLike | None = None,
+    profile: str = "smoke",
+    name: str = "sim-classifier",
 ) -> dict[str, Any]:
-    """SIM's classification loop (monDEQ's ``train.py``): Adam, cross-entropy, no augmentation.
+    """SIM's classification training (monDEQ's ``train.py``): Adam, cross-entropy, no
+    augmentation, through :func:`deqode.train.fit` (the model as built by the caller, who seeds).
 
     ``lr_mode``: ``step`` (StepLR γ = 0.1 every ``steplr_step`` epochs, stepped per epoch),
     ``constant``, ``1cycle`` (:func:`one_cycle`, per batch). The loader shuffles with its own
     generator seeded ``shuffle_seed`` (identical batch order across runs, as the official code).
     After every epoch: test loss and accuracy (fraction); ``report(epoch, accuracy)`` (search)
-    may stop training early by returning True.
+    may stop training early by returning True. The run's records go to
+    ``<results_dir>/<profile>/<name>/`` and a finished run there is read back, not retrained
+    (``results_dir=None``: a temporary folder).
 
     Returns ``{"epochs": [...], "steps": [...], "test_loss", "test_acc", "params"}``; each step
     records wall time (forward + backward + update), forward and backward NFE.
     """
-    check_choice("lr_mode", lr_mode, LR_MODES)
-    device = torch.device(device)
-    model.to(device).train()
-    generator = torch.Generator().manual_seed(shuffle_seed)
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
-    test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr if lr_mode != "1cycle" else 1e-3)
-    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, steplr_step, 0.1)
-                 if lr_mode == "step" else None)
-    history: dict[str, Any] = {"epochs": [], "steps": [], "params": trainable_parameters(model)}
-    n_batches = len(train_loader)
-    for epoch in range(1, rehearsal.epochs(epochs) + 1):
-        seen, loss_sum = 0, 0.0
-        for batch_idx, (x, y) in enumerate(rehearsal.capped(train_loader)):
-            if lr_mode == "1cycle":
-                cur_lr, beta1 = one_cycle(epoch - 1 + batch_idx / n_batches, epochs, lr)
-                for group in optimizer.param_groups:
-                    group["lr"], group["betas"] = cur_lr, (beta1, group["betas"][1])
-            x, y = x.to(device), y.to(device)
-            _sync(device)
-            start = time.perf_counter()
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            _sync(device)
-            forward_nfe, backward_nfe = _nfe(model)
-            history["steps"].append({"time": time.perf_counter() - start, "loss": loss.item(),
-                                     "nfe_forward": forward_nfe, "nfe_backward": backward_nfe})
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-        if scheduler is not None:
-            scheduler.step()
-        test_loss, test_acc = evaluate_classifier(model, test_loader, device)
-        history["epochs"].append({"epoch": epoch, "train_loss": loss_sum / seen,
-                                  "test_loss": test_loss, "test_acc": test_acc})
-        if report is not None and report(epoch, test_acc):
-            break
+    from deqode.train import TrainConfig
+
+    schedule = {"step": "steplr", "constant": "constant", "1cycle": "1cycle"}[
+        check_choice("lr_mode", lr_mode, LR_MODES)]
+    config = TrainConfig(
+        name=name, model=lambda: model,
+        dataset=lambda split: train_set if split == "train" else test_set,
+        epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, drop_last=False,
+        lr=lr, schedule=schedule, step_size=steplr_step, gamma=0.1, seed=None,
+        data_order="shuffle", shuffle_seed=shuffle_seed, record_steps=True)
+    on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_acc"]))
+    history: dict[str, Any] = {"params": trainable_parameters(model)}
+    result = _fit_in(results_dir, config, profile, device, on_epoch)
+    model.train()
+    history["epochs"] = [{k: h[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}
+                         for h in result.history]
+    history["steps"] = [step for h in result.history for step in h["steps"]]
     history["test_loss"] = history["epochs"][-1]["test_loss"]
     history["test_acc"] = history["epochs"][-1]["test_acc"]
-    return history
+    return {k: history[k] for k in ("epochs", "steps", "params", "test_loss", "test_acc")}
+
+
+def _fit_in(results_dir: str | os.PathLike | None, config: Any, profile: str,
+            device: torch.device | str, on_epoch: Callable[[dict[str, Any]], bool] | None
+            ) -> Any:
+    """:func:`deqode.train.fit` of ``config`` (resumed / read back when it ran there before);
+    ``results_dir=None``: in a temporary folder. A failed run raises."""
+    from deqode.train import fit
+
+    with tempfile.TemporaryDirectory(prefix="deqode-sim-") as scratch:
+        result = fit(config, profile=profile, device=device, results_dir=results_dir or scratch,
+                     resume=results_dir is not None, quiet=True, progress=False,
+                     on_epoch=on_epoch)
+    if result.failed:
+        raise RuntimeError(f"{config.name} failed: {result.reason}")
+    return result
 
 
 def cost_summary(history: Mapping[str, Any], skip: int = 1) -> dict[str, float]:

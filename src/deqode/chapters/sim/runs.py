@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deqode.chapters.sim.cache import cached
+from deqode.chapters.sim.cache import cached, config_key
 from deqode.chapters.sim.configs import (
     ClassificationSetup,
     CopyMemorySetup,
@@ -60,6 +60,8 @@ def run_classification(
 
     Each (model, seed) run is read from ``cache_dir`` when the same configuration finished
     there before (:func:`deqode.chapters.sim.cache.cached`); the search itself is not cached.
+    The runs train through :func:`deqode.train.fit`, which writes their records under
+    ``<cache_dir>/<profile>/`` (and resumes an interrupted one).
     Returns, per model label: ``histories``, ``model`` (the trained module of the last seed),
     ``accs`` (final test accuracy per seed), ``test_acc`` (mean), ``test_acc_std`` (sample
     std), ``params``, ``seeds`` and ``config`` with its ``source`` (``smoke`` / ``cpu`` /
@@ -93,20 +95,24 @@ def run_classification(
             seeds, source = final_run_seeds(int(best["seed"]), len(setup.seeds)), "searched"
         histories, model = [], None
         for seed in seeds:
-            def one_run(seed: int = seed, spec: ModelSpec = spec,
-                        overrides: dict[str, Any] = overrides,
-                        settings: dict[str, Any] = settings) -> dict[str, Any]:
-                seed_all(seed)
-                model = build_model(spec, **overrides)
-                history = train_classifier(model, train, test, device=device,
-                                           test_batch_size=setup.test_batch_size, **settings)
-                return {"history": history, "model": model.cpu()}
-
             config = {"task": "classification", "profile": setup.profile, "dataset": dataset,
                       "data_options": opts, "spec": spec, "overrides": overrides,
                       "settings": settings, "seed": seed,
                       "test_batch_size": setup.test_batch_size}
-            out = cached(cache_dir, f"t1-{dataset}-{spec.kind}-{seed}", config, one_run)
+            name = f"t1-{dataset}-{spec.kind}-{seed}"
+
+            def one_run(seed: int = seed, spec: ModelSpec = spec,
+                        overrides: dict[str, Any] = overrides,
+                        settings: dict[str, Any] = settings,
+                        run_name: str = f"{name}-{config_key(config)}") -> dict[str, Any]:
+                seed_all(seed)
+                model = build_model(spec, **overrides)
+                history = train_classifier(
+                    model, train, test, device=device, test_batch_size=setup.test_batch_size,
+                    results_dir=cache_dir, profile=setup.profile, name=run_name, **settings)
+                return {"history": history, "model": model.cpu()}
+
+            out = cached(cache_dir, name, config, one_run)
             histories.append(out["history"])
             model = out["model"]
         accs = [h["test_acc"] for h in histories]
