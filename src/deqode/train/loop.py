@@ -31,7 +31,6 @@ from deqode.train.rng import seed_everything, setup
 from deqode.train.schedules import Schedule, initial_lr
 from deqode.train.tasks import make_task
 
-
 _STEP_PHASES = ("forward", "backward", "step")
 
 
