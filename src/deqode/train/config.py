@@ -18,13 +18,13 @@ from deqode.train.tasks import TASKS
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant", "step", "steplr", "1cycle")  # deqode.train.schedules
-DATA_ORDERS = ("sampler", "shuffle")
+DATA_ORDERS = ("sampler", "shuffle", "in_order", "full_batch")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Fields added after runs were recorded: left out of :meth:`TrainConfig.to_dict` while they hold
 #: their default, so that the recorded configurations (and checkpoints) of earlier runs still match.
 _LATER_FIELDS = {"task": "classification", "step_size": 10, "data_order": "sampler",
-                 "shuffle_seed": 0, "record_steps": False}
+                 "shuffle_seed": 0, "record_steps": False, "adam_eps": 1e-8}
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ class TrainConfig:
     ``task`` names the objective and metrics (:data:`deqode.train.tasks.TASKS`). ``data_order``:
     ``sampler`` (a ``DistributedSampler`` re-seeded from ``(seed, epoch)``; DDP-ready) or
     ``shuffle`` (one process; a ``DataLoader`` shuffled by its own generator seeded
-    ``shuffle_seed`` once for the whole run, as monDEQ's and SIM's ``train.py``).
+    ``shuffle_seed`` once for the whole run, as monDEQ's and SIM's ``train.py``), ``in_order``
+    (mini-batches in dataset order, as SIM's ``train_cpmem.py``) or ``full_batch`` (every
+    sample in one batch; ``batch_size`` is ignored).
     """
 
     name: str
@@ -64,6 +66,7 @@ class TrainConfig:
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. recipe=..., options
     optimizer: str = "adam"
     lr: float = 1e-3
+    adam_eps: float = 1e-8
     momentum: float = 0.0
     weight_decay: float = 0.0
     schedule: str = "cosine"  # see deqode.train.schedules

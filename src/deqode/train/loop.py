@@ -24,6 +24,7 @@ from deqode.environment import environment_record
 from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, write_json_atomic
+from deqode.train.batches import TensorBatches
 from deqode.train.checkpoints import load_checkpoint, save_checkpoint
 from deqode.train.config import DTYPES, RunResult, TrainConfig
 from deqode.train.hooks import separate_update
@@ -128,21 +129,27 @@ class Trainer:
                 drop_last=True,
             )
             order: dict[str, Any] = {"sampler": self.sampler}
-        else:
-            if ctx.enabled:
-                raise ValueError(f"data_order={cfg.data_order!r} runs in one process only; "
-                                 "use data_order='sampler' under torchrun")
+        elif ctx.enabled:
+            raise ValueError(f"data_order={cfg.data_order!r} runs in one process only; "
+                             "use data_order='sampler' under torchrun")
+        elif cfg.data_order == "shuffle":
             self.generator = torch.Generator().manual_seed(cfg.shuffle_seed)
             order = {"shuffle": True, "generator": self.generator}
-        self.train_loader = DataLoader(
-            train_set, batch_size=per_rank, drop_last=cfg.drop_last,
-            num_workers=cfg.num_workers, pin_memory=pin, **order,
-        )
+        if cfg.data_order in ("in_order", "full_batch"):
+            size = len(train_set) if cfg.data_order == "full_batch" else per_rank
+            self.train_loader: Any = TensorBatches(train_set, size, cfg.drop_last)
+        else:
+            self.train_loader = DataLoader(
+                train_set, batch_size=per_rank, drop_last=cfg.drop_last,
+                num_workers=cfg.num_workers, pin_memory=pin, **order,
+            )
         shard = Subset(test_set, range(ctx.rank, len(test_set), ctx.world))  # no padding
-        self.test_loader = DataLoader(
+        self.test_loader: Any = DataLoader(
             shard, batch_size=max(cfg.test_batch_size // ctx.world, 1), shuffle=False,
             num_workers=cfg.num_workers, pin_memory=pin,
         )
+        if cfg.data_order in ("in_order", "full_batch"):  # no DataLoader: no draw from the RNG
+            self.test_loader = TensorBatches(test_set, cfg.test_batch_size)
         self.iters_per_epoch = len(self.train_loader)
         if self.iters_per_epoch == 0:
             raise ValueError(
@@ -162,7 +169,8 @@ class Trainer:
         main = [p for p in net.parameters() if p.requires_grad and id(p) not in self.update_ids]
         lr = initial_lr(cfg)
         if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(main, lr=lr, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.Adam(main, lr=lr, eps=cfg.adam_eps,
+                                              weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(
                 main, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -249,7 +257,8 @@ class Trainer:
         if self.steps is not None:  # time: forward + backward + update, without the checks
             elapsed = sum(timer.seconds[p] for p in _STEP_PHASES) - timed
             nfe = [int(v or 0) for v in metrics.read_nfe(net)]
-            self.steps.append({"time": elapsed, "loss": loss_value, "nfe_forward": nfe[0],
+            self.steps.append({"time": elapsed, "loss": loss_value,
+                               **task.step_record(batch, outputs), "nfe_forward": nfe[0],
                                "nfe_backward": nfe[1]})
         task.train_metrics(acc, batch, outputs, loss_value)
         acc.add("grad_norm", grad_norm)
@@ -414,9 +423,10 @@ def fit(
     complete, without changing the schedule (status ``stopped``; resume later). ``progress``:
     tqdm bar (``None`` = only on a terminal). ``threads``: torch CPU threads for this run
     (restored afterwards; ``None`` keeps the current setting — on a small shared CPU one thread is
-    often faster than several). ``on_epoch(record)`` is called after every epoch (with its
-    history record); returning True stops the run there (status ``stopped``; e.g. a search
-    pruning a trial). Relative folders are taken relative to the repository root.
+    often faster than several). ``on_epoch(record)`` is called after every epoch with its
+    history record, before the checkpoint (what it adds to the record is kept); returning True
+    stops the run there (status ``stopped``; e.g. a search pruning a trial). Relative folders
+    are taken relative to the repository root.
     Side effect: the global Python, NumPy and torch RNGs are seeded from ``config.seed`` (and
     restored from the checkpoint on resume). Returns a :class:`RunResult`; a failed run returns
     ``failed=True``.
@@ -462,10 +472,11 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
         try:
             while trainer.epoch < stop_at:
                 record = trainer.run_epoch()
+                stop = on_epoch is not None and on_epoch(record)
                 save_checkpoint(trainer)
                 trainer.write("running")
                 trainer.log(record)
-                if on_epoch is not None and on_epoch(record) and trainer.epoch < stop_at:
+                if stop and trainer.epoch < stop_at:
                     return trainer.write("stopped", f"stopped by on_epoch after epoch "
                                                     f"{trainer.epoch}")
         except RunFailed as err:

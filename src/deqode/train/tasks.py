@@ -49,6 +49,10 @@ class Task:
         n = len(batch[1])
         acc.add("train_loss", loss * n, n)
 
+    def step_record(self, batch: Any, outputs: Any) -> dict[str, float]:
+        """Task metrics of one step for ``TrainConfig.record_steps`` (none by default)."""
+        return {}
+
     def evaluate(self, model: nn.Module, batch: Any, acc: Accumulator) -> None:
         """Add the test metrics of ``batch`` to ``acc`` (under ``torch.no_grad``)."""
         raise NotImplementedError
@@ -116,7 +120,40 @@ class Classification(Task):
                 f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}")
 
 
-TASKS: dict[str, type[Task]] = {Classification.name: Classification}
+class Sequence(Classification):
+    """A label at every position of a sequence, as SIM's copy memory (``train_cpmem.py`` of the
+    SIM code; the TCN benchmark's task): the model maps (N, C, T) to logits (N, T, K); plain
+    cross-entropy over all positions; accuracy in percent over all positions. The test loss is
+    the mean over test batches of the batch-mean cross-entropy (the official metric); the best
+    epoch is the one of least test loss."""
+
+    name = "sequence"
+    selection = "test_loss"
+    maximise = False
+
+    def loss(self, model: nn.Module, batch: Any, config: Any) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        logits = model(x).flatten(0, 1)
+        return F.cross_entropy(logits, y.flatten()), logits
+
+    def train_metrics(self, acc: Accumulator, batch: Any, outputs: Tensor, loss: float) -> None:
+        target = batch[1].flatten()
+        n = target.numel()
+        acc.add("train_loss", loss * n, n)
+        acc.add("train_acc", 100.0 * float((outputs.argmax(1) == target).sum()), n)
+
+    def step_record(self, batch: Any, outputs: Tensor) -> dict[str, float]:
+        target = batch[1].flatten()
+        return {"acc": 100.0 * (outputs.argmax(1) == target).float().mean().item()}
+
+    def evaluate(self, model: nn.Module, batch: Any, acc: Accumulator) -> None:
+        x, y = batch
+        logits, target = model(x).flatten(0, 1), y.flatten()
+        acc.add("test_loss", F.cross_entropy(logits, target).item())
+        acc.add("test_acc", 100.0 * float((logits.argmax(1) == target).sum()), target.numel())
+
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in (Classification, Sequence)}
 
 
 def make_task(name: str) -> Task:
@@ -125,4 +162,4 @@ def make_task(name: str) -> Task:
     return TASKS[check_choice("task", name, TASKS)]()
 
 
-__all__ = ["TASKS", "Classification", "Task", "make_task"]
+__all__ = ["TASKS", "Classification", "Sequence", "Task", "make_task"]

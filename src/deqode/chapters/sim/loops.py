@@ -259,51 +259,55 @@ def train_copy_memory(
     report: Callable[[int, float], bool] | None = None,
     val_set: Dataset | None = None,
     track_positions: bool = False,
+    results_dir: str | os.PathLike | None = None,
+    profile: str = "smoke",
+    name: str = "sim-copy-memory",
 ) -> dict[str, Any]:
-    """SIM's copy-memory loop: Adam (``eps`` 1e-5), constant lr, mini-batches in order.
+    """SIM's copy-memory training: Adam (``eps`` 1e-5), constant lr, mini-batches in order,
+    through :func:`deqode.train.fit` (task ``sequence``; the model as built by the caller).
 
     No gradient clipping: the official code calls ``clip_grad_norm_`` before ``backward()``, so
-    its clipping has no effect (spec §5 item 4); we reproduce that effective behaviour. Per
-    batch: loss, accuracy (%), cumulative wall-clock time (ms, ``perf_counter``; synchronised on
-    a GPU) and NFE. The test set is evaluated once after the last epoch. With ``val_set`` and
-    ``report`` (search), the validation loss is reported after each epoch. ``track_positions``:
-    after each epoch, the test accuracy split by position (:func:`copy_memory_position_accuracy`)
-    goes to ``epochs``.
+    its clipping has no effect; we reproduce that effective behaviour. Per batch: loss, accuracy
+    (%), cumulative wall-clock time (ms, forward + backward + update; synchronised on a GPU) and
+    NFE. The test set is evaluated after the last epoch (:func:`evaluate_copy_memory`). With
+    ``val_set`` and ``report`` (search), the validation loss is reported after each epoch.
+    ``track_positions``: after each epoch, the test accuracy split by position
+    (:func:`copy_memory_position_accuracy`) goes to ``epochs``. Records: as
+    :func:`train_classifier`.
     """
-    device = torch.device(device)
-    model.to(device).train()
-    x_tr, y_tr = (t.to(device) for t in _stack(train_set))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=adam_eps)
-    steps: list[dict[str, float]] = []
-    elapsed = 0.0
-    epochs_log: list[dict[str, float]] = []
-    for epoch in range(1, rehearsal.epochs(epochs) + 1):
-        for i in rehearsal.capped(range(0, len(x_tr), batch_size)):
-            x, y = x_tr[i : i + batch_size], y_tr[i : i + batch_size]
-            _sync(device)
-            start = time.perf_counter()
-            optimizer.zero_grad()
-            logits = model(x).flatten(0, 1)
-            loss = F.cross_entropy(logits, y.flatten())
-            loss.backward()
-            optimizer.step()
-            _sync(device)
-            elapsed += time.perf_counter() - start
-            forward_nfe, backward_nfe = _nfe(model)
-            acc = 100.0 * (logits.argmax(1) == y.flatten()).float().mean().item()
-            steps.append({"loss": loss.item(), "acc": acc, "time_ms": 1e3 * elapsed,
-                          "nfe_forward": forward_nfe, "nfe_backward": backward_nfe})
+    from deqode.train import TrainConfig
+
+    config = TrainConfig(
+        name=name, model=lambda: model, task="sequence",
+        dataset=lambda split: train_set if split == "train" else test_set,
+        epochs=epochs, batch_size=batch_size, test_batch_size=batch_size, drop_last=False,
+        lr=lr, adam_eps=adam_eps, schedule="constant", seed=None, data_order="in_order",
+        record_steps=True)
+
+    def on_epoch(record: dict[str, Any]) -> bool:
         if track_positions:
-            epochs_log.append({"epoch": epoch, **copy_memory_position_accuracy(
-                model, test_set, batch_size=50, device=device)})
-        if val_set is not None and report is not None:
-            x_va, y_va = (t.to(device) for t in _stack(val_set))
-            if report(epoch, evaluate_copy_memory(model, x_va, y_va, batch_size)[0]):
-                break
+            record["positions"] = copy_memory_position_accuracy(model, test_set, batch_size=50,
+                                                                device=device)
+        if val_set is None or report is None:
+            return False
+        x_va, y_va = (t.to(device) for t in _stack(val_set))
+        return bool(report(record["epoch"], evaluate_copy_memory(model, x_va, y_va,
+                                                                 batch_size)[0]))
+
+    params = trainable_parameters(model)
+    result = _fit_in(results_dir, config, profile, device, on_epoch)
+    model.train()
+    steps, elapsed = [], 0.0
+    for step in (s for h in result.history for s in h["steps"]):
+        elapsed += step["time"]
+        steps.append({"loss": step["loss"], "acc": step["acc"], "time_ms": 1e3 * elapsed,
+                      "nfe_forward": step["nfe_forward"], "nfe_backward": step["nfe_backward"]})
+    epochs_log = [{"epoch": h["epoch"], **h["positions"]} for h in result.history
+                  if "positions" in h]
     x_te, y_te = (t.to(device) for t in _stack(test_set))
     test_loss, test_acc = evaluate_copy_memory(model, x_te, y_te, batch_size)
     return {"steps": steps, "epochs": epochs_log, "test_loss": test_loss, "test_acc": test_acc,
-            "params": trainable_parameters(model)}
+            "params": params}
 
 
 @torch.no_grad()

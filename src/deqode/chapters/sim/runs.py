@@ -187,6 +187,7 @@ def run_copy_memory(
     """T3: every model of the setup on the generated copy-memory data, one run per seed of
     ``setup.run_seeds`` (each read from ``cache_dir`` when it finished there before).
 
+    Trained through :func:`deqode.train.fit` (records under ``<cache_dir>/<profile>/``).
     Returns per model label the :func:`train_copy_memory` record of the first seed, plus
     ``position_accuracy`` (:func:`copy_memory_position_accuracy` on the test set) and ``runs``:
     one such record per seed (with ``seed``), each with the per-epoch position accuracies."""
@@ -203,21 +204,25 @@ def run_copy_memory(
     for spec in setup.models:
         runs = []
         for seed in setup.run_seeds:
-            def one_run(seed: int = seed, spec: ModelSpec = spec) -> dict[str, Any]:
-                seed_all(seed)
-                model = build_model(spec)
-                out = train_copy_memory(
-                    model, train, test, epochs=n_epochs, batch_size=setup.batch_size,
-                    lr=setup.lr, adam_eps=setup.adam_eps, device=device, track_positions=True)
-                out["position_accuracy"] = copy_memory_position_accuracy(
-                    model, test, setup.batch_size, device)
-                return out
-
             config = {"task": "copy-memory", "profile": setup.profile, "T": setup.T,
                       "n_train": len(train), "n_test": len(test), "spec": spec,
                       "epochs": n_epochs, "batch_size": setup.batch_size, "lr": setup.lr,
                       "adam_eps": setup.adam_eps, "seed": seed}
-            out = cached(cache_dir, f"t3-{spec.kind}-{spec.variant}-{seed}", config, one_run)
+            name = f"t3-{spec.kind}-{spec.variant}-{seed}"
+
+            def one_run(seed: int = seed, spec: ModelSpec = spec,
+                        run_name: str = f"{name}-{config_key(config)}") -> dict[str, Any]:
+                seed_all(seed)
+                model = build_model(spec)
+                out = train_copy_memory(
+                    model, train, test, epochs=n_epochs, batch_size=setup.batch_size,
+                    lr=setup.lr, adam_eps=setup.adam_eps, device=device, track_positions=True,
+                    results_dir=cache_dir, profile=setup.profile, name=run_name)
+                out["position_accuracy"] = copy_memory_position_accuracy(
+                    model, test, setup.batch_size, device)
+                return out
+
+            out = cached(cache_dir, name, config, one_run)
             runs.append({**out, "seed": seed})
         results[spec.label] = {**runs[0], "runs": runs}
     return results
