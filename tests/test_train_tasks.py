@@ -38,7 +38,7 @@ def test_classification_loss_and_metrics_on_a_tiny_model():
     assert acc.mean("train_acc") == pytest.approx(float((logits.argmax(1) == y).float().mean()))
     with torch.no_grad():
         task.evaluate(model, (x, y), acc)
-    assert acc.mean("test_loss") == pytest.approx(float(loss))
+    assert acc.mean("test_loss") == pytest.approx(float(loss.detach()))
     assert task.check_evaluation({"test_loss": float("nan")}).startswith("non-finite test loss")
     bad = logits.detach() * float("nan")
     assert "non-finite logits" in task.check(loss, bad, Flood())
@@ -133,3 +133,99 @@ def test_on_epoch_stops_a_run_early(tmp_path):
     assert seen == [1, 2] and result.state == "stopped" and "on_epoch" in result.reason
     with pytest.raises(ValueError, match="seed=None"):
         TrainConfig(name="x", model=_tiny_classifier, dataset=_blobs, seed=None)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """Tensors with ``inputs`` / ``targets`` (as the SIM data sets), for the in-order orders."""
+
+    def __init__(self, inputs, targets):
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self):
+        return len(self.inputs)
+
+    def __getitem__(self, i):
+        return self.inputs[i], self.targets[i]
+
+
+def _sequence_data(split: str):
+    gen = torch.Generator().manual_seed(0 if split == "train" else 1)
+    x = torch.randn(24, 2, 5, generator=gen, dtype=torch.float64)
+    return _Pairs(x, (x[:, 0] > 0).long())  # (N, T) labels from (N, C, T) inputs
+
+
+class _PerPosition(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.lin = nn.Linear(2, 2).double()
+
+    def forward(self, x):
+        return self.lin(x.transpose(1, 2))  # (N, T, K)
+
+
+def _regression_data(split: str):
+    gen = torch.Generator().manual_seed(0 if split == "train" else 1)
+    x = torch.rand(40, 2, generator=gen, dtype=torch.float64)
+    return _Pairs(x, torch.sin(3 * x).mul(0.5).add(0.5))
+
+
+def _regressor():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+
+
+def test_sequence_and_regression_tasks_on_tiny_models():
+    from deqode.train.tasks import Regression, Sequence, psnr
+
+    x, y = _sequence_data("train")[0:4]
+    model, task = _PerPosition(), Sequence()
+    loss, logits = task.loss(model, (x, y), Flood())
+    assert logits.shape == (20, 2)
+    assert torch.equal(loss, F.cross_entropy(model(x).flatten(0, 1), y.flatten()))
+    assert task.step_record((x, y), logits)["acc"] == pytest.approx(
+        100 * float((logits.argmax(1) == y.flatten()).double().mean()))
+    acc = Accumulator()
+    with torch.no_grad():
+        task.evaluate(model, (x[:2], y[:2]), acc)
+        task.evaluate(model, (x[2:], y[2:]), acc)
+    halves = [float(F.cross_entropy(model(x[s]).flatten(0, 1), y[s].flatten()))
+              for s in (slice(0, 2), slice(2, 4))]
+    assert acc.mean("test_loss") == pytest.approx(sum(halves) / 2)  # mean of batch means
+    assert 0 <= acc.mean("test_acc") <= 100
+    x, y = _regression_data("train")[0:8]
+    reg, task = _regressor(), Regression()
+    loss, _ = task.loss(reg, (x, y), Flood())
+    assert torch.equal(loss, F.mse_loss(reg(x), y))
+    assert task.derived({"train_loss": 0.01, "test_loss": 0.001}) == {
+        "train_psnr": pytest.approx(20.0), "test_psnr": pytest.approx(30.0)}
+    assert psnr(0.0) == float("inf")
+
+
+TASK_RUNS = {
+    "classification": dict(model=_tiny_classifier, dataset=_blobs, batch_size=16,
+                           data_order="shuffle"),
+    "sequence": dict(model=_PerPosition, dataset=_sequence_data, batch_size=5,
+                     data_order="in_order", test_batch_size=10),
+    "regression": dict(model=_regressor, dataset=_regression_data, batch_size=1,
+                       data_order="full_batch", test_batch_size=40, checkpoint_every=2),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASK_RUNS))
+def test_every_task_resumes_to_the_uninterrupted_numbers(tmp_path, task):
+    from deqode.train import fit
+
+    cfg = TrainConfig(name=task, task=task, epochs=4, lr=0.05, dtype="float64", seed=None,
+                      drop_last=False, schedule="constant", record_steps=True, **TASK_RUNS[task])
+    kwargs = dict(profile="smoke", device="cpu", quiet=True, progress=False)
+    whole = fit(cfg, results_dir=tmp_path / "a", **kwargs)
+    assert whole.state == "completed" and len(whole.history) == 4
+    metric = make_task(task).selection
+    assert whole.summary[f"best_{metric}"] is not None
+    fit(cfg, results_dir=tmp_path / "b", max_epochs=2, **kwargs)
+    resumed = fit(cfg, results_dir=tmp_path / "b", resume=True, **kwargs)
+    assert _deterministic(resumed.history) == _deterministic(whole.history)
+    assert _steps_without_time(resumed.history) == _steps_without_time(whole.history)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -24,7 +24,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Fields added after runs were recorded: left out of :meth:`TrainConfig.to_dict` while they hold
 #: their default, so that the recorded configurations (and checkpoints) of earlier runs still match.
 _LATER_FIELDS = {"task": "classification", "step_size": 10, "data_order": "sampler",
-                 "shuffle_seed": 0, "record_steps": False, "adam_eps": 1e-8}
+                 "shuffle_seed": 0, "record_steps": False, "adam_eps": 1e-8,
+                 "checkpoint_every": 1}
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class TrainConfig:
     data_order: str = "sampler"
     shuffle_seed: int = 0  # data_order="shuffle": the seed of the loader's own generator
     record_steps: bool = False  # history entries get "steps": loss, time and NFE of every step
+    checkpoint_every: int = 1  # epochs between checkpoints (and the last epoch)
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -98,7 +100,7 @@ class TrainConfig:
         if self.seed is None and self.data_order == "sampler":
             raise ValueError("seed=None needs a data order with its own seed (data_order="
                              "'shuffle'); the 'sampler' order is seeded by seed")
-        for key in ("epochs", "batch_size", "test_batch_size"):
+        for key in ("epochs", "batch_size", "test_batch_size", "checkpoint_every"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
 

@@ -344,6 +344,7 @@ class Trainer:
         record["saved_tensor_peak_mb"] = self.meter.peak_bytes / metrics.MB
         record["cuda_peak_mb"] = metrics.cuda_peak_mb(self.device)
         record.update(self._evaluate())
+        record.update(self.task.derived(record))
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.update is not None:
             record[f"lr_{self.update.name}"] = self.update_optimizer.param_groups[0]["lr"]
@@ -473,8 +474,10 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
             while trainer.epoch < stop_at:
                 record = trainer.run_epoch()
                 stop = on_epoch is not None and on_epoch(record)
-                save_checkpoint(trainer)
-                trainer.write("running")
+                if stop or trainer.epoch % config.checkpoint_every == 0 \
+                        or trainer.epoch == stop_at:
+                    save_checkpoint(trainer)
+                    trainer.write("running")
                 trainer.log(record)
                 if stop and trainer.epoch < stop_at:
                     return trainer.write("stopped", f"stopped by on_epoch after epoch "

@@ -63,6 +63,10 @@ class Task:
             return f"non-finite test loss ({value})"
         return None
 
+    def derived(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Metrics computed from an epoch's reduced training and test metrics (none here)."""
+        return {}
+
     def summary(self, best: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
         """The summary's task entries: the best selection metric, its epoch and the last ones."""
         metric = self.selection
@@ -153,7 +157,38 @@ class Sequence(Classification):
         acc.add("test_acc", 100.0 * float((logits.argmax(1) == target).sum()), target.numel())
 
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (Classification, Sequence)}
+def psnr(mse: float) -> float:
+    """``−10 log10(MSE)`` for targets in [0, 1] (unclamped, as SIM's code)."""
+    return -10.0 * math.log10(mse) if mse > 0 else math.inf
+
+
+class Regression(Task):
+    """Regression of targets in [0, 1] as SIM's image regression (``train_imgreg.py`` of the SIM
+    code; usually full-batch, ``data_order="full_batch"``): mean squared error; the losses are
+    means over batches of the batch-mean MSE; ``train_psnr`` / ``test_psnr`` =
+    ``−10 log10(MSE)``; the best epoch is the one of highest test PSNR."""
+
+    name = "regression"
+    selection = "test_psnr"
+    maximise = True
+
+    def loss(self, model: nn.Module, batch: Any, config: Any) -> tuple[Tensor, None]:
+        x, y = batch
+        return F.mse_loss(model(x), y), None
+
+    def train_metrics(self, acc: Accumulator, batch: Any, outputs: Any, loss: float) -> None:
+        acc.add("train_loss", loss)
+
+    def evaluate(self, model: nn.Module, batch: Any, acc: Accumulator) -> None:
+        x, y = batch
+        acc.add("test_loss", F.mse_loss(model(x), y).item())
+
+    def derived(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {"train_psnr": psnr(record["train_loss"]), "test_psnr": psnr(record["test_loss"])}
+
+
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (Classification, Regression, Sequence)}
 
 
 def make_task(name: str) -> Task:
@@ -162,4 +197,4 @@ def make_task(name: str) -> Task:
     return TASKS[check_choice("task", name, TASKS)]()
 
 
-__all__ = ["TASKS", "Classification", "Sequence", "Task", "make_task"]
+__all__ = ["TASKS", "Classification", "Regression", "Sequence", "Task", "make_task", "psnr"]

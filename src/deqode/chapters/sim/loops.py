@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from deqode import rehearsal
 from deqode.chapters.sim.configs import LR_MODES, trainable_parameters
 from deqode.choices import check_choice
 from deqode.train.schedules import one_cycle  # noqa: F401 (re-exported: deqode.chapters.sim)
+from deqode.train.tasks import psnr  # noqa: F401 (re-exported: deqode.chapters.sim)
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -164,11 +164,6 @@ def cost_summary(history: Mapping[str, Any], skip: int = 1) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------
 
 
-def psnr(mse: float) -> float:
-    """``−10 log10(MSE)`` for targets in [0, 1] (unclamped, as the official code)."""
-    return -10.0 * math.log10(mse) if mse > 0 else math.inf
-
-
 def train_regression(
     model: nn.Module,
     train_set: Dataset,
@@ -178,42 +173,40 @@ def train_regression(
     lr: float,
     device: torch.device | str = "cpu",
     report: Callable[[int, float], bool] | None = None,
+    results_dir: str | os.PathLike | None = None,
+    profile: str = "smoke",
+    name: str = "sim-regression",
 ) -> dict[str, Any]:
-    """Full-batch Adam on MSE. After each step: train PSNR from the pre-step loss, test PSNR
-    from a fresh forward pass; the reported values are those after the last iteration.
-    ``report(iteration, test_psnr)`` may stop early (search). The test-grid prediction
-    ``(S/2, S/2, 3)`` of the final model is returned as ``prediction`` (with ``target``)."""
-    device = torch.device(device)
-    model.to(device).train()
-    x_tr, y_tr = train_set.inputs.to(device), train_set.targets.to(device)
+    """Full-batch Adam on MSE through :func:`deqode.train.fit` (task ``regression``, one
+    iteration per epoch; the model as built by the caller). After each step: train PSNR from the
+    pre-step loss, test PSNR from a fresh forward pass; the reported values are those after the
+    last iteration. ``report(iteration, test_psnr)`` may stop early (search). The test-grid
+    prediction ``(S/2, S/2, 3)`` of the final model is returned as ``prediction`` (with
+    ``target``). Records: as :func:`train_classifier`."""
+    from deqode.train import TrainConfig
+
+    config = TrainConfig(
+        name=name, model=lambda: model, task="regression",
+        dataset=lambda split: train_set if split == "train" else test_set,
+        epochs=iterations, batch_size=len(train_set), test_batch_size=len(test_set),
+        drop_last=False, lr=lr, schedule="constant", seed=None, data_order="full_batch",
+        record_steps=True, checkpoint_every=max(iterations // 10, 1))
+    on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_psnr"]))
+    params = trainable_parameters(model)
+    history = _fit_in(results_dir, config, profile, device, on_epoch).history
+    model.train()
     x_te, y_te = test_set.inputs.to(device), test_set.targets.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    train_psnr, test_psnr, times = [], [], []
-    for it in range(1, rehearsal.steps(iterations) + 1):
-        _sync(device)
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        loss = F.mse_loss(model(x_tr), y_tr)
-        loss.backward()
-        optimizer.step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-        train_psnr.append(psnr(loss.item()))
-        with torch.no_grad():
-            test_psnr.append(psnr(F.mse_loss(model(x_te), y_te).item()))
-        if report is not None and report(it, test_psnr[-1]):
-            break
     with torch.no_grad():
         prediction = model(x_te).reshape(*test_set.grid_shape, -1).cpu()
     return {
-        "train_psnr": train_psnr,
-        "test_psnr": test_psnr,
-        "final_train_psnr": train_psnr[-1],
-        "final_test_psnr": test_psnr[-1],
-        "step_times": times,
+        "train_psnr": [h["train_psnr"] for h in history],
+        "test_psnr": [h["test_psnr"] for h in history],
+        "final_train_psnr": history[-1]["train_psnr"],
+        "final_test_psnr": history[-1]["test_psnr"],
+        "step_times": [s["time"] for h in history for s in h["steps"]],
         "prediction": prediction,
         "target": y_te.reshape(*test_set.grid_shape, -1).cpu(),
-        "params": trainable_parameters(model),
+        "params": params,
     }
 
 

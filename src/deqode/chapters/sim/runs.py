@@ -133,7 +133,8 @@ def run_regression(
     cache_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
     """T2: every model on every image of the setup, one run per seed of ``setup.run_seeds``
-    (each read from ``cache_dir`` when it finished there before).
+    (each read from ``cache_dir`` when it finished there before; trained through
+    :func:`deqode.train.fit`, records under ``<cache_dir>/<profile>/``).
 
     Returns one record per (image, model, seed): ``set`` (natural / text), ``image``,
     ``model``, ``seed``, ``train_psnr``, ``test_psnr`` (after the last iteration), the PSNR
@@ -149,21 +150,23 @@ def run_regression(
             lr = spec.train.get("lr", setup.lr)
             n_iter = iterations or setup.iterations
             for seed in setup.run_seeds:
-                def one_run(seed: int = seed, spec: ModelSpec = spec, lr: float = lr,
-                            n_iter: int = n_iter, train: Any = train,
-                            test: Any = test) -> dict[str, Any]:
-                    seed_all(seed)
-                    model = build_model(spec)
-                    out = train_regression(model, train, test, iterations=n_iter, lr=lr,
-                                           device=device)
-                    out["nfe_forward"] = int(getattr(model, "nfe_forward", 0) or 0)
-                    return out
-
                 config = {"task": "regression", "profile": setup.profile, "image": name,
                           "options": opts, "spec": spec, "lr": lr, "iterations": n_iter,
                           "seed": seed}
-                out = cached(cache_dir, f"t2-{name}-{spec.kind}-{spec.variant}-{seed}", config,
-                             one_run)
+                run_name = f"t2-{name}-{spec.kind}-{spec.variant}-{seed}"
+
+                def one_run(seed: int = seed, spec: ModelSpec = spec, lr: float = lr,
+                            n_iter: int = n_iter, train: Any = train, test: Any = test,
+                            key: str = f"{run_name}-{config_key(config)}") -> dict[str, Any]:
+                    seed_all(seed)
+                    model = build_model(spec)
+                    out = train_regression(model, train, test, iterations=n_iter, lr=lr,
+                                           device=device, results_dir=cache_dir,
+                                           profile=setup.profile, name=key)
+                    out["nfe_forward"] = int(getattr(model, "nfe_forward", 0) or 0)
+                    return out
+
+                out = cached(cache_dir, run_name, config, one_run)
                 records.append({
                     "set": setup.set_names[name], "dataset": name,
                     "image": opts.get("image", 0), "model": spec.label, "seed": seed,
