@@ -88,7 +88,8 @@ def _blobs(split: str):
 
 
 def _steps_without_time(history):
-    return [[{k: v for k, v in s.items() if k != "time"} for s in h["steps"]] for h in history]
+    return [[{k: v for k, v in s.items() if k not in ("time", "cpu_time")} for s in h["steps"]]
+            for h in history]
 
 
 def _deterministic(history):
@@ -229,3 +230,63 @@ def test_every_task_resumes_to_the_uninterrupted_numbers(tmp_path, task):
     assert _steps_without_time(resumed.history) == _steps_without_time(whole.history)
     for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+class _Gaussian(nn.Module):
+    """``log p(x)`` of N(mu, I) and a noisy 'negative ELBO' drawing from a generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+        self.nfe_forward = self.nfe_backward = 0
+
+    def log_prob(self, x):
+        return -0.5 * (x - self.mu).square().sum(1)
+
+    def negative_elbo(self, observed, times, generator):
+        noise = torch.randn(2, generator=generator, dtype=torch.float64)
+        return (observed - self.mu - 0.1 * noise).square().mean() * times.mean()
+
+
+def _stream_run(tmp_path, kind, **kwargs):
+    import numpy as np
+
+    from deqode.train import fit
+    from deqode.train.batches import Stream
+    from deqode.train.tasks import density_task, elbo_task
+
+    model = _Gaussian()
+    held_out = torch.full((5, 2), 1.0, dtype=torch.float64)
+    if kind == "density":
+        task = density_task(lambda: {"nll": float(-model.log_prob(held_out).mean())})
+        stream = Stream(lambda rng: torch.from_numpy(rng.normal(1.0, 1.0, (4, 2))),
+                        np.random.default_rng(0))
+    else:
+        batch = (torch.ones(3, 2, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+        task = elbo_task(lambda: {"neg_elbo": float((model.mu - 1).square().sum())},
+                         torch.Generator().manual_seed(5))
+        stream = Stream(lambda _: batch)
+    cfg = TrainConfig(name=kind, model=lambda: model, task=task, data_order="stream",
+                      dataset=lambda split: stream, iterations=7, batch_size=3, epochs=3,
+                      lr=0.1, schedule="cosine", eta_min=0.0, seed=None, dtype="float64",
+                      record_steps=True, evaluate_at_start=True)
+    return fit(cfg, profile="smoke", device="cpu", results_dir=tmp_path, quiet=True,
+               progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["density", "elbo"])
+def test_stream_tasks_evaluate_at_start_and_resume_exactly(tmp_path, kind):
+    from deqode.train import load_result
+
+    whole = _stream_run(tmp_path / "a", kind)
+    assert [len(h["steps"]) for h in whole.history] == [3, 3, 1]  # 7 iterations in blocks of 3
+    metric = "nll" if kind == "density" else "neg_elbo"
+    start = load_result(whole.out_dir)["start"]
+    assert whole.history[-1][metric] < start[metric]
+    assert whole.summary[f"best_{metric}"] == min(h[metric] for h in whole.history)
+    assert whole.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine over 7 steps
+    _stream_run(tmp_path / "b", kind, max_epochs=1)
+    resumed = _stream_run(tmp_path / "b", kind, resume=True)
+    assert _deterministic(resumed.history) == _deterministic(whole.history)
+    assert _steps_without_time(resumed.history) == _steps_without_time(whole.history)
+    assert load_result(resumed.out_dir)["start"] == start

@@ -1,6 +1,6 @@
-"""Batches in dataset order (``TrainConfig.data_order`` ``in_order`` and ``full_batch``): slices
-of the dataset's ``inputs`` / ``targets`` tensors when it has them (no per-item collation; the
-same values), else a ``DataLoader`` without shuffling."""
+"""Batch sources besides the ``DataLoader`` of ``TrainConfig.data_order``: in dataset order
+(``in_order``, ``full_batch``; slices of the dataset's ``inputs`` / ``targets`` tensors when it
+has them, no per-item collation, the same values) and endless streams (``stream``)."""
 
 from __future__ import annotations
 
@@ -37,4 +37,48 @@ class TensorBatches:
                 y[i * self.batch_size:(i + 1) * self.batch_size]
 
 
-__all__ = ["TensorBatches"]
+class Stream:
+    """An endless source of batches, ``draw(rng)`` each, from its own random generator (a NumPy
+    ``Generator`` or a ``torch.Generator``; ``None``: the same batch every time), whose state
+    a checkpoint keeps (``TrainConfig.data_order="stream"``)."""
+
+    def __init__(self, draw: Any, rng: Any = None) -> None:
+        self.draw, self.rng = draw, rng
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            yield self.draw(self.rng)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.rng is None:
+            return {}
+        if hasattr(self.rng, "bit_generator"):
+            return {"numpy": self.rng.bit_generator.state}
+        return {"torch": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "numpy" in state:
+            self.rng.bit_generator.state = state["numpy"]
+        elif "torch" in state:
+            self.rng.set_state(state["torch"])
+
+
+class StreamEpochs:
+    """``per_epoch`` batches of a :class:`Stream` per epoch, ``total`` in all (the last epoch
+    takes what is left)."""
+
+    def __init__(self, stream: Stream, per_epoch: int, total: int) -> None:
+        self.stream, self.per_epoch, self.total = stream, per_epoch, total
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self) -> Iterator[Any]:
+        left = self.total - self.epoch * self.per_epoch
+        source = iter(self.stream)
+        for _ in range(min(self.per_epoch, max(left, 0))):
+            yield next(source)
+
+
+__all__ = ["Stream", "StreamEpochs", "TensorBatches"]

@@ -44,6 +44,11 @@ def save_checkpoint(trainer: Any) -> None:
     }
     if trainer.generator is not None:  # data_order="shuffle": the loader's own generator
         state["data_generator"] = trainer.generator.get_state()
+    if trainer.stream is not None:  # data_order="stream": the stream's and the task's draws
+        state["data_stream"] = trainer.stream.state_dict()
+        state["task_state"] = trainer.task.state_dict()
+    if trainer.start is not None:
+        state["start"] = trainer.start
     torch_save_atomic(state, trainer.out_dir / "checkpoint.pt")
 
 
@@ -67,6 +72,10 @@ def load_checkpoint(trainer: Any, path: Path) -> None:
     trainer.schedule.load_state_dict(ckpt["scheduler"])
     if trainer.generator is not None:
         trainer.generator.set_state(ckpt["data_generator"])
+    if trainer.stream is not None:
+        trainer.stream.load_state_dict(ckpt["data_stream"])
+        trainer.task.load_state_dict(ckpt["task_state"])
+    trainer.start = ckpt.get("start")
     if trainer.update is not None:
         trainer.update_optimizer.load_state_dict(ckpt[f"{name}_optimizer"])
         trainer.update_scheduler.load_state_dict(ckpt[f"{name}_scheduler"])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,18 +15,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deqode.choices import check_choice
-from deqode.train.tasks import TASKS
+from deqode.train.tasks import TASKS, Task
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant", "step", "steplr", "1cycle")  # deqode.train.schedules
-DATA_ORDERS = ("sampler", "shuffle", "in_order", "full_batch")
+DATA_ORDERS = ("sampler", "shuffle", "in_order", "full_batch", "stream")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Fields added after runs were recorded: left out of :meth:`TrainConfig.to_dict` while they hold
 #: their default, so that the recorded configurations (and checkpoints) of earlier runs still match.
 _LATER_FIELDS = {"task": "classification", "step_size": 10, "data_order": "sampler",
                  "shuffle_seed": 0, "record_steps": False, "adam_eps": 1e-8,
-                 "checkpoint_every": 1}
+                 "checkpoint_every": 1, "iterations": None, "evaluate_at_start": False,
+                 "measure_memory": True}
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,9 @@ class TrainConfig:
     ``shuffle`` (one process; a ``DataLoader`` shuffled by its own generator seeded
     ``shuffle_seed`` once for the whole run, as monDEQ's and SIM's ``train.py``), ``in_order``
     (mini-batches in dataset order, as SIM's ``train_cpmem.py``) or ``full_batch`` (every
-    sample in one batch; ``batch_size`` is ignored).
+    sample in one batch; ``batch_size`` is ignored) or ``stream`` (``dataset("train")`` is a
+    :class:`deqode.train.batches.Stream`, ``batch_size`` of its batches make an epoch and
+    ``iterations`` the run; ``dataset("test")`` is unused: the task evaluates the model).
     """
 
     name: str
@@ -83,11 +87,14 @@ class TrainConfig:
     max_abs_logit: float = 1e6
     num_workers: int = 0
     description: str = ""
-    task: str = "classification"
+    task: str | Task = "classification"  # a name, or (streams) a Task instance
     data_order: str = "sampler"
     shuffle_seed: int = 0  # data_order="shuffle": the seed of the loader's own generator
     record_steps: bool = False  # history entries get "steps": loss, time and NFE of every step
     checkpoint_every: int = 1  # epochs between checkpoints (and the last epoch)
+    iterations: int | None = None  # data_order="stream": iterations in all (batch_size per epoch)
+    evaluate_at_start: bool = False  # an evaluation before the first step (metrics.json "start")
+    measure_memory: bool = True  # the saved-tensor meter (its hooks cost time in tiny models)
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -95,7 +102,13 @@ class TrainConfig:
         if self.schedule == "step" and not self.milestones:
             raise ValueError("schedule='step' needs milestones (epochs at which lr *= gamma)")
         check_choice("dtype", self.dtype, DTYPES)
-        check_choice("task", self.task, TASKS)
+        if not isinstance(self.task, Task):
+            check_choice("task", self.task, TASKS)
+        if self.data_order == "stream":
+            if self.iterations is None or self.epochs != -(-self.iterations // self.batch_size):
+                raise ValueError("data_order='stream' needs iterations and epochs = "
+                                 "ceil(iterations / batch_size) (batch_size: iterations per "
+                                 f"epoch), got iterations={self.iterations}, epochs={self.epochs}")
         check_choice("data order", self.data_order, DATA_ORDERS)
         if self.seed is None and self.data_order == "sampler":
             raise ValueError("seed=None needs a data order with its own seed (data_order="
@@ -109,7 +122,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; a factory is recorded as ``callable:<module>.<qualname>``."""
-        out = dataclasses.asdict(self)
+        plain = self
+        if isinstance(self.task, Task):  # recorded by name (its functions are not data)
+            plain = copy.copy(self)
+            object.__setattr__(plain, "task", self.task.name)
+        out = dataclasses.asdict(plain)
         for key in ("model", "dataset"):
             value = getattr(self, key)
             if callable(value):

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from deqode.environment import environment_record
 from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, write_json_atomic
-from deqode.train.batches import TensorBatches
+from deqode.train.batches import StreamEpochs, TensorBatches
 from deqode.train.checkpoints import load_checkpoint, save_checkpoint
 from deqode.train.config import DTYPES, RunResult, TrainConfig
 from deqode.train.hooks import separate_update
@@ -116,13 +117,20 @@ class Trainer:
         self.meter = metrics.SavedTensorMeter()
         self.params = list(self.net.parameters())
         self._held: Any = None
+        self.start: dict[str, Any] | None = None  # TrainConfig.evaluate_at_start
         self.started = time.time()
 
     def _make_loaders(self, train_set: Dataset, test_set: Dataset) -> None:
         cfg, ctx = self.config, self.ctx
         pin = self.device.type == "cuda"
         per_rank = cfg.batch_size // ctx.world
-        self.sampler = self.generator = None
+        self.sampler = self.generator = self.stream = None
+        if cfg.data_order == "stream":
+            self.stream = train_set
+            self.train_loader: Any = StreamEpochs(train_set, cfg.batch_size, cfg.iterations)
+            self.test_loader: Any = None
+            self.iters_per_epoch = cfg.batch_size
+            return
         if cfg.data_order == "sampler":
             self.sampler = DistributedSampler(
                 train_set, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=cfg.seed,
@@ -137,14 +145,14 @@ class Trainer:
             order = {"shuffle": True, "generator": self.generator}
         if cfg.data_order in ("in_order", "full_batch"):
             size = len(train_set) if cfg.data_order == "full_batch" else per_rank
-            self.train_loader: Any = TensorBatches(train_set, size, cfg.drop_last)
+            self.train_loader = TensorBatches(train_set, size, cfg.drop_last)
         else:
             self.train_loader = DataLoader(
                 train_set, batch_size=per_rank, drop_last=cfg.drop_last,
                 num_workers=cfg.num_workers, pin_memory=pin, **order,
             )
         shard = Subset(test_set, range(ctx.rank, len(test_set), ctx.world))  # no padding
-        self.test_loader: Any = DataLoader(
+        self.test_loader = DataLoader(
             shard, batch_size=max(cfg.test_batch_size // ctx.world, 1), shuffle=False,
             num_workers=cfg.num_workers, pin_memory=pin,
         )
@@ -222,13 +230,14 @@ class Trainer:
         cfg, net, task = self.config, self.net, self.task
         batch = task.prepare(batch, self.device, self.dtype)
         self.schedule.before_step(self.epoch, self.batch_in_epoch)
-        timed = sum(timer.seconds[p] for p in _STEP_PHASES)
+        timed, cpu_started = sum(timer.seconds[p] for p in _STEP_PHASES), time.process_time()
         self.optimizer.zero_grad(set_to_none=True)
         if self.update_optimizer is not None:
             self.update_optimizer.zero_grad(set_to_none=True)
         metrics.reset_nfe(net)
         failure = None
-        with self.meter.track(exclude=self.params):
+        meter = self.meter.track(exclude=self.params) if cfg.measure_memory else nullcontext()
+        with meter:
             try:
                 with timer.phase("forward"):
                     loss, outputs = task.loss(self.model, batch, cfg)
@@ -242,6 +251,8 @@ class Trainer:
             try:
                 with timer.phase("backward"):
                     loss.backward()
+                    if callable(sync := getattr(net, "sync_nfe", None)):
+                        sync()  # counters that only the model can settle after backward
             except SolverFailure as err:
                 raise RunFailed(f"solver failure in backward: {err}") from err
         _, nfe_backward = metrics.read_nfe(net)
@@ -257,7 +268,8 @@ class Trainer:
         if self.steps is not None:  # time: forward + backward + update, without the checks
             elapsed = sum(timer.seconds[p] for p in _STEP_PHASES) - timed
             nfe = [int(v or 0) for v in metrics.read_nfe(net)]
-            self.steps.append({"time": elapsed, "loss": loss_value,
+            self.steps.append({"time": elapsed, "cpu_time": time.process_time() - cpu_started,
+                               "loss": loss_value,
                                **task.step_record(batch, outputs), "nfe_forward": nfe[0],
                                "nfe_backward": nfe[1]})
         task.train_metrics(acc, batch, outputs, loss_value)
@@ -293,6 +305,8 @@ class Trainer:
         self.model.train()
         if self.sampler is not None:
             self.sampler.set_epoch(self.epoch)
+        if self.stream is not None:
+            self.train_loader.epoch = self.epoch
         self.batch_in_epoch = 0
         self.steps: list[dict[str, Any]] | None = [] if self.config.record_steps else None
         acc, timer = metrics.Accumulator(), metrics.PhaseTimer(self.device)
@@ -313,8 +327,20 @@ class Trainer:
             record["steps"] = self.steps
         return record
 
+    def evaluate_model(self, timer: metrics.PhaseTimer | None = None) -> dict[str, Any]:
+        """The task's own evaluation of the model (:class:`~deqode.train.tasks.FunctionTask`)."""
+        timer = timer or metrics.PhaseTimer(self.device)
+        with timer.phase("eval"), torch.enable_grad():
+            try:
+                return self.task.evaluate_model()
+            except SolverFailure as err:
+                raise RunFailed(f"solver failure in evaluation: {err}") from err
+
     @torch.no_grad()
     def _evaluate(self) -> dict[str, Any]:
+        if self.task.evaluates_model:
+            timer = metrics.PhaseTimer(self.device)
+            return {**self.evaluate_model(timer), **timer.record()}
         net = self.net
         net.eval()
         acc, timer = metrics.Accumulator(), metrics.PhaseTimer(self.device)
@@ -341,7 +367,8 @@ class Trainer:
         metrics.cuda_peak_reset(self.device)
         record: dict[str, Any] = {"epoch": self.epoch + 1}
         record.update(self._train_epoch())
-        record["saved_tensor_peak_mb"] = self.meter.peak_bytes / metrics.MB
+        record["saved_tensor_peak_mb"] = (self.meter.peak_bytes / metrics.MB
+                                          if self.config.measure_memory else None)
         record["cuda_peak_mb"] = metrics.cuda_peak_mb(self.device)
         record.update(self._evaluate())
         record.update(self.task.derived(record))
@@ -379,8 +406,9 @@ class Trainer:
     def write(self, state: str, reason: str = "") -> RunResult:
         summary = self.summary(state, reason)
         if self.ctx.main:
-            write_json_atomic(self.out_dir / "metrics.json",
-                              {"summary": summary, "history": self.history})
+            write_json_atomic(self.out_dir / "metrics.json", {
+                "summary": summary, "history": self.history,
+                **({} if self.start is None else {"start": self.start})})
             write_json_atomic(self.out_dir / "status.json", {
                 "state": state, "reason": reason, "experiment": self.config.name,
                 "profile": self.profile, "epoch": self.epoch, "pid": os.getpid(),
@@ -469,6 +497,8 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
             })
         stop_at = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
         stop_at = rehearsal.epochs(stop_at)
+        if config.evaluate_at_start and trainer.start is None:
+            trainer.start = trainer.evaluate_model()
         trainer.write("running")
         try:
             while trainer.epoch < stop_at:

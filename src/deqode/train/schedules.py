@@ -34,7 +34,8 @@ class Schedule:
     def __init__(self, config: Any, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
         self.config, self.optimizer, self.iters_per_epoch = config, optimizer, iters_per_epoch
         lr_sched = torch.optim.lr_scheduler
-        name, total = config.schedule, config.epochs * iters_per_epoch
+        name = config.schedule
+        total = config.iterations or config.epochs * iters_per_epoch
         self.per_epoch = name == "steplr"
         self.torch: Any = None
         if name == "cosine":

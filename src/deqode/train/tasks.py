@@ -28,6 +28,7 @@ class Task:
     name = ""
     selection = "test_loss"
     maximise = False
+    evaluates_model = False  # True: evaluate_model() instead of test batches (FunctionTask)
 
     def prepare(self, batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
         x, y = batch
@@ -187,14 +188,71 @@ class Regression(Task):
         return {"train_psnr": psnr(record["train_loss"]), "test_psnr": psnr(record["test_loss"])}
 
 
+class FunctionTask(Task):
+    """A loss ``loss_fn(model, batch)`` and an evaluation ``evaluate_fn()`` (a dict of metrics)
+    given as functions, for a stream of batches (``data_order="stream"``): the NAG chapter's
+    density and ELBO tasks (:func:`density_task`, :func:`elbo_task`). The evaluation runs as the
+    model is (training mode, gradients enabled, e.g. for a CNF's divergence), at the start of
+    the run (``TrainConfig.evaluate_at_start``) and after every epoch; ``selection`` is one of
+    its metrics. ``state`` (a ``torch.Generator`` the loss draws from) is checkpointed."""
+
+    evaluates_model = True
+
+    def __init__(self, name: str, loss_fn: Any, evaluate_fn: Any, selection: str,
+                 maximise: bool = False, state: torch.Generator | None = None) -> None:
+        self.name, self.loss_fn, self.evaluate_fn = name, loss_fn, evaluate_fn
+        self.selection, self.maximise, self.state = selection, maximise, state
+
+    def prepare(self, batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        return batch  # a stream yields batches ready for the model
+
+    def loss(self, model: nn.Module, batch: Any, config: Any) -> tuple[Tensor, None]:
+        return self.loss_fn(model, batch), None
+
+    def train_metrics(self, acc: Accumulator, batch: Any, outputs: Any, loss: float) -> None:
+        acc.add("train_loss", loss)
+
+    def evaluate_model(self) -> dict[str, Any]:
+        return dict(self.evaluate_fn())
+
+    def check_evaluation(self, record: dict[str, Any]) -> str | None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.state is None else {"generator": self.state.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.state is not None:
+            self.state.set_state(state["generator"])
+
+
+def density_task(evaluate_fn: Any, selection: str = "nll") -> FunctionTask:
+    """Density estimation (NAG task B, a CNF; Grathwohl et al. 2019): the mean negative
+    log-likelihood ``−mean log p(x)`` of the batch."""
+    return FunctionTask("density", lambda model, x: -model.log_prob(x).mean(), evaluate_fn,
+                        selection)
+
+
+def elbo_task(evaluate_fn: Any, generator: torch.Generator,
+              selection: str = "neg_elbo") -> FunctionTask:
+    """A latent ODE's negative ELBO (NAG task C; Rubanova et al. 2019) of the batch
+    ``(observed, times)``, the posterior samples drawn from ``generator``."""
+    return FunctionTask("elbo", lambda model, batch: model.negative_elbo(
+        *batch, generator=generator), evaluate_fn, selection, state=generator)
+
+
 TASKS: dict[str, type[Task]] = {
     task.name: task for task in (Classification, Regression, Sequence)}
 
 
-def make_task(name: str) -> Task:
+def make_task(task: str | Task) -> Task:
+    """The task a ``TrainConfig`` names (a :class:`Task` instance is used as it is)."""
     from deqode.choices import check_choice
 
-    return TASKS[check_choice("task", name, TASKS)]()
+    if isinstance(task, Task):
+        return task
+    return TASKS[check_choice("task", task, TASKS)]()
 
 
-__all__ = ["TASKS", "Classification", "Regression", "Sequence", "Task", "make_task", "psnr"]
+__all__ = ["TASKS", "Classification", "FunctionTask", "Regression", "Sequence", "Task",
+           "density_task", "elbo_task", "make_task", "psnr"]

@@ -119,14 +119,15 @@ def train_classifier(
         dataset=lambda split: train_set if split == "train" else test_set,
         epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, drop_last=False,
         lr=lr, schedule=schedule, step_size=steplr_step, gamma=0.1, seed=None,
-        data_order="shuffle", shuffle_seed=shuffle_seed, record_steps=True)
+        data_order="shuffle", shuffle_seed=shuffle_seed, record_steps=True, measure_memory=False)
     on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_acc"]))
     history: dict[str, Any] = {"params": trainable_parameters(model)}
     result = _fit_in(results_dir, config, profile, device, on_epoch)
     model.train()
     history["epochs"] = [{k: h[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}
                          for h in result.history]
-    history["steps"] = [step for h in result.history for step in h["steps"]]
+    history["steps"] = [{k: step[k] for k in ("time", "loss", "nfe_forward", "nfe_backward")}
+                        for h in result.history for step in h["steps"]]
     history["test_loss"] = history["epochs"][-1]["test_loss"]
     history["test_acc"] = history["epochs"][-1]["test_acc"]
     return {k: history[k] for k in ("epochs", "steps", "params", "test_loss", "test_acc")}
@@ -190,7 +191,7 @@ def train_regression(
         dataset=lambda split: train_set if split == "train" else test_set,
         epochs=iterations, batch_size=len(train_set), test_batch_size=len(test_set),
         drop_last=False, lr=lr, schedule="constant", seed=None, data_order="full_batch",
-        record_steps=True, checkpoint_every=max(iterations // 10, 1))
+        record_steps=True, measure_memory=False, checkpoint_every=max(iterations // 10, 1))
     on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_psnr"]))
     params = trainable_parameters(model)
     history = _fit_in(results_dir, config, profile, device, on_epoch).history
@@ -275,7 +276,7 @@ def train_copy_memory(
         dataset=lambda split: train_set if split == "train" else test_set,
         epochs=epochs, batch_size=batch_size, test_batch_size=batch_size, drop_last=False,
         lr=lr, adam_eps=adam_eps, schedule="constant", seed=None, data_order="in_order",
-        record_steps=True)
+        record_steps=True, measure_memory=False)
 
     def on_epoch(record: dict[str, Any]) -> bool:
         if track_positions:
