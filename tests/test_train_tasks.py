@@ -190,7 +190,7 @@ def test_sequence_and_regression_tasks_on_tiny_models():
     with torch.no_grad():
         task.evaluate(model, (x[:2], y[:2]), acc)
         task.evaluate(model, (x[2:], y[2:]), acc)
-    halves = [float(F.cross_entropy(model(x[s]).flatten(0, 1), y[s].flatten()))
+    halves = [float(F.cross_entropy(model(x[s]).flatten(0, 1), y[s].flatten()).detach())
               for s in (slice(0, 2), slice(2, 4))]
     assert acc.mean("test_loss") == pytest.approx(sum(halves) / 2)  # mean of batch means
     assert 0 <= acc.mean("test_acc") <= 100
@@ -290,3 +290,20 @@ def test_stream_tasks_evaluate_at_start_and_resume_exactly(tmp_path, kind):
     assert _deterministic(resumed.history) == _deterministic(whole.history)
     assert _steps_without_time(resumed.history) == _steps_without_time(whole.history)
     assert load_result(resumed.out_dir)["start"] == start
+
+
+def test_probe_trainer_times_the_step_training_runs():
+    from deqode.metrics import PhaseTimer
+    from deqode.train.loop import probe_trainer
+
+    x, y = _blobs("train")[0:12]
+    model, reference = _tiny_classifier(), _tiny_classifier()
+    trainer = probe_trainer(model, (x, y), lr=0.01)
+    acc, timer = Accumulator(), PhaseTimer()
+    trainer.train_step((x, y), acc, timer)
+    assert set(timer.seconds) == {"forward", "backward", "step"}
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
+    F.cross_entropy(reference(x), y).backward()
+    optimizer.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)

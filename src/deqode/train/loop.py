@@ -25,7 +25,7 @@ from deqode.environment import environment_record
 from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, write_json_atomic
-from deqode.train.batches import StreamEpochs, TensorBatches
+from deqode.train.batches import Stream, StreamEpochs, TensorBatches
 from deqode.train.checkpoints import load_checkpoint, save_checkpoint
 from deqode.train.config import DTYPES, RunResult, TrainConfig
 from deqode.train.hooks import separate_update
@@ -118,6 +118,8 @@ class Trainer:
         self.params = list(self.net.parameters())
         self._held: Any = None
         self.start: dict[str, Any] | None = None  # TrainConfig.evaluate_at_start
+        self.batch_in_epoch = 0
+        self.steps: list[dict[str, Any]] | None = None  # TrainConfig.record_steps
         self.started = time.time()
 
     def _make_loaders(self, train_set: Dataset, test_set: Dataset) -> None:
@@ -261,8 +263,7 @@ class Trainer:
         if not math.isfinite(grad_norm):
             raise RunFailed(f"non-finite gradient norm ({grad_norm})")
         with timer.phase("step"):
-            self.optimizer.step()
-            self.schedule.after_step()
+            self.apply_update()
             if self.update is not None and self.iteration % self.update.every == 0:
                 self._separate_step(acc)
         if self.steps is not None:  # time: forward + backward + update, without the checks
@@ -287,6 +288,11 @@ class Trainer:
         self._held = (loss, outputs)
         return loss_value
 
+    def apply_update(self) -> None:
+        """The main optimiser's step on the current gradients and the schedule's step."""
+        self.optimizer.step()
+        self.schedule.after_step()
+
     def _separate_step(self, acc: metrics.Accumulator) -> None:
         """The model's separate update (:mod:`deqode.train.hooks`)."""
         update = self.update
@@ -308,7 +314,7 @@ class Trainer:
         if self.stream is not None:
             self.train_loader.epoch = self.epoch
         self.batch_in_epoch = 0
-        self.steps: list[dict[str, Any]] | None = [] if self.config.record_steps else None
+        self.steps = [] if self.config.record_steps else None
         acc, timer = metrics.Accumulator(), metrics.PhaseTimer(self.device)
         self.meter.reset_peak()
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
@@ -429,6 +435,21 @@ class Trainer:
         )
 
 
+def probe_trainer(model: nn.Module, batch: Any, *, lr: float = 1e-3,
+                  device: str | torch.device = "cpu", task: str = "classification") -> Trainer:
+    """A :class:`Trainer` of ``model`` (Adam at ``lr``, constant) on the one ``batch``, without
+    records or checkpoints: for probes that time :meth:`Trainer.train_step` (phases
+    ``forward``, ``backward``, ``step``) or :meth:`Trainer.apply_update`, the step training runs.
+    """
+    first = next(model.parameters())
+    dtype = next(k for k, v in DTYPES.items() if v == first.dtype)
+    config = TrainConfig(
+        name="probe", model=lambda: model, task=task, data_order="stream",
+        dataset=lambda split: Stream(lambda _: batch), iterations=1, batch_size=1, epochs=1,
+        lr=lr, schedule="constant", seed=None, dtype=dtype, measure_memory=False)
+    return Trainer(config, "smoke", device, None, None, False, False, True)
+
+
 def fit(
     config: TrainConfig,
     *,
@@ -540,4 +561,4 @@ def load_result(out_dir: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-__all__ = ["RunFailed", "Trainer", "fit", "load_result"]
+__all__ = ["RunFailed", "Trainer", "fit", "load_result", "probe_trainer"]
