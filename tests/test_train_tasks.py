@@ -258,12 +258,12 @@ def _stream_run(tmp_path, kind, **kwargs):
     model = _Gaussian()
     held_out = torch.full((5, 2), 1.0, dtype=torch.float64)
     if kind == "density":
-        task = density_task(lambda: {"nll": float(-model.log_prob(held_out).mean())})
+        task = density_task(lambda: {"nll": -model.log_prob(held_out).mean().item()})
         stream = Stream(lambda rng: torch.from_numpy(rng.normal(1.0, 1.0, (4, 2))),
                         np.random.default_rng(0))
     else:
         batch = (torch.ones(3, 2, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
-        task = elbo_task(lambda: {"neg_elbo": float((model.mu - 1).square().sum())},
+        task = elbo_task(lambda: {"neg_elbo": (model.mu - 1).square().sum().item()},
                          torch.Generator().manual_seed(5))
         stream = Stream(lambda _: batch)
     cfg = TrainConfig(name=kind, model=lambda: model, task=task, data_order="stream",
