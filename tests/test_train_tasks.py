@@ -54,6 +54,8 @@ def test_task_names_are_checked():
         make_task("nope")
     with pytest.raises(UnknownChoiceError, match="task"):
         TrainConfig(name="x", model="homoode", dataset="digits", task="nope")
+    with pytest.raises(ValueError, match="density_task"):
+        TrainConfig(name="x", model="homoode", dataset="digits", task="density")
     # a default task is left out of the recorded configuration (earlier runs still match)
     assert "task" not in TrainConfig(name="x", model="homoode", dataset="digits").to_dict()
 

@@ -13,9 +13,15 @@
   started without ``resume`` first moves an existing one to ``checkpoint.previous.pt``).
 
 Modules: :mod:`~deqode.train.config` (what a run is), :mod:`~deqode.train.tasks` (what it
-learns: loss, failure checks, metrics), :mod:`~deqode.train.hooks` (a model's separate update,
-e.g. HomoODE's shared initial point), :mod:`~deqode.train.loop` (:func:`fit`, the trainer and its
-single step), :mod:`~deqode.train.checkpoints` and :mod:`~deqode.train.rng`.
+learns: loss, failure checks, metrics — ``classification``, ``regression``, ``sequence``, and the
+NAG chapter's density and ELBO tasks built with :func:`~deqode.train.tasks.density_task` /
+:func:`~deqode.train.tasks.elbo_task`), :mod:`~deqode.train.hooks` (a model's separate update,
+e.g. HomoODE's shared initial point), :mod:`~deqode.train.schedules` (cosine, constant, step,
+monDEQ's ``steplr`` and ``1cycle``), :mod:`~deqode.train.batches` (in-order batches and
+streams), :mod:`~deqode.train.loop` (:func:`fit`, the trainer and its single step,
+:meth:`Trainer.train_step`, which timing probes call through
+:func:`~deqode.train.loop.probe_trainer`), :mod:`~deqode.train.checkpoints` and
+:mod:`~deqode.train.rng`.
 
 One iteration (HomoODE, Ding et al. 2023, §3.3–3.4 and the released ``train.py``):
 
@@ -27,9 +33,12 @@ One iteration (HomoODE, Ding et al. 2023, §3.3–3.4 and the released ``train.p
    trains its shared initial point by its own SGD every ``freq`` iterations, with its own cosine
    schedule. Both optimisers' gradients are zeroed every iteration.
 
-Data order is a function of ``(seed, epoch)`` only (a ``DistributedSampler`` re-seeded by
-``set_epoch``), and the RNG states are checkpointed, so an interrupted run resumed from its
-checkpoint gives the same numbers as an uninterrupted one (bitwise on the CPU).
+Data order (``data_order``): by default a function of ``(seed, epoch)`` only (a
+``DistributedSampler`` re-seeded by ``set_epoch``); ``shuffle`` (a loader's own generator),
+``in_order``, ``full_batch`` and ``stream`` reproduce the chapters' own orders. The RNG states
+(and the generator's or stream's) are checkpointed, so an interrupted run resumed from its
+checkpoint gives the same numbers as an uninterrupted one (bitwise on the CPU; model state
+outside ``state_dict``, such as a DEQ's warm start, is not kept).
 
 Failures — the task's checks (classification: a non-finite loss or logits, logits above
 ``max_abs_logit``, an exploding state), a non-finite gradient or

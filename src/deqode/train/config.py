@@ -44,16 +44,17 @@ class InitPointConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. ``model``/``dataset`` are registry names (or, in tests, factories).
+    """One training run. ``model``/``dataset`` are registry names or factories.
 
     ``model`` is built by ``deqode.models.build(model, **model_kwargs)`` (a callable is called with
     ``**model_kwargs``); ``dataset`` by ``deqode.data.load_dataset`` (a callable is called with the
     split, ``"train"`` or ``"test"``). ``batch_size`` is the global batch over all DDP ranks.
-    ``task`` names the objective and metrics (:data:`deqode.train.tasks.TASKS`). ``data_order``:
-    ``sampler`` (a ``DistributedSampler`` re-seeded from ``(seed, epoch)``; DDP-ready) or
-    ``shuffle`` (one process; a ``DataLoader`` shuffled by its own generator seeded
+    ``task`` names the objective and metrics (:data:`deqode.train.tasks.TASKS`; or is a
+    :class:`~deqode.train.tasks.Task`, e.g. :func:`~deqode.train.tasks.density_task`).
+    ``data_order``: ``sampler`` (a ``DistributedSampler`` re-seeded from ``(seed, epoch)``;
+    DDP-ready), ``shuffle`` (one process; a ``DataLoader`` shuffled by its own generator seeded
     ``shuffle_seed`` once for the whole run, as monDEQ's and SIM's ``train.py``), ``in_order``
-    (mini-batches in dataset order, as SIM's ``train_cpmem.py``) or ``full_batch`` (every
+    (mini-batches in dataset order, as SIM's ``train_cpmem.py``), ``full_batch`` (every
     sample in one batch; ``batch_size`` is ignored) or ``stream`` (``dataset("train")`` is a
     :class:`deqode.train.batches.Stream`, ``batch_size`` of its batches make an epoch and
     ``iterations`` the run; ``dataset("test")`` is unused: the task evaluates the model).
@@ -102,6 +103,9 @@ class TrainConfig:
         if self.schedule == "step" and not self.milestones:
             raise ValueError("schedule='step' needs milestones (epochs at which lr *= gamma)")
         check_choice("dtype", self.dtype, DTYPES)
+        if self.task in ("density", "elbo"):
+            raise ValueError(f"task {self.task!r} needs its loss and evaluation: pass "
+                             f"deqode.train.tasks.{self.task}_task(...) as the task")
         if not isinstance(self.task, Task):
             check_choice("task", self.task, TASKS)
         if self.data_order == "stream":
