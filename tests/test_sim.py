@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -551,3 +552,38 @@ def test_cpu_profile_setups_run_three_seeds_on_mnist8k() -> None:
     assert len(exp.copy_memory_setup("cpu").run_seeds) >= exp.rules.MIN_SEEDS
     assert exp.copy_memory_setup("smoke").run_seeds == (0,)
     assert "mnist-8k" in exp.needed_datasets("cpu")
+
+
+def test_runs_go_through_fit_and_are_read_back_not_retrained(tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    from deqode.chapters.sim import loops
+
+    setup = dataclasses.replace(exp.copy_memory_setup("smoke"), n_train=20, n_test=10,
+                                models=exp.copy_memory_setup("smoke").models[:1])
+    first = exp.run_copy_memory(setup, epochs=2, cache_dir=tmp_path)
+    runs = list((tmp_path / "smoke").iterdir())  # fit's records of the run
+    assert len(runs) == 1 and (runs[0] / "checkpoint.pt").is_file()
+    status = json.loads((runs[0] / "status.json").read_text())
+    assert status["state"] == "completed"
+    for entry in tmp_path.glob("t3-*.pt"):  # without the chapter's cache entry, fit reads back
+        entry.unlink()
+    steps = []
+    original = loops._fit_in
+
+    def counting(*args, **kwargs):
+        result = original(*args, **kwargs)
+        steps.append(result.summary["iterations"])
+        return result
+
+    monkeypatch.setattr(loops, "_fit_in", counting)
+    monkeypatch.setattr("deqode.train.loop.Trainer.train_step",
+                        lambda *a, **k: pytest.fail("a finished run was retrained"))
+    again = exp.run_copy_memory(setup, epochs=2, cache_dir=tmp_path)
+    label = setup.models[0].label
+    assert steps == [4]
+    for key in ("steps", "epochs", "test_loss", "test_acc"):
+        if key == "steps":
+            assert [s["loss"] for s in again[label][key]] == [s["loss"] for s in first[label][key]]
+        else:
+            assert again[label][key] == first[label][key]

@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 from deqode import metrics
 from deqode.choices import UnknownChoiceError
 from deqode.errors import SolverFailure
-from deqode.train import InitPointConfig, TrainConfig, fit
+from deqode.train import InitPointConfig, SeparateUpdate, TrainConfig, fit
 
 
 def blobs(split: str) -> TensorDataset:
@@ -72,6 +72,13 @@ class TinyNet(nn.Module):
                     raise SolverFailure("NFE cap 100 reached")
                 logits = logits * (float("nan") if self.fail == "nan" else 1e9)
         return logits
+
+    def separate_update(self, lr=None, freq=None):
+        if self.init_layer is None:
+            return None
+        return SeparateUpdate("init", self.init_parameters(), self.init_loss,
+                              self.lr_init if lr is None else lr,
+                              self.freq if freq is None else freq)
 
     def init_loss(self) -> torch.Tensor:
         self.init_loss_calls += 1

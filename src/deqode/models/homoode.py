@@ -145,7 +145,8 @@ class HomoODE(ODEClassifier):
     start of ``create_init``). It is not trained by the classification loss; :meth:`init_loss` is
     ``SmoothL1(z0, stopgrad(z(1)))`` for z(1) of the last *training* forward, stepped by a separate
     SGD optimiser over :meth:`init_parameters` with learning rate ``lr_init`` every ``freq``
-    iterations (the training loop does that; defaults per dataset are set by the builds).
+    iterations (the training loop does that, through :meth:`separate_update`; defaults per dataset
+    are set by the builds).
 
     Departures from the official code: stock torchdiffeq instead of the fork; a step cap
     (``max_num_steps``, default 1000, raising :class:`~deqode.errors.SolverFailure`; the official
@@ -234,6 +235,19 @@ class HomoODE(ODEClassifier):
     def initial_point(self, reference: Tensor) -> Tensor:
         """z0 broadcast to the state shape of ``reference`` (N, C, H, W), with gradient."""
         return self.init_layer(reference)
+
+    def separate_update(self, lr: float | None = None, freq: int | None = None) -> Any:
+        """The training loop's hook for the shared initial point (Ding et al. 2023, §3.3;
+        ``train.py`` of ``wadx2019/homoode``): :meth:`init_loss` trains :meth:`init_parameters`
+        by SGD at ``lr`` (default ``lr_init``) every ``freq`` iterations (default ``freq``); see
+        :mod:`deqode.train.hooks`. None without an init layer."""
+        from deqode.train.hooks import SeparateUpdate
+
+        if not self.use_init_layer:
+            return None
+        return SeparateUpdate("init", self.init_parameters(), self.init_loss,
+                              self.lr_init if lr is None else lr,
+                              int(self.freq if freq is None else freq))
 
     def init_loss(self) -> Tensor:
         """``SmoothL1(z0, stopgrad(z(1)))`` (β = 1, mean) for the last training forward (spec §2.4).

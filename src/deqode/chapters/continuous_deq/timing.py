@@ -60,21 +60,22 @@ def _clock() -> float:
 
 def time_training_step(model: nn.Module, x: Tensor, y: Tensor, repeats: int = 1,
                        warmup: int = 1) -> dict[str, Any]:
-    """Per-batch times of the Julia phases: forward (solve + tape), backward, optimiser step,
-    and test-mode prediction; median over ``repeats`` after ``warmup`` batches; with NFE/GMRES."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    """Per-batch times of the Julia phases: forward (solve + tape), backward, optimiser step —
+    the phases of the training loop's own step (:meth:`deqode.train.Trainer.train_step`, Adam,
+    cross-entropy) — and test-mode prediction; median over ``repeats`` after ``warmup``
+    batches; with NFE/GMRES."""
+    from deqode.metrics import Accumulator, PhaseTimer
+    from deqode.train.loop import probe_trainer
+
+    device = next(model.parameters()).device
+    trainer = probe_trainer(model, (x, y), device=device)
     records = []
     for k in range(warmup + repeats):
         model.train()
-        optimizer.zero_grad(set_to_none=True)
-        t0 = _clock()
-        loss = F.cross_entropy(model(x), y)
-        t1 = _clock()
-        nfe_f = model.nfe_forward
-        loss.backward()
-        t2 = _clock()
-        optimizer.step()
-        t3 = _clock()
+        acc, timer = Accumulator(), PhaseTimer(device)
+        trainer.train_step((x, y), acc, timer)
+        phases = {name: timer.seconds[name] for name in ("forward", "backward", "step")}
+        nfe_f = acc.mean("nfe_forward")
         nfe_b, gmres_it = model.nfe_backward, model.last_backward.get("iterations", 0)
         model.eval()
         with torch.no_grad():
@@ -82,10 +83,9 @@ def time_training_step(model: nn.Module, x: Tensor, y: Tensor, repeats: int = 1,
             model(x)
             t5 = _clock()
         if k >= warmup:
-            records.append({"forward": t1 - t0, "backward": t2 - t1, "step": t3 - t2,
-                            "training": t3 - t0, "prediction": t5 - t4, "nfe_forward": nfe_f,
-                            "nfe_backward": nfe_b, "gmres_iterations": gmres_it,
-                            "nfe_prediction": model.nfe_forward})
+            records.append({**phases, "training": sum(phases.values()), "prediction": t5 - t4,
+                            "nfe_forward": nfe_f, "nfe_backward": nfe_b,
+                            "gmres_iterations": gmres_it, "nfe_prediction": model.nfe_forward})
     return {key: float(np.median([r[key] for r in records])) for key in records[0]}
 
 
@@ -156,12 +156,14 @@ def unit_costs(arch: str, batch: int, *, repeats: int = 2, seed: int = 0,
     def predictor() -> None:
         model.predictor(x).sum().backward()
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    from deqode.train.loop import probe_trainer
 
-    def step() -> None:
+    trainer = probe_trainer(model, (x_in, y), device=device)
+
+    def step() -> None:  # the training loop's own update (Adam)
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
-        optimizer.step()
+        trainer.apply_update()
 
     for name, fn in (("f", no_grad_f), ("f_tape", taped), ("vjp", vjp),
                      ("predictor", predictor), ("step", step)):

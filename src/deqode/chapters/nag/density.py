@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deqode.chapters.nag.cache import cached
+from deqode.chapters.nag.cache import cached, config_key
 from deqode.chapters.nag.protocol import (
     CPU_SOLVERS,
     PAPER_SOLVERS,
@@ -24,6 +23,8 @@ from deqode.chapters.nag.protocol import (
 from deqode.choices import check_profile
 from deqode.models.cnf import CNF
 from deqode.solvers.nesterov import DEFAULT_BETA
+from deqode.train.batches import Stream
+from deqode.train.tasks import density_task
 
 
 @dataclass(frozen=True)
@@ -111,35 +112,36 @@ def train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int = 0,
     ``eval_every`` iterations the held-out NLL under the training solver and under dopri5), the
     final NLLs, the median seconds per iteration, NFE per iteration, and the panel data
     (samples and a log-density grid under the training solver). ``cache_dir``: a finished run
-    with the same setup, solver, seed, dtype and device is read from there, not retrained.
+    with the same setup, solver, seed, dtype and device is read from there, not retrained
+    (trained through :func:`deqode.train.fit`, whose records go under ``<cache_dir>/<profile>/``).
     """
     config = {"setup": asdict(setup), "solver": asdict(solver), "seed": seed, "dtype": str(dtype),
               "device": str(device), "panels": panels}
 
+    name = f"nag-cnf-{solver.method}-K{solver.budget}-seed{seed}"
+
     def compute() -> dict[str, Any]:
-        record = _train_cnf(setup, solver, seed=seed, dtype=dtype, device=device, panels=panels)
+        record = _train_cnf(setup, solver, seed=seed, dtype=dtype, device=device, panels=panels,
+                            results_dir=cache_dir, name=f"{name}-{config_key(config)}")
         return {**record, "model": record["model"].state_dict()}
 
-    record = cached(cache_dir, f"nag-cnf-{solver.method}-K{solver.budget}-seed{seed}", config,
-                    compute)
+    record = cached(cache_dir, name, config, compute)
     model = build_cnf(setup, solver).to(device, dtype)
     model.load_state_dict(record["model"])
     return {**record, "model": model}
 
 
 def _train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int, dtype: torch.dtype,
-               device: str, panels: bool) -> dict[str, Any]:
+               device: str, panels: bool, results_dir: str | Path | None = None,
+               name: str = "nag-cnf") -> dict[str, Any]:
     torch.manual_seed(seed)
     model = build_cnf(setup, solver).to(device, dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
     held_out = _seeded_points(setup, setup.eval_points, seed, 1).to(device, dtype)
-    data_rng = np.random.default_rng([seed, 0])
     from deqode.data import sample_2d_density
 
-    def fresh_batches() -> Iterator[Tensor]:
-        while True:
-            x, _ = sample_2d_density(setup.dataset, setup.batch_size, data_rng)
-            yield x.to(device, dtype)
+    def fresh_batch(rng: np.random.Generator) -> Tensor:
+        x, _ = sample_2d_density(setup.dataset, setup.batch_size, rng)
+        return x.to(device, dtype)
 
     def evaluate() -> dict[str, float]:
         nll, _ = cnf_nll(model, held_out)
@@ -148,9 +150,10 @@ def _train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int, dtype: torch
         return {"nll": nll, "nll_dopri5": nll_ref, "nfe_dopri5": nfe_ref}
 
     history, timing = _train_and_evaluate(
-        model, optimizer, setup.iterations, setup.eval_every, fresh_batches(),
-        lambda x: -model.log_prob(x).mean(), evaluate, f"CNF with {solver.label}",
-        schedule=setup.schedule)
+        model, setup.lr, setup.iterations, setup.eval_every,
+        Stream(fresh_batch, np.random.default_rng([seed, 0])), density_task(evaluate),
+        f"CNF with {solver.label}", schedule=setup.schedule, name=name,
+        results_dir=results_dir, profile=setup.profile)
     evals = [h for h in history if "nll_dopri5" in h]
     record = {
         "label": solver.label, "method": solver.method, "budget": solver.budget,

@@ -3,7 +3,6 @@ torchdiffeq's ``examples/latent_ode.py``."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deqode.chapters.nag.cache import cached
+from deqode.chapters.nag.cache import cached, config_key
 from deqode.chapters.nag.protocol import (
     CPU_SOLVERS,
     PAPER_SOLVERS,
@@ -23,6 +22,8 @@ from deqode.chapters.nag.protocol import (
 from deqode.choices import check_profile
 from deqode.models.latent_ode import LatentODE
 from deqode.solvers.nesterov import DEFAULT_BETA
+from deqode.train.batches import Stream
+from deqode.train.tasks import elbo_task
 
 
 @dataclass(frozen=True)
@@ -132,29 +133,33 @@ def train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int = 0,
                      cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Train the latent ODE with ``solver`` (Adam, the whole training set as one batch) and
     evaluate it on held-out spirals under the training solver and under dopri5. ``cache_dir``:
-    a finished run with the same setup, solver, seed, dtype and device is read, not retrained."""
+    a finished run with the same setup, solver, seed, dtype and device is read, not retrained
+    (trained through :func:`deqode.train.fit`, whose records go under ``<cache_dir>/<profile>/``).
+    """
     config = {"setup": asdict(setup), "solver": asdict(solver), "seed": seed, "dtype": str(dtype),
               "device": str(device)}
 
+    name = f"nag-latent-{solver.method}-K{solver.budget}-seed{seed}"
+
     def compute() -> dict[str, Any]:
-        record = _train_latent_ode(setup, solver, seed=seed, dtype=dtype, device=device)
+        record = _train_latent_ode(setup, solver, seed=seed, dtype=dtype, device=device,
+                                   results_dir=cache_dir, name=f"{name}-{config_key(config)}")
         return {**record, "model": record["model"].state_dict()}
 
-    record = cached(cache_dir, f"nag-latent-{solver.method}-K{solver.budget}-seed{seed}",
-                    config, compute)
+    record = cached(cache_dir, name, config, compute)
     model = build_latent_ode(setup, solver, record["interval"]).to(device, dtype)
     model.load_state_dict(record["model"])
     return {**record, "model": model}
 
 
 def _train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int,
-                      dtype: torch.dtype, device: str) -> dict[str, Any]:
+                      dtype: torch.dtype, device: str, results_dir: str | Path | None = None,
+                      name: str = "nag-latent") -> dict[str, Any]:
     train, test = spiral_data(setup, "train", seed), spiral_data(setup, "test", seed)
     interval = float(train.times[-1] - train.times[0])
     torch.manual_seed(seed)
     model = build_latent_ode(setup, solver, interval).to(device, dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
-    observed, times = train.observed.to(device, dtype), train.times.to(device, dtype)
+    batch = (train.observed.to(device, dtype), train.times.to(device, dtype))
     generator = torch.Generator().manual_seed(seed + 3)
 
     def evaluate() -> dict[str, float]:
@@ -164,10 +169,10 @@ def _train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int,
         return {**metrics, **{f"{k}_dopri5": v for k, v in ref.items()}}
 
     history, timing = _train_and_evaluate(
-        model, optimizer, setup.iterations, setup.eval_every,
-        itertools.repeat((observed, times)),  # the whole training set as one batch
-        lambda batch: model.negative_elbo(*batch, generator=generator), evaluate,
-        f"latent ODE with {solver.label}", schedule=setup.schedule)
+        model, setup.lr, setup.iterations, setup.eval_every,
+        Stream(lambda _: batch),  # the whole training set as one batch
+        elbo_task(evaluate, generator), f"latent ODE with {solver.label}",
+        schedule=setup.schedule, name=name, results_dir=results_dir, profile=setup.profile)
     final = [h for h in history if "neg_elbo" in h][-1]
     return {
         "label": solver.label, "method": solver.method, "budget": solver.budget,

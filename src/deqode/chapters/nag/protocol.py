@@ -23,18 +23,21 @@ the third, matched-steps view of §3.2 (the same h for every solver).
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from deqode import rehearsal
 from deqode.choices import check_choice
 from deqode.solvers.nesterov import DEFAULT_BETA, register, step_grid
+from deqode.train.batches import Stream
+from deqode.train.loop import load_result
+from deqode.train.tasks import FunctionTask
 
 register()
 
@@ -195,57 +198,57 @@ def without_models(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _train_and_evaluate(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, iterations: int, eval_every: int,
-    batches: Iterator[Any], batch_loss: Callable[[Any], Tensor],
-    evaluate: Callable[[], dict[str, float]], what: str, schedule: str = "constant",
+    model: torch.nn.Module, lr: float, iterations: int, eval_every: int, stream: Stream,
+    task: FunctionTask, what: str, schedule: str = "constant", *, name: str,
+    results_dir: str | Path | None = None, profile: str = "smoke",
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The training loop of tasks B and C: ``iterations`` optimiser steps, timed and counted.
+    """Train tasks B and C through :func:`deqode.train.fit`: Adam at ``lr``, ``iterations``
+    steps on batches of ``stream``, the loss of ``task``, timed and counted.
 
-    Each iteration takes the next of ``batches`` (untimed), then times zero_grad, the forward and
-    backward pass of ``batch_loss(batch)`` and the step (wall-clock and process CPU time), and
-    adds the model's forward + backward NFE. ``schedule``: ``"constant"`` learning rate, or
-    ``"cosine"`` annealing to zero over the iterations (so that the curve flattens by the end).
-    The history holds per iteration the cumulative training seconds and CPU seconds (evaluation
-    excluded), the cumulative NFE and the loss; at iteration 0, every ``eval_every`` iterations
-    and after the last, also the metrics of ``evaluate()``. Under rehearsal
-    (:mod:`deqode.rehearsal`) at most ``N`` iterations run. A non-finite loss raises
-    ``FloatingPointError`` naming ``what``. Returns the history and the timing summary (median
-    seconds per iteration, NFE per iteration, total training seconds and CPU seconds).
+    ``schedule``: ``"constant"`` learning rate, or ``"cosine"`` annealing to zero over the
+    iterations (so that the curve flattens by the end). The history holds per iteration the
+    cumulative training seconds and CPU seconds (forward, backward and update; evaluation
+    excluded), the cumulative forward + backward NFE and the loss; at iteration 0, every
+    ``eval_every`` iterations and after the last, also the task's evaluation. Under rehearsal
+    (:mod:`deqode.rehearsal`) at most ``N`` iterations run. A failed step (e.g. a non-finite
+    loss) raises ``FloatingPointError`` naming ``what``. The run is recorded under
+    ``<results_dir>/<profile>/<name>/`` (a temporary folder when ``results_dir`` is None) and a
+    finished one there is read back. Returns the history and the timing summary (median seconds
+    per iteration, NFE per iteration, total training seconds and CPU seconds).
     """
+    from deqode.train import DTYPES, TrainConfig, fit
+
     check_choice("learning-rate schedule", schedule, SCHEDULES)
     iterations = rehearsal.steps(iterations)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=iterations)
-                 if schedule == "cosine" else None)
-    history: list[dict[str, Any]] = []
-    seconds, cpu_seconds, nfe, step_times = 0.0, 0.0, 0.0, []
-
-    def record_evaluation(iteration: int) -> None:
+    first = next(model.parameters())
+    dtype = next(k for k, v in DTYPES.items() if v == first.dtype)
+    config = TrainConfig(
+        name=name, model=lambda: model, task=task, data_order="stream",
+        dataset=lambda split: stream if split == "train" else None, iterations=iterations,
+        batch_size=eval_every, epochs=-(-iterations // eval_every), lr=lr, schedule=schedule,
+        eta_min=0.0, seed=None, dtype=dtype, record_steps=True, measure_memory=False,
+        evaluate_at_start=True)
+    with tempfile.TemporaryDirectory(prefix="deqode-nag-") as scratch:
+        result = fit(config, profile=profile, device=str(first.device),
+                     results_dir=results_dir or scratch, resume=results_dir is not None,
+                     quiet=True, progress=False)
+        start = load_result(result.out_dir)["start"]
+    if result.failed:
+        raise FloatingPointError(f"{what}: {result.reason}")
+    seconds, cpu_seconds, nfe, step_times, iteration = 0.0, 0.0, 0.0, [], 0
+    history = [{"iteration": 0, "seconds": seconds, "cpu_seconds": cpu_seconds, "nfe": nfe,
+                **start}]
+    for record in result.history:
+        for step in record["steps"]:
+            iteration += 1
+            seconds += step["time"]
+            cpu_seconds += step["cpu_time"]
+            nfe += step["nfe_forward"] + step["nfe_backward"]
+            step_times.append(step["time"])
+            history.append({"iteration": iteration, "seconds": seconds,
+                            "cpu_seconds": cpu_seconds, "nfe": nfe, "loss": step["loss"]})
         history.append({"iteration": iteration, "seconds": seconds, "cpu_seconds": cpu_seconds,
-                        "nfe": nfe, **evaluate()})
-
-    record_evaluation(0)
-    for iteration in range(1, iterations + 1):
-        batch = next(batches)
-        started, started_cpu = time.perf_counter(), time.process_time()
-        optimizer.zero_grad(set_to_none=True)
-        model.reset_nfe()
-        loss = batch_loss(batch)
-        loss.backward()
-        model.sync_nfe()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        elapsed = time.perf_counter() - started
-        cpu_seconds += time.process_time() - started_cpu
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{what}: non-finite loss at iteration {iteration}")
-        seconds += elapsed
-        step_times.append(elapsed)
-        nfe += model.nfe_forward + model.nfe_backward
-        history.append({"iteration": iteration, "seconds": seconds, "cpu_seconds": cpu_seconds,
-                        "nfe": nfe, "loss": loss.item()})
-        if iteration % eval_every == 0 or iteration == iterations:
-            record_evaluation(iteration)
+                        "nfe": nfe, **{k: record[k] for k in start}})
     timing = {"seconds_per_iteration": median_step_seconds(step_times),
               "nfe_per_iteration": nfe / iterations, "train_seconds": seconds,
               "train_cpu_seconds": cpu_seconds}

@@ -1,9 +1,12 @@
 """SIM chapter: run configurations (profiles ``smoke`` / ``paper``), training loops, search driver.
 
-The three tasks of Konishi & Kawahara (spec ``sim.md`` §3) with SIM's own training loops (§2.5):
-SIM is trained like a feedforward model — plain Adam on an explicit network — so these loops are
-small and separate from :func:`deqode.train.fit`. The DEQ baselines run through the same loops so
-that the cost comparison (C3) measures the models, not the harnesses.
+The three tasks of Konishi & Kawahara (the official code's ``imgcl.sh``, ``imgreg.sh`` and
+``cpmem.sh``), trained as the official ``train_imgcl.py``, ``train_imgreg.py`` and
+``train_cpmem.py`` do: SIM is trained like a feedforward model — plain Adam on an explicit
+network. Every run goes through the one training loop, :func:`deqode.train.fit` (tasks
+``classification``, ``regression``, ``sequence``; monDEQ's schedules and the batch orders are
+options of it). The DEQ baselines run through the same functions so that the cost comparison
+(C3) measures the models, not the harnesses.
 
 * image classification (T1): :func:`train_classifier`, lr modes ``step`` / ``constant`` /
   ``1cycle`` (the monDEQ loop SIM copied), evaluation after every epoch;
@@ -12,15 +15,15 @@ that the cost comparison (C3) measures the models, not the harnesses.
 * copy memory (T3): :func:`train_copy_memory`, per-batch loss, accuracy (%) and cumulative
   wall-clock time (``time.perf_counter``, with ``torch.cuda.synchronize`` on a GPU).
 
-Profiles: ``smoke`` = the spec's §6 CPU analogues (digits, 64×64 images, T = 10), non-tuned,
-labelled smoke; ``paper`` = the paper's data and sizes with the official *non-tuned defaults*
-(spec §3.2–§3.4; labelled "non-tuned defaults", not the tuned configurations of the paper, which
-are not in the repository) or, with ``tune=True`` in a notebook, the random search of
-:func:`run_search`.
+Profiles: ``smoke`` = CPU analogues (digits, 64×64 images, T = 10), non-tuned, labelled smoke;
+``paper`` = the paper's data and sizes with the official *non-tuned defaults* (the defaults of
+``run_imgcl.py``, ``run_imgreg.py`` and ``run_cpmem.py``; labelled "non-tuned defaults", not the
+tuned configurations of the paper, which are not in the repository) or, with ``tune=True`` in a
+notebook, the random search of :func:`run_search`.
 
 Search driver: Optuna (optional dependency ``deqode[tune]``), chosen over Ray Tune because the
-official Ray 1.3 API (``tune.report``, ``tune.run(local_dir=...)``) no longer exists in Ray 2.x
-(spec §5 item 14), because Optuna is a small pure-Python package that runs in-process (no object
+official Ray 1.3 API (``tune.report``, ``tune.run(local_dir=...)``) no longer exists in Ray 2.x,
+because Optuna is a small pure-Python package that runs in-process (no object
 store, no cluster) — enough for one GPU — and because its ``RandomSampler`` and
 ``SuccessiveHalvingPruner`` reproduce the official "random search + ASHA (reduction factor 2)"
 protocol. A dependency-free ``backend="random"`` (random search, ``max_t`` truncation, no early

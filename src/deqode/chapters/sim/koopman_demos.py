@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deqode import rehearsal
 from deqode.chapters.sim.loops import train_classifier
 from deqode.choices import check_profile
 from deqode.models import sim
@@ -88,23 +87,37 @@ def fit_sim_regressor(
     inputs: Tensor, targets: Tensor, steps: int = 400, lr: float = 1e-2, width: int = 16,
     seed: int = 0,
 ) -> tuple[sim.SIM, list[float]]:
-    """Full-batch Adam fit of a small single-tier SIM (MLP basis, out = targets' width)."""
+    """Full-batch Adam fit (MSE) of a small single-tier SIM (MLP basis, out = targets' width),
+    ``steps`` iterations through :func:`deqode.train.fit` (one epoch of a constant stream of
+    the whole set, in a temporary folder). Returns the model and the loss of every step."""
+    import tempfile
+
+    from deqode.train import TrainConfig, fit
+    from deqode.train.batches import Stream
+    from deqode.train.tasks import FunctionTask
+
     torch.manual_seed(seed)
     out_dim = 1 if targets.dim() == 1 else targets.shape[1]
     model = sim.sim_mlp(width, width, width, out_dim=out_dim, in_dim=inputs.shape[1])
     model.to(inputs.dtype)
-    y = targets.reshape(len(targets), out_dim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(rehearsal.steps(steps)):
-        optimizer.zero_grad()
-        loss = F.mse_loss(model(inputs), y)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return model, losses
+    batch = (inputs, targets.reshape(len(targets), out_dim))
 
+    def mse(net: torch.nn.Module, pair: tuple[Tensor, Tensor]) -> Tensor:
+        return F.mse_loss(net(pair[0]), pair[1])
 
+    task = FunctionTask("regression", mse, lambda: {"mse": mse(model, batch).item()}, "mse")
+    config = TrainConfig(
+        name="sim-regressor", model=lambda: model, task=task, data_order="stream",
+        dataset=lambda split: Stream(lambda _: batch), iterations=steps, batch_size=steps,
+        epochs=1, lr=lr, schedule="constant", seed=None, dtype=str(inputs.dtype).split(".")[-1],
+        record_steps=True, measure_memory=False)
+    with tempfile.TemporaryDirectory(prefix="deqode-sim-") as scratch:
+        result = fit(config, profile="smoke", device=inputs.device, results_dir=scratch,
+                     quiet=True, progress=False)
+    if result.failed:
+        raise RuntimeError(f"fit_sim_regressor failed: {result.reason}")
+    model.train()
+    return model, [step["loss"] for h in result.history for step in h["steps"]]
 
 
 #: K1: the observed asymptotic contraction rate of forward iteration must match the spectral

@@ -1,15 +1,18 @@
-"""SIM's own training loops (spec §2.5): classification, image regression, copy memory.
+"""SIM's training: classification, image regression, copy memory (the official SIM code's
+``train_imgcl.py``, ``train_imgreg.py`` and ``train_cpmem.py``).
 
-SIM is trained like a feedforward model, plain Adam on an explicit network, so these loops are
-small and separate from :func:`deqode.train.fit`; the DEQ baselines run through the same loops
-so that the cost comparison (C3) measures the models, not the harnesses. Every loop honours
-:mod:`deqode.rehearsal` (epochs, batches and iterations capped when rehearsing).
+SIM is trained like a feedforward model, plain Adam on an explicit network; the DEQ baselines run
+through the same functions so that the cost comparison (C3) measures the models, not the
+harnesses. Classification runs through the one training loop, :func:`deqode.train.fit` (monDEQ's
+schedules and batch order are options of it). Every loop honours :mod:`deqode.rehearsal`
+(epochs, batches and iterations capped when rehearsing).
 """
 
 from __future__ import annotations
 
 import math
-import time
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from deqode import rehearsal
 from deqode.chapters.sim.configs import LR_MODES, trainable_parameters
 from deqode.choices import check_choice
+from deqode.train.schedules import one_cycle  # noqa: F401 (re-exported: deqode.chapters.sim)
+from deqode.train.tasks import psnr  # noqa: F401 (re-exported: deqode.chapters.sim)
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -50,15 +55,6 @@ def final_run_seeds(best_seed: int, runs: int = 3) -> list[int]:
         seed += run_idx
         seeds.append(seed)
     return seeds
-
-
-def one_cycle(t: float, epochs: int, max_lr: float) -> tuple[float, float]:
-    """monDEQ's ``1cycle``: (lr, Adam β1) at fractional epoch ``t`` (piecewise linear through the
-    knots ``[0, (E−5)//2, E−5, E]``: lr ``[1e-3, max_lr, 1e-3, 1e-3]``, β1
-    ``[0.95, 0.85, 0.95, 0.95]``)."""
-    knots = [0, (epochs - 5) // 2, epochs - 5, epochs]
-    return (float(np.interp(t, knots, [1e-3, max_lr, 1e-3, 1e-3])),
-            float(np.interp(t, knots, [0.95, 0.85, 0.95, 0.95])))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,59 +92,61 @@ def train_classifier(
     device: torch.device | str = "cpu",
     shuffle_seed: int = 0,
     report: Callable[[int, float], bool] | None = None,
+    results_dir: str | os.PathLike | None = None,
+    profile: str = "smoke",
+    name: str = "sim-classifier",
 ) -> dict[str, Any]:
-    """SIM's classification loop (monDEQ's ``train.py``): Adam, cross-entropy, no augmentation.
+    """SIM's classification training (monDEQ's ``train.py``): Adam, cross-entropy, no
+    augmentation, through :func:`deqode.train.fit` (the model as built by the caller, who seeds).
 
     ``lr_mode``: ``step`` (StepLR γ = 0.1 every ``steplr_step`` epochs, stepped per epoch),
     ``constant``, ``1cycle`` (:func:`one_cycle`, per batch). The loader shuffles with its own
     generator seeded ``shuffle_seed`` (identical batch order across runs, as the official code).
     After every epoch: test loss and accuracy (fraction); ``report(epoch, accuracy)`` (search)
-    may stop training early by returning True.
+    may stop training early by returning True. The run's records go to
+    ``<results_dir>/<profile>/<name>/`` and a finished run there is read back, not retrained
+    (``results_dir=None``: a temporary folder).
 
     Returns ``{"epochs": [...], "steps": [...], "test_loss", "test_acc", "params"}``; each step
     records wall time (forward + backward + update), forward and backward NFE.
     """
-    check_choice("lr_mode", lr_mode, LR_MODES)
-    device = torch.device(device)
-    model.to(device).train()
-    generator = torch.Generator().manual_seed(shuffle_seed)
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator)
-    test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr if lr_mode != "1cycle" else 1e-3)
-    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, steplr_step, 0.1)
-                 if lr_mode == "step" else None)
-    history: dict[str, Any] = {"epochs": [], "steps": [], "params": trainable_parameters(model)}
-    n_batches = len(train_loader)
-    for epoch in range(1, rehearsal.epochs(epochs) + 1):
-        seen, loss_sum = 0, 0.0
-        for batch_idx, (x, y) in enumerate(rehearsal.capped(train_loader)):
-            if lr_mode == "1cycle":
-                cur_lr, beta1 = one_cycle(epoch - 1 + batch_idx / n_batches, epochs, lr)
-                for group in optimizer.param_groups:
-                    group["lr"], group["betas"] = cur_lr, (beta1, group["betas"][1])
-            x, y = x.to(device), y.to(device)
-            _sync(device)
-            start = time.perf_counter()
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            _sync(device)
-            forward_nfe, backward_nfe = _nfe(model)
-            history["steps"].append({"time": time.perf_counter() - start, "loss": loss.item(),
-                                     "nfe_forward": forward_nfe, "nfe_backward": backward_nfe})
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-        if scheduler is not None:
-            scheduler.step()
-        test_loss, test_acc = evaluate_classifier(model, test_loader, device)
-        history["epochs"].append({"epoch": epoch, "train_loss": loss_sum / seen,
-                                  "test_loss": test_loss, "test_acc": test_acc})
-        if report is not None and report(epoch, test_acc):
-            break
+    from deqode.train import TrainConfig
+
+    schedule = {"step": "steplr", "constant": "constant", "1cycle": "1cycle"}[
+        check_choice("lr_mode", lr_mode, LR_MODES)]
+    config = TrainConfig(
+        name=name, model=lambda: model,
+        dataset=lambda split: train_set if split == "train" else test_set,
+        epochs=epochs, batch_size=batch_size, test_batch_size=test_batch_size, drop_last=False,
+        lr=lr, schedule=schedule, step_size=steplr_step, gamma=0.1, seed=None,
+        data_order="shuffle", shuffle_seed=shuffle_seed, record_steps=True, measure_memory=False)
+    on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_acc"]))
+    history: dict[str, Any] = {"params": trainable_parameters(model)}
+    result = _fit_in(results_dir, config, profile, device, on_epoch)
+    model.train()
+    history["epochs"] = [{k: h[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}
+                         for h in result.history]
+    history["steps"] = [{k: step[k] for k in ("time", "loss", "nfe_forward", "nfe_backward")}
+                        for h in result.history for step in h["steps"]]
     history["test_loss"] = history["epochs"][-1]["test_loss"]
     history["test_acc"] = history["epochs"][-1]["test_acc"]
-    return history
+    return {k: history[k] for k in ("epochs", "steps", "params", "test_loss", "test_acc")}
+
+
+def _fit_in(results_dir: str | os.PathLike | None, config: Any, profile: str,
+            device: torch.device | str, on_epoch: Callable[[dict[str, Any]], bool] | None
+            ) -> Any:
+    """:func:`deqode.train.fit` of ``config`` (resumed / read back when it ran there before);
+    ``results_dir=None``: in a temporary folder. A failed run raises."""
+    from deqode.train import fit
+
+    with tempfile.TemporaryDirectory(prefix="deqode-sim-") as scratch:
+        result = fit(config, profile=profile, device=device, results_dir=results_dir or scratch,
+                     resume=results_dir is not None, quiet=True, progress=False,
+                     on_epoch=on_epoch)
+    if result.failed:
+        raise RuntimeError(f"{config.name} failed: {result.reason}")
+    return result
 
 
 def cost_summary(history: Mapping[str, Any], skip: int = 1) -> dict[str, float]:
@@ -167,11 +165,6 @@ def cost_summary(history: Mapping[str, Any], skip: int = 1) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------
 
 
-def psnr(mse: float) -> float:
-    """``−10 log10(MSE)`` for targets in [0, 1] (unclamped, as the official code)."""
-    return -10.0 * math.log10(mse) if mse > 0 else math.inf
-
-
 def train_regression(
     model: nn.Module,
     train_set: Dataset,
@@ -181,42 +174,40 @@ def train_regression(
     lr: float,
     device: torch.device | str = "cpu",
     report: Callable[[int, float], bool] | None = None,
+    results_dir: str | os.PathLike | None = None,
+    profile: str = "smoke",
+    name: str = "sim-regression",
 ) -> dict[str, Any]:
-    """Full-batch Adam on MSE. After each step: train PSNR from the pre-step loss, test PSNR
-    from a fresh forward pass; the reported values are those after the last iteration.
-    ``report(iteration, test_psnr)`` may stop early (search). The test-grid prediction
-    ``(S/2, S/2, 3)`` of the final model is returned as ``prediction`` (with ``target``)."""
-    device = torch.device(device)
-    model.to(device).train()
-    x_tr, y_tr = train_set.inputs.to(device), train_set.targets.to(device)
+    """Full-batch Adam on MSE through :func:`deqode.train.fit` (task ``regression``, one
+    iteration per epoch; the model as built by the caller). After each step: train PSNR from the
+    pre-step loss, test PSNR from a fresh forward pass; the reported values are those after the
+    last iteration. ``report(iteration, test_psnr)`` may stop early (search). The test-grid
+    prediction ``(S/2, S/2, 3)`` of the final model is returned as ``prediction`` (with
+    ``target``). Records: as :func:`train_classifier`."""
+    from deqode.train import TrainConfig
+
+    config = TrainConfig(
+        name=name, model=lambda: model, task="regression",
+        dataset=lambda split: train_set if split == "train" else test_set,
+        epochs=iterations, batch_size=len(train_set), test_batch_size=len(test_set),
+        drop_last=False, lr=lr, schedule="constant", seed=None, data_order="full_batch",
+        record_steps=True, measure_memory=False, checkpoint_every=max(iterations // 10, 1))
+    on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_psnr"]))
+    params = trainable_parameters(model)
+    history = _fit_in(results_dir, config, profile, device, on_epoch).history
+    model.train()
     x_te, y_te = test_set.inputs.to(device), test_set.targets.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    train_psnr, test_psnr, times = [], [], []
-    for it in range(1, rehearsal.steps(iterations) + 1):
-        _sync(device)
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        loss = F.mse_loss(model(x_tr), y_tr)
-        loss.backward()
-        optimizer.step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-        train_psnr.append(psnr(loss.item()))
-        with torch.no_grad():
-            test_psnr.append(psnr(F.mse_loss(model(x_te), y_te).item()))
-        if report is not None and report(it, test_psnr[-1]):
-            break
     with torch.no_grad():
         prediction = model(x_te).reshape(*test_set.grid_shape, -1).cpu()
     return {
-        "train_psnr": train_psnr,
-        "test_psnr": test_psnr,
-        "final_train_psnr": train_psnr[-1],
-        "final_test_psnr": test_psnr[-1],
-        "step_times": times,
+        "train_psnr": [h["train_psnr"] for h in history],
+        "test_psnr": [h["test_psnr"] for h in history],
+        "final_train_psnr": history[-1]["train_psnr"],
+        "final_test_psnr": history[-1]["test_psnr"],
+        "step_times": [s["time"] for h in history for s in h["steps"]],
         "prediction": prediction,
         "target": y_te.reshape(*test_set.grid_shape, -1).cpu(),
-        "params": trainable_parameters(model),
+        "params": params,
     }
 
 
@@ -262,51 +253,55 @@ def train_copy_memory(
     report: Callable[[int, float], bool] | None = None,
     val_set: Dataset | None = None,
     track_positions: bool = False,
+    results_dir: str | os.PathLike | None = None,
+    profile: str = "smoke",
+    name: str = "sim-copy-memory",
 ) -> dict[str, Any]:
-    """SIM's copy-memory loop: Adam (``eps`` 1e-5), constant lr, mini-batches in order.
+    """SIM's copy-memory training: Adam (``eps`` 1e-5), constant lr, mini-batches in order,
+    through :func:`deqode.train.fit` (task ``sequence``; the model as built by the caller).
 
     No gradient clipping: the official code calls ``clip_grad_norm_`` before ``backward()``, so
-    its clipping has no effect (spec §5 item 4); we reproduce that effective behaviour. Per
-    batch: loss, accuracy (%), cumulative wall-clock time (ms, ``perf_counter``; synchronised on
-    a GPU) and NFE. The test set is evaluated once after the last epoch. With ``val_set`` and
-    ``report`` (search), the validation loss is reported after each epoch. ``track_positions``:
-    after each epoch, the test accuracy split by position (:func:`copy_memory_position_accuracy`)
-    goes to ``epochs``.
+    its clipping has no effect; we reproduce that effective behaviour. Per batch: loss, accuracy
+    (%), cumulative wall-clock time (ms, forward + backward + update; synchronised on a GPU) and
+    NFE. The test set is evaluated after the last epoch (:func:`evaluate_copy_memory`). With
+    ``val_set`` and ``report`` (search), the validation loss is reported after each epoch.
+    ``track_positions``: after each epoch, the test accuracy split by position
+    (:func:`copy_memory_position_accuracy`) goes to ``epochs``. Records: as
+    :func:`train_classifier`.
     """
-    device = torch.device(device)
-    model.to(device).train()
-    x_tr, y_tr = (t.to(device) for t in _stack(train_set))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=adam_eps)
-    steps: list[dict[str, float]] = []
-    elapsed = 0.0
-    epochs_log: list[dict[str, float]] = []
-    for epoch in range(1, rehearsal.epochs(epochs) + 1):
-        for i in rehearsal.capped(range(0, len(x_tr), batch_size)):
-            x, y = x_tr[i : i + batch_size], y_tr[i : i + batch_size]
-            _sync(device)
-            start = time.perf_counter()
-            optimizer.zero_grad()
-            logits = model(x).flatten(0, 1)
-            loss = F.cross_entropy(logits, y.flatten())
-            loss.backward()
-            optimizer.step()
-            _sync(device)
-            elapsed += time.perf_counter() - start
-            forward_nfe, backward_nfe = _nfe(model)
-            acc = 100.0 * (logits.argmax(1) == y.flatten()).float().mean().item()
-            steps.append({"loss": loss.item(), "acc": acc, "time_ms": 1e3 * elapsed,
-                          "nfe_forward": forward_nfe, "nfe_backward": backward_nfe})
+    from deqode.train import TrainConfig
+
+    config = TrainConfig(
+        name=name, model=lambda: model, task="sequence",
+        dataset=lambda split: train_set if split == "train" else test_set,
+        epochs=epochs, batch_size=batch_size, test_batch_size=batch_size, drop_last=False,
+        lr=lr, adam_eps=adam_eps, schedule="constant", seed=None, data_order="in_order",
+        record_steps=True, measure_memory=False)
+
+    def on_epoch(record: dict[str, Any]) -> bool:
         if track_positions:
-            epochs_log.append({"epoch": epoch, **copy_memory_position_accuracy(
-                model, test_set, batch_size=50, device=device)})
-        if val_set is not None and report is not None:
-            x_va, y_va = (t.to(device) for t in _stack(val_set))
-            if report(epoch, evaluate_copy_memory(model, x_va, y_va, batch_size)[0]):
-                break
+            record["positions"] = copy_memory_position_accuracy(model, test_set, batch_size=50,
+                                                                device=device)
+        if val_set is None or report is None:
+            return False
+        x_va, y_va = (t.to(device) for t in _stack(val_set))
+        return bool(report(record["epoch"], evaluate_copy_memory(model, x_va, y_va,
+                                                                 batch_size)[0]))
+
+    params = trainable_parameters(model)
+    result = _fit_in(results_dir, config, profile, device, on_epoch)
+    model.train()
+    steps, elapsed = [], 0.0
+    for step in (s for h in result.history for s in h["steps"]):
+        elapsed += step["time"]
+        steps.append({"loss": step["loss"], "acc": step["acc"], "time_ms": 1e3 * elapsed,
+                      "nfe_forward": step["nfe_forward"], "nfe_backward": step["nfe_backward"]})
+    epochs_log = [{"epoch": h["epoch"], **h["positions"]} for h in result.history
+                  if "positions" in h]
     x_te, y_te = (t.to(device) for t in _stack(test_set))
     test_loss, test_acc = evaluate_copy_memory(model, x_te, y_te, batch_size)
     return {"steps": steps, "epochs": epochs_log, "test_loss": test_loss, "test_acc": test_acc,
-            "params": trainable_parameters(model)}
+            "params": params}
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deqode.chapters.sim.cache import cached
+from deqode.chapters.sim.cache import cached, config_key
 from deqode.chapters.sim.configs import (
     ClassificationSetup,
     CopyMemorySetup,
@@ -60,6 +60,8 @@ def run_classification(
 
     Each (model, seed) run is read from ``cache_dir`` when the same configuration finished
     there before (:func:`deqode.chapters.sim.cache.cached`); the search itself is not cached.
+    The runs train through :func:`deqode.train.fit`, which writes their records under
+    ``<cache_dir>/<profile>/`` (and resumes an interrupted one).
     Returns, per model label: ``histories``, ``model`` (the trained module of the last seed),
     ``accs`` (final test accuracy per seed), ``test_acc`` (mean), ``test_acc_std`` (sample
     std), ``params``, ``seeds`` and ``config`` with its ``source`` (``smoke`` / ``cpu`` /
@@ -93,20 +95,24 @@ def run_classification(
             seeds, source = final_run_seeds(int(best["seed"]), len(setup.seeds)), "searched"
         histories, model = [], None
         for seed in seeds:
-            def one_run(seed: int = seed, spec: ModelSpec = spec,
-                        overrides: dict[str, Any] = overrides,
-                        settings: dict[str, Any] = settings) -> dict[str, Any]:
-                seed_all(seed)
-                model = build_model(spec, **overrides)
-                history = train_classifier(model, train, test, device=device,
-                                           test_batch_size=setup.test_batch_size, **settings)
-                return {"history": history, "model": model.cpu()}
-
             config = {"task": "classification", "profile": setup.profile, "dataset": dataset,
                       "data_options": opts, "spec": spec, "overrides": overrides,
                       "settings": settings, "seed": seed,
                       "test_batch_size": setup.test_batch_size}
-            out = cached(cache_dir, f"t1-{dataset}-{spec.kind}-{seed}", config, one_run)
+            name = f"t1-{dataset}-{spec.kind}-{seed}"
+
+            def one_run(seed: int = seed, spec: ModelSpec = spec,
+                        overrides: dict[str, Any] = overrides,
+                        settings: dict[str, Any] = settings,
+                        run_name: str = f"{name}-{config_key(config)}") -> dict[str, Any]:
+                seed_all(seed)
+                model = build_model(spec, **overrides)
+                history = train_classifier(
+                    model, train, test, device=device, test_batch_size=setup.test_batch_size,
+                    results_dir=cache_dir, profile=setup.profile, name=run_name, **settings)
+                return {"history": history, "model": model.cpu()}
+
+            out = cached(cache_dir, name, config, one_run)
             histories.append(out["history"])
             model = out["model"]
         accs = [h["test_acc"] for h in histories]
@@ -127,7 +133,8 @@ def run_regression(
     cache_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
     """T2: every model on every image of the setup, one run per seed of ``setup.run_seeds``
-    (each read from ``cache_dir`` when it finished there before).
+    (each read from ``cache_dir`` when it finished there before; trained through
+    :func:`deqode.train.fit`, records under ``<cache_dir>/<profile>/``).
 
     Returns one record per (image, model, seed): ``set`` (natural / text), ``image``,
     ``model``, ``seed``, ``train_psnr``, ``test_psnr`` (after the last iteration), the PSNR
@@ -143,21 +150,23 @@ def run_regression(
             lr = spec.train.get("lr", setup.lr)
             n_iter = iterations or setup.iterations
             for seed in setup.run_seeds:
-                def one_run(seed: int = seed, spec: ModelSpec = spec, lr: float = lr,
-                            n_iter: int = n_iter, train: Any = train,
-                            test: Any = test) -> dict[str, Any]:
-                    seed_all(seed)
-                    model = build_model(spec)
-                    out = train_regression(model, train, test, iterations=n_iter, lr=lr,
-                                           device=device)
-                    out["nfe_forward"] = int(getattr(model, "nfe_forward", 0) or 0)
-                    return out
-
                 config = {"task": "regression", "profile": setup.profile, "image": name,
                           "options": opts, "spec": spec, "lr": lr, "iterations": n_iter,
                           "seed": seed}
-                out = cached(cache_dir, f"t2-{name}-{spec.kind}-{spec.variant}-{seed}", config,
-                             one_run)
+                run_name = f"t2-{name}-{spec.kind}-{spec.variant}-{seed}"
+
+                def one_run(seed: int = seed, spec: ModelSpec = spec, lr: float = lr,
+                            n_iter: int = n_iter, train: Any = train, test: Any = test,
+                            key: str = f"{run_name}-{config_key(config)}") -> dict[str, Any]:
+                    seed_all(seed)
+                    model = build_model(spec)
+                    out = train_regression(model, train, test, iterations=n_iter, lr=lr,
+                                           device=device, results_dir=cache_dir,
+                                           profile=setup.profile, name=key)
+                    out["nfe_forward"] = int(getattr(model, "nfe_forward", 0) or 0)
+                    return out
+
+                out = cached(cache_dir, run_name, config, one_run)
                 records.append({
                     "set": setup.set_names[name], "dataset": name,
                     "image": opts.get("image", 0), "model": spec.label, "seed": seed,
@@ -181,6 +190,7 @@ def run_copy_memory(
     """T3: every model of the setup on the generated copy-memory data, one run per seed of
     ``setup.run_seeds`` (each read from ``cache_dir`` when it finished there before).
 
+    Trained through :func:`deqode.train.fit` (records under ``<cache_dir>/<profile>/``).
     Returns per model label the :func:`train_copy_memory` record of the first seed, plus
     ``position_accuracy`` (:func:`copy_memory_position_accuracy` on the test set) and ``runs``:
     one such record per seed (with ``seed``), each with the per-epoch position accuracies."""
@@ -197,21 +207,25 @@ def run_copy_memory(
     for spec in setup.models:
         runs = []
         for seed in setup.run_seeds:
-            def one_run(seed: int = seed, spec: ModelSpec = spec) -> dict[str, Any]:
-                seed_all(seed)
-                model = build_model(spec)
-                out = train_copy_memory(
-                    model, train, test, epochs=n_epochs, batch_size=setup.batch_size,
-                    lr=setup.lr, adam_eps=setup.adam_eps, device=device, track_positions=True)
-                out["position_accuracy"] = copy_memory_position_accuracy(
-                    model, test, setup.batch_size, device)
-                return out
-
             config = {"task": "copy-memory", "profile": setup.profile, "T": setup.T,
                       "n_train": len(train), "n_test": len(test), "spec": spec,
                       "epochs": n_epochs, "batch_size": setup.batch_size, "lr": setup.lr,
                       "adam_eps": setup.adam_eps, "seed": seed}
-            out = cached(cache_dir, f"t3-{spec.kind}-{spec.variant}-{seed}", config, one_run)
+            name = f"t3-{spec.kind}-{spec.variant}-{seed}"
+
+            def one_run(seed: int = seed, spec: ModelSpec = spec,
+                        run_name: str = f"{name}-{config_key(config)}") -> dict[str, Any]:
+                seed_all(seed)
+                model = build_model(spec)
+                out = train_copy_memory(
+                    model, train, test, epochs=n_epochs, batch_size=setup.batch_size,
+                    lr=setup.lr, adam_eps=setup.adam_eps, device=device, track_positions=True,
+                    results_dir=cache_dir, profile=setup.profile, name=run_name)
+                out["position_accuracy"] = copy_memory_position_accuracy(
+                    model, test, setup.batch_size, device)
+                return out
+
+            out = cached(cache_dir, name, config, one_run)
             runs.append({**out, "seed": seed})
         results[spec.label] = {**runs[0], "runs": runs}
     return results
