@@ -1,5 +1,12 @@
 """Homotopy continuation for DEQ fixed points: Davidenko ODE, arc length, Newton and naive flows.
 
+The module holds one idea, tracing the zero set of a homotopy from ``z0`` to the equilibrium, and
+is long for that reason only: the homotopies, the path records, the λ- and arc-length tracers and
+the two flows (the Newton flow is the Newton homotopy under the schedule ``1 − λ = e^{−t}``,
+Nocedal & Wright, *Numerical Optimization*, §11.3; the naive flow ``dz/dt = f(z) − z`` is the
+continuous DEQ of Pal et al., arXiv 2201.12240, for contrast) share one batching, Jacobian and
+torchdiffeq plumbing.
+
 Conventions (used throughout the book)
 -------------------------------------
 * A DEQ equilibrium is a fixed point ``z* = f(z*)``; it is a root of the residual
@@ -37,13 +44,6 @@ fig1           z - λ f(z) - z0                  I - λ J_f           (I - λJ_f
 
 Where ``∂_z H`` becomes singular (a turning point) the λ-parameterisation breaks down; the path is
 then traced in arc length ``s`` (:func:`arclength_path`). All integration is done by torchdiffeq.
-
-The module holds one idea, tracing the zero set of a homotopy from ``z0`` to the equilibrium, and
-is long for that reason only: the homotopies, the path records, the λ- and arc-length tracers and
-the two flows (the Newton flow is the Newton homotopy under the schedule ``1 − λ = e^{−t}``,
-Nocedal & Wright, *Numerical Optimization*, §11.3; the naive flow ``dz/dt = f(z) − z`` is the
-continuous DEQ of Pal et al., arXiv 2201.12240, for contrast) share one batching, Jacobian and
-torchdiffeq plumbing.
 """
 
 from __future__ import annotations
