@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from deqode.models.bases import ODEClassifier, check_image_batch
 from deqode.models.blocks import ConvField, group_norm
 from deqode.models.nfe import CountsNFE
+from deqode.models.settings import ODESolve
 from deqode.solvers.nesterov import step_grid
 
 DOWNSAMPLING = ("conv", "small")
@@ -93,11 +94,11 @@ class ODENet(ODEClassifier):
         max_groups: int = 32,
     ) -> None:
         field = ConvField(width, max_groups=max_groups, time_dependent=True, pre_activation=True)
+        solve = ODESolve(method, rtol, atol, solver_options(method, n_steps, solver_kwargs),
+                         grad_mode)
         super().__init__(
             downsampling(downsampling_kind, in_channels, width, max_groups),
-            head(width, num_classes, max_groups), field,
-            in_channels, grad_mode=grad_mode, method=method, rtol=rtol, atol=atol,
-            options=solver_options(method, n_steps, solver_kwargs),
+            head(width, num_classes, max_groups), field, in_channels, solve=solve,
             max_num_steps=max_num_steps,
         )
         self.n_steps = n_steps
@@ -106,8 +107,9 @@ class ODENet(ODEClassifier):
                    solver_kwargs: dict[str, Any] | None = None, rtol: float = 1e-3,
                    atol: float = 1e-3) -> None:
         """Switch the ODE solver (e.g. to ``dopri5`` for the solver-transfer check)."""
-        self.options = solver_options(method, n_steps, solver_kwargs)
-        self.method, self.n_steps, self.rtol, self.atol = method, n_steps, rtol, atol
+        self.use_solver(ODESolve(method, rtol, atol, solver_options(method, n_steps, solver_kwargs),
+                                 self.grad_mode))
+        self.n_steps = n_steps
 
     def start(self, x_tilde: Tensor) -> tuple[Tensor, None]:
         return x_tilde, None
