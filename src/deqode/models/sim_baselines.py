@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deqode.models.nfe import CountsNFE
+from deqode.models.contractive import ContractiveDEQ, rescaled, spectrally_rescaled
 from deqode.models.sim_tiers import TemporalBlock
-from deqode.solvers import SolverInfo, fixed_point
-from deqode.solvers.implicit import check_solution, solve_equilibrium
+from deqode.solvers import fixed_point
+from deqode.solvers.implicit import check_solution
 
 
-class ContractiveTanhDEQ(CountsNFE, nn.Module):
+class ContractiveTanhDEQ(ContractiveDEQ):
     """``z* = tanh(W z* + U x + b)``, ``z ∈ R^d``, logits ``= W_out z*`` (spec §2.6, K1).
 
     With ``max_norm`` set, the layer uses ``W = W̃ · max_norm / max(max_norm, ||W̃||₂)`` (exact
@@ -52,17 +52,14 @@ class ContractiveTanhDEQ(CountsNFE, nn.Module):
         self.inject = nn.Linear(in_dim, hidden)
         self.weight = nn.Parameter(torch.randn(hidden, hidden) / math.sqrt(hidden))
         self.readout = nn.Linear(hidden, num_classes)
-        self.max_norm, self.solver, self.tol, self.max_iter = max_norm, solver, tol, max_iter
+        self.set_solve(max_norm, solver, tol, max_iter)
         self.backward_tol = backward_tol
-        self.last_solver_info: SolverInfo | None = None
-        self.nfe_forward = 0
 
     def recurrent_weight(self) -> Tensor:
         """``W`` after the optional spectral-norm rescaling."""
         if self.max_norm is None:
             return self.weight
-        norm = torch.linalg.matrix_norm(self.weight, ord=2)
-        return self.weight * (self.max_norm / torch.clamp(norm, min=self.max_norm))
+        return spectrally_rescaled(self.weight, self.max_norm)
 
     def cell(self, x: Tensor) -> Callable[[Tensor], Tensor]:
         """The map ``z ↦ f(z, x)`` for a batch ``x``."""
@@ -81,10 +78,8 @@ class ContractiveTanhDEQ(CountsNFE, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         f = self.cell(x)
         z0 = x.new_zeros(x.shape[0], self.weight.shape[0])
-        eq = solve_equilibrium(f, z0, "ContractiveTanhDEQ", solver=self.solver, tol=self.tol,
-                               max_iter=self.max_iter, backward="ift", backward_solver="gmres",
-                               backward_tol=self.backward_tol)
-        self.last_solver_info, self.nfe_forward = eq.info, eq.info.nfe
+        eq = self.equilibrium(f, z0, backward="ift", backward_solver="gmres",
+                              backward_tol=self.backward_tol)
         return self.readout(eq.z)
 
     def jacobian(self, x: Tensor) -> Tensor:
@@ -95,7 +90,7 @@ class ContractiveTanhDEQ(CountsNFE, nn.Module):
 
 
 
-class TemporalDEQ(CountsNFE, nn.Module):
+class TemporalDEQ(ContractiveDEQ):
     """Copy-memory DEQ baseline: a TCN basis as input injection, an implicit causal convolution.
 
     ``h = TCN(x)`` (channels ``C``, the SIM basis without its linear layer), then per sequence
@@ -132,16 +127,14 @@ class TemporalDEQ(CountsNFE, nn.Module):
         self.inject = nn.Conv1d(channels, hidden, 1)
         self.cell_weight = nn.Parameter(torch.randn(hidden, hidden, cell_kernel) * 0.1)
         self.readout = nn.Linear(hidden, num_classes)
-        self.max_norm, self.solver, self.tol, self.max_iter = max_norm, solver, tol, max_iter
+        self.set_solve(max_norm, solver, tol, max_iter)
         self.cell_kernel = cell_kernel
-        self.last_solver_info: SolverInfo | None = None
-        self.nfe_forward = 0
         self._stats: dict[str, Any] = {}
 
     def _weight(self) -> Tensor:
         # ||conv||_2 <= sum_k ||W_k||_2 <= sum_k ||W_k||_F; rescale that bound to max_norm
         bound = self.cell_weight.pow(2).sum(dim=(0, 1)).sqrt().sum()
-        return self.cell_weight * (self.max_norm / torch.clamp(bound, min=self.max_norm))
+        return rescaled(self.cell_weight, bound, self.max_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         injection = self.inject(self.tcn(x))  # (B, hidden, L)
@@ -150,10 +143,9 @@ class TemporalDEQ(CountsNFE, nn.Module):
         def f(z: Tensor) -> Tensor:
             return torch.tanh(F.conv1d(F.pad(z, (pad, 0)), w) + injection)
 
-        eq = solve_equilibrium(f, torch.zeros_like(injection), "TemporalDEQ", solver=self.solver,
-                               tol=self.tol, max_iter=self.max_iter, backward="ift",
-                               backward_solver="gmres", backward_tol=1e-6, backward_max_iter=30)
-        self.last_solver_info, self.nfe_forward, self._stats = eq.info, eq.info.nfe, eq.backward
+        eq = self.equilibrium(f, torch.zeros_like(injection), backward="ift",
+                              backward_solver="gmres", backward_tol=1e-6, backward_max_iter=30)
+        self._stats = eq.backward
         return self.readout(eq.z.transpose(1, 2))
 
     @property
