@@ -9,6 +9,7 @@ Each bounds a norm of its recurrent weight by ``max_norm`` < 1 so that its layer
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from deqode.choices import check_choice
 from deqode.models.nfe import CountsNFE
+from deqode.models.settings import reject_unknown, take_settings
 from deqode.solvers import SolverInfo
 from deqode.solvers.fixed_point import METHODS
 from deqode.solvers.implicit import Equilibrium, solve_equilibrium
@@ -32,17 +34,37 @@ def spectrally_rescaled(weight: Tensor, max_norm: float) -> Tensor:
     return rescaled(weight, torch.linalg.matrix_norm(weight, ord=2), max_norm)
 
 
+@dataclass(frozen=True)
+class ContractionSolve:
+    """The norm bound ``max_norm`` (None: unbounded, where a model allows it) and the forward
+    solve: :func:`deqode.solvers.fixed_point` ``solver``, relative ``tol``, ``max_iter``."""
+
+    max_norm: float | None = 0.9
+    solver: str = "anderson"
+    tol: float = 1e-3
+    max_iter: int = 30
+
+    def __post_init__(self) -> None:
+        check_choice("fixed-point solver", self.solver, METHODS)
+
+
 class ContractiveDEQ(CountsNFE, nn.Module):
     """Base of the contractive DEQs: the norm bound and forward-solve settings, the solve record.
 
-    ``nfe_forward`` counts the solver's evaluations of f (subclasses add their own applications);
-    ``last_solver_info`` is the forward solver's record of the last batch.
+    The constructors take the fields of :class:`ContractionSolve` as keyword arguments, each with
+    its model's defaults. ``nfe_forward`` counts the solver's evaluations of f (subclasses add
+    their own applications); ``last_solver_info`` is the forward solver's record of the last batch.
     """
 
-    def set_solve(self, max_norm: float | None, solver: str, tol: float, max_iter: int) -> None:
-        """Store the bound and the forward solver's settings (``solver`` is checked)."""
-        check_choice("fixed-point solver", solver, METHODS)
-        self.max_norm, self.solver, self.tol, self.max_iter = max_norm, solver, tol, max_iter
+    keyword_settings = (ContractionSolve,)
+
+    def set_solve(self, kwargs: dict[str, Any], **defaults: Any) -> None:
+        """Store the :class:`ContractionSolve` given by ``kwargs`` (over this model's
+        ``defaults``) as attributes; any other keyword raises a TypeError."""
+        settings = take_settings(ContractionSolve, kwargs, **defaults)
+        reject_unknown(kwargs, type(self))
+        self.max_norm, self.solver = settings.max_norm, settings.solver
+        self.tol, self.max_iter = settings.tol, settings.max_iter
         self.last_solver_info: SolverInfo | None = None
         self.nfe_forward = 0
 
@@ -56,4 +78,4 @@ class ContractiveDEQ(CountsNFE, nn.Module):
         return eq
 
 
-__all__ = ["ContractiveDEQ", "rescaled", "spectrally_rescaled"]
+__all__ = ["ContractionSolve", "ContractiveDEQ", "rescaled", "spectrally_rescaled"]

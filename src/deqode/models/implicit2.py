@@ -51,8 +51,9 @@ class DEQMFN(ContractiveDEQ):
     Args:
         width: state width; input_scale: the filter's frequency scale ``s`` (ImpSq: 128 on
             coordinates in [−1, 1]; SIM's coordinates are in [0, 1)).
-        max_norm: ``ρ``, the bound on ``||W||₂``.
-        solver, tol, max_iter: :func:`deqode.solvers.fixed_point` settings.
+        max_norm: ``ρ``, the bound on ``||W||₂`` (0.9).
+        solver, tol, max_iter: :func:`deqode.solvers.fixed_point` settings (picard, 1e-3, 100);
+            these four are the keywords of :class:`~deqode.models.contractive.ContractionSolve`.
         backward: ``"one_step"`` (ImpSq) or ``"ift"``.
         warm_start: start each solve from the previous fixed point when the batch shape matches.
 
@@ -66,12 +67,9 @@ class DEQMFN(ContractiveDEQ):
         width: int = 32,
         out_dim: int = 3,
         input_scale: float = 32.0,
-        max_norm: float = 0.9,
-        solver: str = "picard",
-        tol: float = 1e-3,
-        max_iter: int = 100,
         backward: str = "one_step",
         warm_start: bool = True,
+        **solve: Any,
     ) -> None:
         super().__init__()
         check_choice("DEQ backward", backward, BACKWARD_MODES)
@@ -80,7 +78,7 @@ class DEQMFN(ContractiveDEQ):
         bound = 1 / math.sqrt(width)
         nn.init.uniform_(self.z_map.weight, -bound, bound)
         self.w_out = nn.Linear(width, out_dim)
-        self.set_solve(max_norm, solver, tol, max_iter)
+        self.set_solve(solve, solver="picard", max_iter=100)
         self.backward, self.warm_start = backward, warm_start
         self._cache: Tensor | None = None
 

@@ -26,7 +26,8 @@ from deqode.solvers.implicit import check_solution
 
 
 class ContractiveTanhDEQ(ContractiveDEQ):
-    """``z* = tanh(W z* + U x + b)``, ``z ∈ R^d``, logits ``= W_out z*`` (spec §2.6, K1).
+    """``z* = tanh(W z* + U x + b)``, ``z ∈ R^d``, logits ``= W_out z*`` (the book's Koopman
+    demo K1; a contraction, so its linearisation at z* can be read as a Koopman operator).
 
     With ``max_norm`` set, the layer uses ``W = W̃ · max_norm / max(max_norm, ||W̃||₂)`` (exact
     spectral norm), so ``||W||₂ ≤ max_norm`` and ``J(x) = diag(1 − z*∘z*) W`` has
@@ -35,6 +36,8 @@ class ContractiveTanhDEQ(ContractiveDEQ):
     ``max_iter``) from ``z = 0``; backward: the implicit function theorem
     (:func:`deqode.solvers.implicit_fixed_point`, GMRES to ``backward_tol``). Inputs are
     flattened per sample. :meth:`solve` and :meth:`jacobian` (analysis) solve to 1e-12.
+    ``max_norm``, ``solver``, ``tol``, ``max_iter``: keywords of
+    :class:`~deqode.models.contractive.ContractionSolve`, here 0.9, Anderson, 1e-4 and 100.
     """
 
     def __init__(
@@ -42,17 +45,14 @@ class ContractiveTanhDEQ(ContractiveDEQ):
         in_dim: int,
         hidden: int = 16,
         num_classes: int = 10,
-        max_norm: float | None = 0.9,
-        solver: str = "anderson",
-        tol: float = 1e-4,
-        max_iter: int = 100,
         backward_tol: float = 1e-6,
+        **solve: Any,
     ) -> None:
         super().__init__()
         self.inject = nn.Linear(in_dim, hidden)
         self.weight = nn.Parameter(torch.randn(hidden, hidden) / math.sqrt(hidden))
         self.readout = nn.Linear(hidden, num_classes)
-        self.set_solve(max_norm, solver, tol, max_iter)
+        self.set_solve(solve, tol=1e-4, max_iter=100)
         self.backward_tol = backward_tol
 
     def recurrent_weight(self) -> Tensor:
@@ -100,9 +100,11 @@ class TemporalDEQ(ContractiveDEQ):
     with ``W ⋆`` a causal 1-D convolution (kernel ``k``, dilation 1) whose weight is rescaled so
     that ``Σ_taps ||W_tap||_F ≤ max_norm`` (the sum over the kernel taps of the Frobenius norms
     of the ``hidden × hidden`` tap matrices bounds the operator 2-norm of the convolution, so the
-    map is a contraction). Forward: ``solver`` (Anderson by default) with
-    relative ``tol`` and ``max_iter``; backward: IFT with GMRES. This is a [companion choice]: the
-    paper's copy-memory DEQ is not transcribed (spec §3.5).
+    map is a contraction). Forward: ``solver`` with relative ``tol`` and ``max_iter`` (keywords of
+    :class:`~deqode.models.contractive.ContractionSolve`: 0.9, Anderson, 1e-3 and 30 by default);
+    backward: IFT with GMRES. This is a [companion choice]: the paper's copy-memory DEQ is not
+    published (Konishi & Kawahara compare SIM with a DEQ on copy memory; ``uswodce/sim`` holds no
+    baseline).
     """
 
     def __init__(
@@ -114,10 +116,7 @@ class TemporalDEQ(ContractiveDEQ):
         num_classes: int = 10,
         in_channels: int = 1,
         cell_kernel: int = 3,
-        max_norm: float = 0.9,
-        solver: str = "anderson",
-        tol: float = 1e-3,
-        max_iter: int = 30,
+        **solve: Any,
     ) -> None:
         super().__init__()
         self.tcn = nn.Sequential(
@@ -127,7 +126,7 @@ class TemporalDEQ(ContractiveDEQ):
         self.inject = nn.Conv1d(channels, hidden, 1)
         self.cell_weight = nn.Parameter(torch.randn(hidden, hidden, cell_kernel) * 0.1)
         self.readout = nn.Linear(hidden, num_classes)
-        self.set_solve(max_norm, solver, tol, max_iter)
+        self.set_solve(solve)
         self.cell_kernel = cell_kernel
         self._stats: dict[str, Any] = {}
 
