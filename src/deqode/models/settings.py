@@ -36,7 +36,8 @@ def keyword_arguments(cls: type) -> list[str]:
     """The keyword arguments of ``cls``'s constructor, sorted.
 
     A constructor's named parameters; where it also takes ``**kwargs``, the fields of the
-    dataclasses it lists in ``keyword_settings`` (its own attribute) or else its base's.
+    dataclasses its class lists in ``keyword_settings``, or else its base's constructor's (and
+    where no base has one, the ``keyword_settings`` that ``cls`` inherits).
     """
     keys: list[str] = []
     for klass in cls.__mro__:
@@ -50,6 +51,8 @@ def keyword_arguments(cls: type) -> list[str]:
         if "keyword_settings" in vars(klass):
             keys += setting_names(*vars(klass)["keyword_settings"])
             break
+    else:
+        keys += setting_names(*getattr(cls, "keyword_settings", ()))
     return sorted(set(keys))
 
 
