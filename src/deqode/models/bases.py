@@ -24,10 +24,11 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from deqode.choices import ODE_GRAD_MODES, check_choice
+from deqode.choices import ODE_GRAD_MODES
 from deqode.errors import SolverFailure
-from deqode.models.blocks import ConvField
+from deqode.models.blocks import ConvBackbone, ConvField
 from deqode.models.nfe import CountsNFE
+from deqode.models.settings import ODESolve, ODESolverAttributes, reject_unknown, take_settings
 
 # --------------------------------------------------------------------------------------------------
 # input check and solver errors
@@ -152,19 +153,18 @@ class ImplicitClassifier(CountsNFE, nn.Module):
         return [p for p in self.parameters() if id(p) not in separate]
 
 
-class ODEClassifier(ImplicitClassifier):
+class ODEClassifier(ODESolverAttributes, ImplicitClassifier):
     """An implicit classifier whose core integrates ``dz/dt = F(t, z)`` over [0, 1].
 
     Subclasses choose the initial state z(0) and the condition x̃ given to ``F`` (:meth:`start`).
     Gradient modes: ``backprop`` (autograd through every solver stage; exact for the discretised
     solve; memory grows with NFE) and ``adjoint`` (torchdiffeq's ``odeint_adjoint``, with the
-    condition listed in ``adjoint_params``; constant memory). Solver: torchdiffeq ``method``
-    (default dopri5) with ``rtol``/``atol`` and ``options``; more than ``max_num_steps`` steps in a
-    forward or backward solve raises :class:`SolverFailure` (as do dt underflow and a non-finite
-    state). NFE: ``nfe_forward`` and ``nfe_backward`` count evaluations of F for the last batch.
+    condition listed in ``adjoint_params``; constant memory). Solver (``solve``, an
+    :class:`~deqode.models.settings.ODESolve`): torchdiffeq ``method`` (default dopri5) with
+    ``rtol``/``atol`` and ``options``; more than ``max_num_steps`` steps in a forward or backward
+    solve raises :class:`SolverFailure` (as do dt underflow and a non-finite state). NFE:
+    ``nfe_forward`` and ``nfe_backward`` count evaluations of F for the last batch.
     """
-
-    grad_modes: tuple[str, ...] = ODE_GRAD_MODES
 
     def __init__(
         self,
@@ -173,31 +173,13 @@ class ODEClassifier(ImplicitClassifier):
         field: ConvField,
         in_channels: int,
         *,
-        grad_mode: str = "backprop",
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-3,
-        options: dict[str, Any] | None = None,
+        solve: ODESolve | None = None,
         max_num_steps: int | None = 1000,
     ) -> None:
         super().__init__(stem, head, in_channels)
         self.field = field
-        self.grad_mode = grad_mode
-        self.method = method
-        self.rtol = rtol
-        self.atol = atol
-        self.options = dict(options or {})
+        self.use_solver(ODESolve() if solve is None else solve)
         self.func = CountingField(field, max_num_steps)
-
-    # configuration ---------------------------------------------------------------------------
-    @property
-    def grad_mode(self) -> str:
-        return self._grad_mode
-
-    @grad_mode.setter
-    def grad_mode(self, mode: str) -> None:
-        check_choice("gradient mode", mode, self.grad_modes)
-        self._grad_mode = mode
 
     @property
     def max_num_steps(self) -> int | None:
@@ -229,7 +211,7 @@ class ODEClassifier(ImplicitClassifier):
     def integrate(self, z0: Tensor, condition: Tensor | None, times: Tensor) -> Tensor:
         """z(1) by the configured gradient mode."""
         name = f"{type(self).__name__} forward"
-        kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
+        kwargs = self.solver_kwargs()
         with solver_errors_as_failure(name):
             if self.grad_mode == "backprop":
                 return odeint(self.func, z0, times, **kwargs)[-1]
@@ -248,6 +230,19 @@ class ODEClassifier(ImplicitClassifier):
         self.func.reset()
 
 
+def conv_ode_settings(model: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      **backbone_defaults: Any) -> tuple[ConvBackbone, ODESolve]:
+    """The backbone and solver settings of an ODE classifier on the HomoNet skeleton.
+
+    ``args`` and ``kwargs`` are the model's positional and remaining keyword arguments; a keyword
+    that is neither a :class:`ConvBackbone` nor an :class:`ODESolve` field raises a TypeError.
+    """
+    net = take_settings(ConvBackbone, kwargs, *args, **backbone_defaults)
+    solve = take_settings(ODESolve, kwargs)
+    reject_unknown(kwargs, model)
+    return net, solve
+
+
 def count_parameters(parameters: Sequence[Tensor] | Iterator[Tensor]) -> int:
     """Total number of scalar entries."""
     return sum(math.prod(p.shape) for p in parameters)
@@ -259,6 +254,7 @@ __all__ = [
     "ImplicitClassifier",
     "ODEClassifier",
     "check_image_batch",
+    "conv_ode_settings",
     "count_parameters",
     "solver_errors_as_failure",
 ]

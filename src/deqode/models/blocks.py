@@ -15,6 +15,7 @@ initial points. The skeletons that wire them into models are in :mod:`deqode.mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -266,11 +267,52 @@ class ClassificationHead(nn.Sequential):
         )
 
 
+@dataclass(frozen=True)
+class ConvBackbone:
+    """The settings of the HomoNet skeleton shared by HomoODE, the Neural ODE, ANODE and the DEQ.
+
+    Widths and regularisation of the official ``HomoNet`` (``models/homonet.py``; the per-dataset
+    values are the table of :mod:`deqode.models.zoo`): input channels, classes, state width C
+    (``channels``), head width K (``final_channels``), the GroupNorm cap, the field's dropout and
+    activation, and the stride of the stem's first convolution. The three builders make the
+    skeleton's parts; a model calls them field first, then stem, then head (the order in which
+    their parameters draw from the random generator).
+    """
+
+    in_channels: int = 3
+    num_classes: int = 10
+    channels: int = 64
+    final_channels: int = 256
+    max_groups: int = 32
+    dropout: float = 0.1
+    activation: str = "relu"
+    first_stride: int = 1
+
+    def field(self, state_channels: int | None = None, hidden_channels: int | None = None, *,
+              time_dependent: bool = False, pre_activation: bool = False,
+              injected: bool = False) -> ConvField:
+        """The :class:`ConvField` on ``state_channels`` (default C) with this dropout."""
+        return ConvField(
+            self.channels if state_channels is None else state_channels, hidden_channels,
+            max_groups=self.max_groups, time_dependent=time_dependent,
+            pre_activation=pre_activation, injected=injected, dropout=self.dropout,
+            activation=self.activation)
+
+    def stem(self) -> DownsamplingStem:
+        return DownsamplingStem(self.in_channels, self.channels, self.first_stride)
+
+    def head(self, state_channels: int | None = None) -> ClassificationHead:
+        """The head reading ``state_channels`` (default C) channels."""
+        state = self.channels if state_channels is None else state_channels
+        return ClassificationHead(state, self.final_channels, self.num_classes, self.max_groups)
+
+
 __all__ = [
     "ACTIVATIONS",
     "AlternatingInit",
     "ClassificationHead",
     "ConcatConv2d",
+    "ConvBackbone",
     "ConvField",
     "DownsamplingStem",
     "InitLayer",

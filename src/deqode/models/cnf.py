@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from deqode.choices import check_choice
+from deqode.models.settings import ODESolve, reject_unknown, take_settings
 from deqode.models.solved_field import GRAD_MODES, SolvedFieldModel
 
 TRACE_MODES = ("analytic", "autograd")
@@ -103,7 +104,11 @@ class CNF(SolvedFieldModel):
     """The 2-D CNF of torchdiffeq's example (see the module docstring).
 
     ``hidden`` is the hypernetwork width H (example: 32), ``width`` the number of units (64).
+    Solver keywords: the fields of :class:`~deqode.models.settings.ODESolve`, here with
+    rtol = atol = 1e-5.
     """
+
+    keyword_settings = (ODESolve,)
 
     def __init__(
         self,
@@ -115,18 +120,15 @@ class CNF(SolvedFieldModel):
         t1: float = 10.0,
         base_variance: float = 0.1,
         trace: str = "analytic",
-        method: str = "dopri5",
-        options: dict[str, Any] | None = None,
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        grad_mode: str = "backprop",
+        **solver: Any,
     ) -> None:
         super().__init__()
         if not t1 > t0:
             raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}")
         if base_variance <= 0:
             raise ValueError(f"base_variance must be positive, got {base_variance}")
-        self._set_solver(method, options, rtol, atol, grad_mode)
+        self._set_solver(take_settings(ODESolve, solver, rtol=1e-5, atol=1e-5))
+        reject_unknown(solver, type(self))
         self.dim = dim
         self.field = CNFField(dim, hidden, width, trace)
         self.t0, self.t1 = float(t0), float(t1)

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from deqode.choices import check_choice
 from deqode.models.bases import ImplicitClassifier
-from deqode.models.blocks import ClassificationHead, ConvField, DownsamplingStem, group_norm
+from deqode.models.blocks import ConvBackbone, ConvField, group_norm
+from deqode.models.settings import reject_unknown, take_settings
 from deqode.solvers import SolverInfo
 from deqode.solvers.fixed_point import METHODS, STOP_MODES
 from deqode.solvers.implicit import (
@@ -67,24 +68,23 @@ class DEQ(ImplicitClassifier):
     unless ``require_convergence`` (MDEQ trains with fixed iteration thresholds), but it is recorded
     in :attr:`last_solver_info`. Counters: ``nfe_forward`` (evaluations of f in the forward pass,
     solver + applications with grad), ``nfe_backward`` (vector-Jacobian products in the adjoint
-    solve). Baseline of spec §3.7, a reconstruction: MDEQ's multiscale branches, weight norm and
-    Jacobian regularisation are not included. Like MDEQ's, this cell is not a contraction at
+    solve). A baseline of the HomoODE comparison and a reconstruction (no baseline code is
+    released): MDEQ's multiscale branches, weight norm and Jacobian regularisation are not
+    included. Like MDEQ's, this cell is not a contraction at
     initialisation (the normalised identity path keeps the Jacobian's spectral radius near 1), so
     the forward solve usually stops at ``max_iter``. ``self.cell`` may be replaced by any module
     with ``prepare(x̃)`` and ``forward(z)`` that does not mix samples.
+
+    The skeleton's settings are the fields of :class:`~deqode.models.blocks.ConvBackbone`
+    (``in_channels``, ``num_classes``, ``channels``, ``final_channels`` by position or keyword;
+    ``max_groups``, ``dropout`` = 0.1, ``activation``, ``first_stride`` by keyword).
     """
+
+    keyword_settings = (ConvBackbone,)
 
     def __init__(
         self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        channels: int = 64,
-        final_channels: int = 256,
-        *,
-        max_groups: int = 32,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        first_stride: int = 1,
+        *args: Any,
         solver: str = "broyden",
         tol: float = 1e-3,
         max_iter: int = 30,
@@ -95,22 +95,14 @@ class DEQ(ImplicitClassifier):
         backward_tol: float = 1e-6,
         backward_max_iter: int = 30,
         require_convergence: bool = False,
+        **backbone: Any,
     ) -> None:
-        field = ConvField(
-            channels,
-            max_groups=max_groups,
-            time_dependent=False,
-            pre_activation=False,
-            injected=True,
-            dropout=dropout,
-            activation=activation,
-        )
-        super().__init__(
-            DownsamplingStem(in_channels, channels, first_stride),
-            ClassificationHead(channels, final_channels, num_classes, max_groups),
-            in_channels,
-        )
-        self.cell = DEQCell(field, max_groups)
+        net = take_settings(ConvBackbone, backbone, *args)
+        reject_unknown(backbone, type(self))
+        field = net.field(injected=True)
+        super().__init__(net.stem(), net.head(), net.in_channels)
+        self.backbone = net
+        self.cell = DEQCell(field, net.max_groups)
         check_choice("fixed-point solver", solver, METHODS)
         check_choice("stop_mode", stop_mode, STOP_MODES)
         check_choice("DEQ backward", backward, BACKWARD_MODES)

@@ -16,14 +16,14 @@ from torch import Tensor, nn
 from torchdiffeq import odeint
 
 from deqode.choices import GRAD_MODES as HOMOODE_GRAD_MODES
-from deqode.models.bases import CountingField, ODEClassifier, solver_errors_as_failure
-from deqode.models.blocks import (
-    AlternatingInit,
-    ClassificationHead,
-    ConvField,
-    DownsamplingStem,
-    InitLayer,
+from deqode.models.bases import (
+    CountingField,
+    ODEClassifier,
+    conv_ode_settings,
+    solver_errors_as_failure,
 )
+from deqode.models.blocks import AlternatingInit, ConvBackbone, ConvField, InitLayer
+from deqode.models.settings import ODESolve
 
 
 class _BackwardDynamics:
@@ -155,51 +155,24 @@ class HomoODE(ODEClassifier):
     """
 
     grad_modes = HOMOODE_GRAD_MODES
+    keyword_settings = (ConvBackbone, ODESolve)
 
     def __init__(
         self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        channels: int = 64,
-        final_channels: int = 256,
-        *,
-        max_groups: int = 32,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        first_stride: int = 1,
-        grad_mode: str = "backprop",
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-3,
-        options: dict[str, Any] | None = None,
+        *args: Any,
         max_num_steps: int | None = 1000,
         use_init_layer: bool = True,
         lr_init: float = 0.02,
         freq: int = 20,
+        **settings: Any,
     ) -> None:
-        field = ConvField(
-            channels,
-            max_groups=max_groups,
-            time_dependent=False,
-            pre_activation=False,
-            injected=True,
-            dropout=dropout,
-            activation=activation,
-        )
-        super().__init__(
-            DownsamplingStem(in_channels, channels, first_stride),
-            ClassificationHead(channels, final_channels, num_classes, max_groups),
-            field,
-            in_channels,
-            grad_mode=grad_mode,
-            method=method,
-            rtol=rtol,
-            atol=atol,
-            options=options,
-            max_num_steps=max_num_steps,
-        )
+        net, solve = conv_ode_settings(type(self), args, settings)
+        field = net.field(injected=True)
+        super().__init__(net.stem(), net.head(), field, net.in_channels, solve=solve,
+                         max_num_steps=max_num_steps)
+        self.backbone = net
         self.init_layer: nn.Module = (
-            InitLayer(channels, max_groups) if use_init_layer else AlternatingInit()
+            InitLayer(net.channels, net.max_groups) if use_init_layer else AlternatingInit()
         )
         self.use_init_layer = use_init_layer
         if freq < 1 or lr_init <= 0:

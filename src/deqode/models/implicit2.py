@@ -26,10 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from deqode.choices import check_choice
-from deqode.models.nfe import CountsNFE
-from deqode.solvers import SolverInfo
-from deqode.solvers.fixed_point import METHODS
-from deqode.solvers.implicit import BACKWARD_MODES, solve_equilibrium
+from deqode.models.contractive import ContractiveDEQ, spectrally_rescaled
+from deqode.solvers.implicit import BACKWARD_MODES
 
 
 class FourierFilter(nn.Module):
@@ -47,14 +45,15 @@ class FourierFilter(nn.Module):
         return torch.sin(self.linear(x))
 
 
-class DEQMFN(CountsNFE, nn.Module):
+class DEQMFN(ContractiveDEQ):
     """DEQ-MFN regressor ``x ∈ R^d ↦ y ∈ R^out`` (see the module docstring).
 
     Args:
         width: state width; input_scale: the filter's frequency scale ``s`` (ImpSq: 128 on
             coordinates in [−1, 1]; SIM's coordinates are in [0, 1)).
-        max_norm: ``ρ``, the bound on ``||W||₂``.
-        solver, tol, max_iter: :func:`deqode.solvers.fixed_point` settings.
+        max_norm: ``ρ``, the bound on ``||W||₂`` (0.9).
+        solver, tol, max_iter: :func:`deqode.solvers.fixed_point` settings (picard, 1e-3, 100);
+            these four are the keywords of :class:`~deqode.models.contractive.ContractionSolve`.
         backward: ``"one_step"`` (ImpSq) or ``"ift"``.
         warm_start: start each solve from the previous fixed point when the batch shape matches.
 
@@ -68,32 +67,24 @@ class DEQMFN(CountsNFE, nn.Module):
         width: int = 32,
         out_dim: int = 3,
         input_scale: float = 32.0,
-        max_norm: float = 0.9,
-        solver: str = "picard",
-        tol: float = 1e-3,
-        max_iter: int = 100,
         backward: str = "one_step",
         warm_start: bool = True,
+        **solve: Any,
     ) -> None:
         super().__init__()
-        check_choice("fixed-point solver", solver, METHODS)
         check_choice("DEQ backward", backward, BACKWARD_MODES)
         self.filter = FourierFilter(in_dim, width, input_scale)
         self.z_map = nn.Linear(width, width)
         bound = 1 / math.sqrt(width)
         nn.init.uniform_(self.z_map.weight, -bound, bound)
         self.w_out = nn.Linear(width, out_dim)
-        self.max_norm, self.solver, self.tol, self.max_iter = max_norm, solver, tol, max_iter
+        self.set_solve(solve, solver="picard", max_iter=100)
         self.backward, self.warm_start = backward, warm_start
-        self.last_solver_info: SolverInfo | None = None
-        self.nfe_forward = 0
         self._cache: Tensor | None = None
 
     def weight(self) -> Tensor:
         """``W`` after the spectral-norm rescaling (``||W||₂ ≤ max_norm``)."""
-        w = self.z_map.weight
-        return w * (self.max_norm / torch.clamp(torch.linalg.matrix_norm(w, ord=2),
-                                                min=self.max_norm))
+        return spectrally_rescaled(self.z_map.weight, self.max_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         g = self.filter(x)
@@ -105,10 +96,9 @@ class DEQMFN(CountsNFE, nn.Module):
         z0 = torch.zeros_like(g)
         if self.warm_start and self._cache is not None and self._cache.shape == g.shape:
             z0 = self._cache.to(g.dtype)
-        eq = solve_equilibrium(f, z0, "DEQMFN", solver=self.solver, tol=self.tol,
-                               max_iter=self.max_iter, backward=self.backward,
-                               backward_solver="gmres", backward_tol=1e-8, backward_max_iter=50)
-        self.last_solver_info, self.nfe_forward = eq.info, eq.info.nfe + 1
+        eq = self.equilibrium(f, z0, backward=self.backward, backward_solver="gmres",
+                              backward_tol=1e-8, backward_max_iter=50)
+        self.nfe_forward += 1  # the final application
         if self.warm_start:
             self._cache = eq.z_star
         return self.w_out(eq.z)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from deqode.models.settings import ODESolve, reject_unknown, take_settings
 from deqode.models.solved_field import GRAD_MODES, SolvedFieldModel
 
 
@@ -88,8 +89,11 @@ class LatentODE(SolvedFieldModel):
     """Recognition RNN → z_0 → ODE in latent space → decoder (see the module docstring).
 
     Defaults are the example's: latent 4, observations 2-D, field and decoder width 20, RNN 25,
-    observation noise σ = 0.3.
+    observation noise σ = 0.3; solver keywords: the fields of
+    :class:`~deqode.models.settings.ODESolve`, here with rtol = 1e-7 and atol = 1e-9.
     """
+
+    keyword_settings = (ODESolve,)
 
     def __init__(
         self,
@@ -99,16 +103,13 @@ class LatentODE(SolvedFieldModel):
         rnn_hidden: int = 25,
         *,
         noise_std: float = 0.3,
-        method: str = "dopri5",
-        options: dict[str, Any] | None = None,
-        rtol: float = 1e-7,
-        atol: float = 1e-9,
-        grad_mode: str = "backprop",
+        **solver: Any,
     ) -> None:
         super().__init__()
         if noise_std <= 0:
             raise ValueError(f"noise_std must be positive, got {noise_std}")
-        self._set_solver(method, options, rtol, atol, grad_mode)
+        self._set_solver(take_settings(ODESolve, solver, rtol=1e-7, atol=1e-9))
+        reject_unknown(solver, type(self))
         self.latent_dim, self.obs_dim = latent_dim, obs_dim
         self.encoder = RecognitionRNN(latent_dim, obs_dim, rnn_hidden)
         self.field = LatentField(latent_dim, hidden)

@@ -28,6 +28,7 @@ evaluations, ``n_blocks`` forward and 0 backward, to sit in the same NFE tables)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from deqode.models.bases import ODEClassifier, check_image_batch
 from deqode.models.blocks import ConvField, group_norm
 from deqode.models.nfe import CountsNFE
+from deqode.models.settings import ODESolve, reject_unknown, take_settings
 from deqode.solvers.nesterov import step_grid
 
 DOWNSAMPLING = ("conv", "small")
@@ -73,16 +75,42 @@ def solver_options(method: str, n_steps: int | None,
     return {"grid_constructor": step_grid(1.0 / n_steps), **extra}
 
 
+@dataclass(frozen=True)
+class ODENetBackbone:
+    """The settings that the ODE-Net and its ResNet baseline share: input channels, classes, width
+    w, the downsampling (``"conv"`` or ``"small"``) and the GroupNorm cap."""
+
+    in_channels: int = 1
+    num_classes: int = 10
+    width: int = 64
+    downsampling_kind: str = "conv"
+    max_groups: int = 32
+
+    def stem(self) -> nn.Sequential:
+        return downsampling(self.downsampling_kind, self.in_channels, self.width, self.max_groups)
+
+    def head(self) -> nn.Sequential:
+        return head(self.width, self.num_classes, self.max_groups)
+
+
+def _backbone(model: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ODENetBackbone:
+    net = take_settings(ODENetBackbone, kwargs, *args)
+    reject_unknown(kwargs, model)
+    return net
+
+
 class ODENet(ODEClassifier):
-    """Chen et al.'s ODE-Net classifier (see the module docstring)."""
+    """Chen et al.'s ODE-Net classifier (see the module docstring).
+
+    Keywords besides those named: the fields of :class:`ODENetBackbone` (the first three also by
+    position).
+    """
+
+    keyword_settings = (ODENetBackbone,)
 
     def __init__(
         self,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        width: int = 64,
-        *,
-        downsampling_kind: str = "conv",
+        *args: Any,
         method: str = "dopri5",
         n_steps: int | None = None,
         solver_kwargs: dict[str, Any] | None = None,
@@ -90,24 +118,24 @@ class ODENet(ODEClassifier):
         atol: float = 1e-3,
         grad_mode: str = "backprop",
         max_num_steps: int | None = 1000,
-        max_groups: int = 32,
+        **backbone: Any,
     ) -> None:
-        field = ConvField(width, max_groups=max_groups, time_dependent=True, pre_activation=True)
-        super().__init__(
-            downsampling(downsampling_kind, in_channels, width, max_groups),
-            head(width, num_classes, max_groups), field,
-            in_channels, grad_mode=grad_mode, method=method, rtol=rtol, atol=atol,
-            options=solver_options(method, n_steps, solver_kwargs),
-            max_num_steps=max_num_steps,
-        )
+        net = _backbone(type(self), args, backbone)
+        field = ConvField(net.width, max_groups=net.max_groups, time_dependent=True,
+                          pre_activation=True)
+        solve = ODESolve(method, rtol, atol, solver_options(method, n_steps, solver_kwargs),
+                         grad_mode)
+        super().__init__(net.stem(), net.head(), field, net.in_channels, solve=solve,
+                         max_num_steps=max_num_steps)
         self.n_steps = n_steps
 
     def set_solver(self, method: str, n_steps: int | None = None,
                    solver_kwargs: dict[str, Any] | None = None, rtol: float = 1e-3,
                    atol: float = 1e-3) -> None:
         """Switch the ODE solver (e.g. to ``dopri5`` for the solver-transfer check)."""
-        self.options = solver_options(method, n_steps, solver_kwargs)
-        self.method, self.n_steps, self.rtol, self.atol = method, n_steps, rtol, atol
+        self.use_solver(ODESolve(method, rtol, atol, solver_options(method, n_steps, solver_kwargs),
+                                 self.grad_mode))
+        self.n_steps = n_steps
 
     def start(self, x_tilde: Tensor) -> tuple[Tensor, None]:
         return x_tilde, None
@@ -129,25 +157,20 @@ class ResBlock(nn.Module):
 
 
 class ResNet(CountsNFE, nn.Module):
-    """The discrete baseline: the same downsampling and head around ``n_blocks`` ResBlocks."""
+    """The discrete baseline: the same downsampling and head around ``n_blocks`` ResBlocks
+    (keywords: ``n_blocks`` and the fields of :class:`ODENetBackbone`)."""
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        width: int = 64,
-        *,
-        downsampling_kind: str = "conv",
-        n_blocks: int = 6,
-        max_groups: int = 32,
-    ) -> None:
+    keyword_settings = (ODENetBackbone,)
+
+    def __init__(self, *args: Any, n_blocks: int = 6, **backbone: Any) -> None:
         super().__init__()
         if n_blocks < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
-        self.in_channels = in_channels
-        self.stem = downsampling(downsampling_kind, in_channels, width, max_groups)
-        self.blocks = nn.Sequential(*(ResBlock(width, max_groups) for _ in range(n_blocks)))
-        self.head = head(width, num_classes, max_groups)
+        net = _backbone(type(self), args, backbone)
+        self.in_channels = net.in_channels
+        self.stem = net.stem()
+        self.blocks = nn.Sequential(*(ResBlock(net.width, net.max_groups) for _ in range(n_blocks)))
+        self.head = net.head()
         self.n_blocks = n_blocks
         self.nfe_forward = n_blocks
         self.nfe_backward = 0

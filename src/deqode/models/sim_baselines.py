@@ -19,14 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deqode.models.nfe import CountsNFE
+from deqode.models.contractive import ContractiveDEQ, rescaled, spectrally_rescaled
 from deqode.models.sim_tiers import TemporalBlock
-from deqode.solvers import SolverInfo, fixed_point
-from deqode.solvers.implicit import check_solution, solve_equilibrium
+from deqode.solvers import fixed_point
+from deqode.solvers.implicit import check_solution
 
 
-class ContractiveTanhDEQ(CountsNFE, nn.Module):
-    """``z* = tanh(W z* + U x + b)``, ``z ∈ R^d``, logits ``= W_out z*`` (spec §2.6, K1).
+class ContractiveTanhDEQ(ContractiveDEQ):
+    """``z* = tanh(W z* + U x + b)``, ``z ∈ R^d``, logits ``= W_out z*`` (the book's Koopman
+    demo K1; a contraction, so its linearisation at z* can be read as a Koopman operator).
 
     With ``max_norm`` set, the layer uses ``W = W̃ · max_norm / max(max_norm, ||W̃||₂)`` (exact
     spectral norm), so ``||W||₂ ≤ max_norm`` and ``J(x) = diag(1 − z*∘z*) W`` has
@@ -35,6 +36,8 @@ class ContractiveTanhDEQ(CountsNFE, nn.Module):
     ``max_iter``) from ``z = 0``; backward: the implicit function theorem
     (:func:`deqode.solvers.implicit_fixed_point`, GMRES to ``backward_tol``). Inputs are
     flattened per sample. :meth:`solve` and :meth:`jacobian` (analysis) solve to 1e-12.
+    ``max_norm``, ``solver``, ``tol``, ``max_iter``: keywords of
+    :class:`~deqode.models.contractive.ContractionSolve`, here 0.9, Anderson, 1e-4 and 100.
     """
 
     def __init__(
@@ -42,27 +45,21 @@ class ContractiveTanhDEQ(CountsNFE, nn.Module):
         in_dim: int,
         hidden: int = 16,
         num_classes: int = 10,
-        max_norm: float | None = 0.9,
-        solver: str = "anderson",
-        tol: float = 1e-4,
-        max_iter: int = 100,
         backward_tol: float = 1e-6,
+        **solve: Any,
     ) -> None:
         super().__init__()
         self.inject = nn.Linear(in_dim, hidden)
         self.weight = nn.Parameter(torch.randn(hidden, hidden) / math.sqrt(hidden))
         self.readout = nn.Linear(hidden, num_classes)
-        self.max_norm, self.solver, self.tol, self.max_iter = max_norm, solver, tol, max_iter
+        self.set_solve(solve, tol=1e-4, max_iter=100)
         self.backward_tol = backward_tol
-        self.last_solver_info: SolverInfo | None = None
-        self.nfe_forward = 0
 
     def recurrent_weight(self) -> Tensor:
         """``W`` after the optional spectral-norm rescaling."""
         if self.max_norm is None:
             return self.weight
-        norm = torch.linalg.matrix_norm(self.weight, ord=2)
-        return self.weight * (self.max_norm / torch.clamp(norm, min=self.max_norm))
+        return spectrally_rescaled(self.weight, self.max_norm)
 
     def cell(self, x: Tensor) -> Callable[[Tensor], Tensor]:
         """The map ``z ↦ f(z, x)`` for a batch ``x``."""
@@ -81,10 +78,8 @@ class ContractiveTanhDEQ(CountsNFE, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         f = self.cell(x)
         z0 = x.new_zeros(x.shape[0], self.weight.shape[0])
-        eq = solve_equilibrium(f, z0, "ContractiveTanhDEQ", solver=self.solver, tol=self.tol,
-                               max_iter=self.max_iter, backward="ift", backward_solver="gmres",
-                               backward_tol=self.backward_tol)
-        self.last_solver_info, self.nfe_forward = eq.info, eq.info.nfe
+        eq = self.equilibrium(f, z0, backward="ift", backward_solver="gmres",
+                              backward_tol=self.backward_tol)
         return self.readout(eq.z)
 
     def jacobian(self, x: Tensor) -> Tensor:
@@ -95,7 +90,7 @@ class ContractiveTanhDEQ(CountsNFE, nn.Module):
 
 
 
-class TemporalDEQ(CountsNFE, nn.Module):
+class TemporalDEQ(ContractiveDEQ):
     """Copy-memory DEQ baseline: a TCN basis as input injection, an implicit causal convolution.
 
     ``h = TCN(x)`` (channels ``C``, the SIM basis without its linear layer), then per sequence
@@ -105,9 +100,11 @@ class TemporalDEQ(CountsNFE, nn.Module):
     with ``W ⋆`` a causal 1-D convolution (kernel ``k``, dilation 1) whose weight is rescaled so
     that ``Σ_taps ||W_tap||_F ≤ max_norm`` (the sum over the kernel taps of the Frobenius norms
     of the ``hidden × hidden`` tap matrices bounds the operator 2-norm of the convolution, so the
-    map is a contraction). Forward: ``solver`` (Anderson by default) with
-    relative ``tol`` and ``max_iter``; backward: IFT with GMRES. This is a [companion choice]: the
-    paper's copy-memory DEQ is not transcribed (spec §3.5).
+    map is a contraction). Forward: ``solver`` with relative ``tol`` and ``max_iter`` (keywords of
+    :class:`~deqode.models.contractive.ContractionSolve`: 0.9, Anderson, 1e-3 and 30 by default);
+    backward: IFT with GMRES. This is a [companion choice]: the paper's copy-memory DEQ is not
+    published (Konishi & Kawahara compare SIM with a DEQ on copy memory; ``uswodce/sim`` holds no
+    baseline).
     """
 
     def __init__(
@@ -119,10 +116,7 @@ class TemporalDEQ(CountsNFE, nn.Module):
         num_classes: int = 10,
         in_channels: int = 1,
         cell_kernel: int = 3,
-        max_norm: float = 0.9,
-        solver: str = "anderson",
-        tol: float = 1e-3,
-        max_iter: int = 30,
+        **solve: Any,
     ) -> None:
         super().__init__()
         self.tcn = nn.Sequential(
@@ -132,16 +126,14 @@ class TemporalDEQ(CountsNFE, nn.Module):
         self.inject = nn.Conv1d(channels, hidden, 1)
         self.cell_weight = nn.Parameter(torch.randn(hidden, hidden, cell_kernel) * 0.1)
         self.readout = nn.Linear(hidden, num_classes)
-        self.max_norm, self.solver, self.tol, self.max_iter = max_norm, solver, tol, max_iter
+        self.set_solve(solve)
         self.cell_kernel = cell_kernel
-        self.last_solver_info: SolverInfo | None = None
-        self.nfe_forward = 0
         self._stats: dict[str, Any] = {}
 
     def _weight(self) -> Tensor:
         # ||conv||_2 <= sum_k ||W_k||_2 <= sum_k ||W_k||_F; rescale that bound to max_norm
         bound = self.cell_weight.pow(2).sum(dim=(0, 1)).sqrt().sum()
-        return self.cell_weight * (self.max_norm / torch.clamp(bound, min=self.max_norm))
+        return rescaled(self.cell_weight, bound, self.max_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         injection = self.inject(self.tcn(x))  # (B, hidden, L)
@@ -150,10 +142,9 @@ class TemporalDEQ(CountsNFE, nn.Module):
         def f(z: Tensor) -> Tensor:
             return torch.tanh(F.conv1d(F.pad(z, (pad, 0)), w) + injection)
 
-        eq = solve_equilibrium(f, torch.zeros_like(injection), "TemporalDEQ", solver=self.solver,
-                               tol=self.tol, max_iter=self.max_iter, backward="ift",
-                               backward_solver="gmres", backward_tol=1e-6, backward_max_iter=30)
-        self.last_solver_info, self.nfe_forward, self._stats = eq.info, eq.info.nfe, eq.backward
+        eq = self.equilibrium(f, torch.zeros_like(injection), backward="ift",
+                              backward_solver="gmres", backward_tol=1e-6, backward_max_iter=30)
+        self._stats = eq.backward
         return self.readout(eq.z.transpose(1, 2))
 
     @property

@@ -3,9 +3,10 @@
 The solver is a set of plain attributes, ``method``, ``options``, ``rtol``, ``atol`` (torchdiffeq's
 arguments) and ``grad_mode`` in :data:`GRAD_MODES` (``"backprop"``: autograd through the solver's
 steps; ``"adjoint"``: torchdiffeq's ``odeint_adjoint``), so that a trained model can be
-re-evaluated with another solver by setting them. The counters ``nfe_forward`` / ``nfe_backward``
-hold the field's evaluations in the last solve and in its backward pass (non-zero only under the
-adjoint, after :meth:`SolvedFieldModel.sync_nfe`).
+re-evaluated with another solver by setting them; the constructor takes them as keyword arguments
+(the fields of :class:`~deqode.models.settings.ODESolve`). The counters ``nfe_forward`` /
+``nfe_backward`` hold the field's evaluations in the last solve and in its backward pass
+(non-zero only under the adjoint, after :meth:`SolvedFieldModel.sync_nfe`).
 """
 
 from __future__ import annotations
@@ -15,24 +16,21 @@ from typing import Any
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from deqode.choices import ODE_GRAD_MODES, check_choice
+from deqode.choices import ODE_GRAD_MODES
 from deqode.models.nfe import CountsNFE
+from deqode.models.settings import ODESolve, ODESolverAttributes
 
 GRAD_MODES = ODE_GRAD_MODES
 
 
-class SolvedFieldModel(CountsNFE, nn.Module):
+class SolvedFieldModel(ODESolverAttributes, CountsNFE, nn.Module):
     """Base of models that integrate ``self.field`` (a module counting its calls in ``nfe``)."""
 
     field: nn.Module
 
-    def _set_solver(self, method: str, options: dict[str, Any] | None, rtol: float, atol: float,
-                    grad_mode: str) -> None:
+    def _set_solver(self, solve: ODESolve) -> None:
         """Store the solver attributes (``grad_mode`` is checked) and zero the counters."""
-        check_choice("gradient mode", grad_mode, GRAD_MODES)
-        self.method, self.options = method, dict(options or {})
-        self.rtol, self.atol = rtol, atol
-        self.grad_mode = grad_mode
+        self.use_solver(solve)
         self.nfe_forward = 0
         self.nfe_backward = 0
 
@@ -51,8 +49,7 @@ class SolvedFieldModel(CountsNFE, nn.Module):
         """
         solve = odeint_adjoint if self.grad_mode == "adjoint" else odeint
         self.field.nfe = 0
-        out = solve(self.field, state, times, method=self.method, options=self.options,
-                    rtol=self.rtol, atol=self.atol)
+        out = solve(self.field, state, times, **self.solver_kwargs())
         self.nfe_forward, self.nfe_backward = self.field.nfe, 0
         return out
 

@@ -51,7 +51,6 @@ rule and are matched to HomoODE's parameter count (without the init layer) withi
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +62,7 @@ from deqode.models.deq import DEQ
 from deqode.models.homoode import HomoODE
 from deqode.models.layers import ODEClassifier
 from deqode.models.neural_ode import AugmentedNeuralODE, NeuralODE
+from deqode.models.settings import keyword_arguments
 
 
 @dataclass(frozen=True)
@@ -196,15 +196,7 @@ def entry(name: str) -> ModelEntry:
 
 def valid_overrides(cls: type[nn.Module]) -> list[str]:
     """Keyword arguments :func:`build` accepts for ``cls`` (its constructor's, through **kwargs)."""
-    keys: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is nn.Module:
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        keys += [p.name for p in params if p.name != "self" and p.kind not in (
-            inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            break
+    keys = keyword_arguments(cls)
     if issubclass(cls, ODEClassifier):
         keys.append("tol")  # alias: rtol = atol = tol
     return sorted(set(keys))
