@@ -129,6 +129,16 @@ def unscaled_figure(records: Sequence[dict[str, Any]]):
     return fig
 
 
+def _one_panel(fig, ax, ylabel: str, title: str, legend_size: int):
+    """The end of a one-panel figure over the step size h: labels, legend, title, layout."""
+    ax.set_xlabel("h")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size)
+    ax.set_title(title, fontsize=10)
+    _tidy(fig)
+    return fig
+
+
 def schedule_figure(const, exact, memory):
     """F4: constant β against the (k-1)/(k+2) schedule, errors against ``x' = -x`` and against
     the memory ODE (frames of :func:`.studies.schedule_series`)."""
@@ -139,12 +149,8 @@ def schedule_figure(const, exact, memory):
     ax.loglog(exact["h"], exact["error"], "s-", color="#b2182b", label="schedule, vs x' = −x")
     ax.loglog(memory["h"], memory["error"], "s--", color="#2166ac",
               label="schedule, vs memory ODE")
-    ax.set_xlabel("h")
-    ax.set_ylabel("error at t = 2")
-    ax.legend(fontsize=8)
-    ax.set_title("F4: momentum schedule ablation (start: zero)", fontsize=10)
-    _tidy(fig)
-    return fig
+    return _one_panel(fig, ax, "error at t = 2", "F4: momentum schedule ablation (start: zero)",
+                      legend_size=8)
 
 
 def adjoint_figure(records: Sequence[dict[str, Any]]):
@@ -164,12 +170,8 @@ def adjoint_figure(records: Sequence[dict[str, Any]]):
     spacing = float(latent_ode_times()[1])
     ax.axvline(spacing, color="0.6", lw=0.8, ls=":")
     ax.text(spacing * 1.05, ax.get_ylim()[0] * 2, "output spacing", fontsize=7)
-    ax.set_xlabel("h")
-    ax.set_ylabel("|gradient − exact|")
-    ax.legend(fontsize=7)
-    ax.set_title("F10: adjoint vs direct gradients, β = 0.7", fontsize=10)
-    _tidy(fig)
-    return fig
+    return _one_panel(fig, ax, "|gradient − exact|", "F10: adjoint vs direct gradients, β = 0.7",
+                      legend_size=7)
 
 
 __all__ = ["REGION_EXTENT", "REGION_GRID", "adjoint_figure", "order_figure", "schedule_figure",
