@@ -1,4 +1,4 @@
-"""The checks H1-H10 of the homotopy-link chapter, with the thresholds of HomoODE spec §2.2.7."""
+"""The checks H1-H10 of the homotopy-link chapter, with its thresholds (a companion choice)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_the_toy_is_seeded_contractive_float64(setup):
 def test_h1_fixed_point_homotopy_endpoint(setup):
     r = hl.check_h1(setup)
     assert r.residual_rk4 < 1e-10  # issue: < 1e-10 in float64 (RK4, 400 steps)
-    assert r.residual_dopri5 < 1e-8  # spec threshold (dopri5 at 1e-10)
+    assert r.residual_dopri5 < 1e-8  # the chapter's threshold (dopri5 at 1e-10)
     assert r.error_to_newton < 1e-10
     r.assert_passed()
 
@@ -64,7 +64,7 @@ def test_h4_newton_homotopy_residual_is_linear_in_lambda(setup):
 
 
 def test_h5_newton_flow_decays_like_exp_minus_t(setup):
-    # 100 RK4 steps per unit time keep the file fast; the notebook runs the spec's 400
+    # 100 RK4 steps per unit time keep the file fast; the notebook runs the chapter's 400
     r = hl.check_h5(setup, horizons=(1, 5, 20), steps_per_unit=100)
     assert r.horizons == (1.0, 5.0, 20.0)
     for T, ratio, err in zip(r.horizons, r.ratios, r.relative_errors, strict=True):

@@ -65,12 +65,12 @@ PAPER_COUNTS = {
 def test_homoode_parameter_counts_match_spec_and_closed_forms(name):
     total, init, c, k, classes, c_in, stem, func, head = PAPER_COUNTS[name]
     model = build(name)
-    # the numbers of spec §3.3
+    # the counts of the released classes (wadx2019/homoode scripts/homoinit_*.py, instantiated)
     assert count_parameters(model.main_parameters()) == total
     assert count_parameters(model.init_parameters()) == init
     assert n_params(model) == total + init
     assert (n_params(model.stem), n_params(model.field), n_params(model.head)) == (stem, func, head)
-    # the closed forms of spec §3.3
+    # their closed forms, from the layer shapes of the released classes
     assert stem == (9 * c_in * c + c) + 2 * c + (9 * c * c + c) + 2 * c
     assert func == 2 * (9 * c * c + c) + 2 * 2 * c
     assert head == 2 * c + (c * k + k) + 2 * k + (k * classes + classes)

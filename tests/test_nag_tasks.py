@@ -1,4 +1,4 @@
-"""The Nesterov chapter's tasks (nag-solver.md §3): protocol, models, paper configs, smoke runs."""
+"""The Nesterov chapter's tasks [companion]: protocol, models, paper configs, smoke runs."""
 
 from __future__ import annotations
 

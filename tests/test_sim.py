@@ -25,7 +25,7 @@ F64 = torch.float64
 #: Tiny models: one intra-op thread is faster (and steadier on a shared 2-core machine).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# spec sim.md §3.2–§3.4 [derived]
+# [derived] from the layer shapes of the official models (uswodce/sim `src/sim/net.py`)
 PAPER_BUDGETS = {
     "sim-single-mnist": 81_480, "sim-single-cifar10": 168_694, "sim-single-svhn": 168_694,
     "sim-two-mnist": 80_466, "sim-two-cifar10": 168_264, "sim-two-svhn": 168_264,

@@ -1,9 +1,10 @@
 """A Nesterov (NAG) fixed-grid ODE solver for torchdiffeq: ``odeint(..., method="nesterov")``.
 
-The update rule is a **reconstruction** (nag-solver.md §2.2): the printed equations of Akhtar
+The update rule is a **reconstruction** (a companion choice): the printed equations of Akhtar
 (arXiv 2312.01657) are not transcribed, so this solver is built from the paper's abstract (a
 "first-order NAG-based ODE solver, tuned for consistency, convergence and stability") and is
-tested against the consequences derived in the spec (§2.3-§2.6), not against the paper.
+tested against the consequences derived in the book's Nesterov-theory chapter (multistep form,
+consistency, zero-stability, linear stability, time-varying momentum), not against the paper.
 
 Rule (equal steps h, constant momentum β, problem ``dx/dt = f(t, x)``)::
 
@@ -13,9 +14,9 @@ Rule (equal steps h, constant momentum β, problem ``dx/dt = f(t, x)``)::
 with ``c = 1 - β`` (option ``scale=True``, the default: consistent) or ``c = 1`` (``scale=False``:
 the textbook NAG step, inconsistent for β ≠ 0: it integrates ``dx/dt = f / (1 - β)``). Eliminating
 y gives the explicit two-step method ``x_{k+2} - (1+β) x_{k+1} + β x_k = c h [(1+β) f_{k+1} - β
-f_k]`` (§2.3), of order exactly 1 for every β when c = 1 - β, zero-stable iff -1 ≤ β < 1. One
-evaluation of f per step, as Euler. The solver's state (what torchdiffeq carries and returns) is
-the look-ahead sequence x.
+f_k]``, of order exactly 1 for every β when c = 1 - β, zero-stable iff -1 ≤ β < 1 (both derived
+in the theory chapter). One evaluation of f per step, as Euler. The solver's state (what
+torchdiffeq carries and returns) is the look-ahead sequence x.
 
 Implementation: the velocity form. With ``u_k = (y_k - y_{k-1}) / h`` (velocity per unit time)
 and ``H`` the length of the first step of the solve, the look-ahead is ``x_k = y_k + β_{k-1} H
@@ -31,14 +32,15 @@ keeps β = 0 bitwise equal to torchdiffeq's ``euler``). On a grid with unequal s
 last step, an adjoint interval shorter than h, a user ``grid_constructor``) f is evaluated at
 ``y_k + β_{k-1} h_k u_k`` while the carried look-ahead distance stays ``β H u``, so a constant
 field is integrated exactly on any grid (tested). This variable-step extension is **ours** (the
-spec leaves it out of scope); the momentum analysis of §2.3-§2.5 assumes equal steps, so use a
+equal-step analysis leaves it out of scope); the theory chapter's momentum analysis assumes equal
+steps, so use a
 step size that divides the interval (:func:`step_grid` snaps to such a grid).
 
 Options (``odeint(..., options={...})``), all validated; an unknown key is an error (torchdiffeq
 itself would only warn, and a misspelt ``beta`` would silently fall back to the default):
 
 * ``beta`` (float, default 0.5 [companion]): momentum, 0 ≤ β < 1 (β ≥ 1 breaks the root
-  condition, β < 0 is excluded as in the spec; the weakly stable β = -1 is not offered).
+  condition, β < 0 is excluded [companion choice]; the weakly stable β = -1 is not offered).
 * ``scale`` (bool, default True): ``c = 1 - β`` (True) or ``c = 1`` (False, inconsistent).
 * ``start`` (``"euler"`` default, or ``"zero"``): the first velocity. ``"euler"`` starts it at
   its steady value ``u_0 = c f_0 / (1 - β)`` (reusing f_0, no extra evaluation), so that
@@ -46,7 +48,8 @@ itself would only warn, and a misspelt ``beta`` would silently fall back to the 
   (``y_0 = x_0``), whose first step is ``x_0 + (1 + β) c h f_0``.
 * ``schedule`` (``"const"`` default, or ``"nesterov"``): constant β, or the classic
   ``β_k = (k - 1)/(k + 2)`` with ``β_0 = 0`` (c_k = 1 - β_k when scaled); the schedule does not
-  converge to ``dx/dt = f`` (§2.6) and exists for the ablation. ``beta`` is ignored under it.
+  converge to ``dx/dt = f`` (derived in the theory chapter) and exists for the ablation. ``beta``
+  is ignored under it.
 * torchdiffeq's fixed-grid options: ``step_size``, ``grid_constructor`` (mutually exclusive),
   ``interp`` (``"linear"`` or ``"cubic"``), ``perturb``.
 
@@ -58,7 +61,7 @@ i.e. with a **new instance**: the backward momentum restarts at every output tim
 rule), while the forward pass carries its momentum across all output times. With ``start="zero"``
 and a step at least as long as the output spacing every backward step is the inconsistent
 ``(1 - β²) h`` first step, and the adjoint gradient is biased; ``start="euler"`` makes each
-restart an exact Euler step (nag-solver.md §2.8, the companion's default). The adjoint gradient is
+restart an exact Euler step (a companion choice, and its default). The adjoint gradient is
 in any case the O(h) gradient of the continuous problem, not the exact gradient of the discrete
 NAG forward pass, which direct backpropagation through ``odeint`` gives.
 

@@ -2,8 +2,9 @@
 
 A DEQ's fixed point ``u* = f(u*)`` is the steady state of the ODE ``du/dt = f(u) − u``, reached as
 ``t → ∞``. This module integrates that ODE with an adaptive explicit method under the termination
-rules of the paper's Julia code (continuous-deq.md §2.4), and solves the same problem with the
-discrete baseline (per-sample limited-memory Broyden, §2.5) under the *same* rules.
+rules of the paper's Julia code (official code ``src/solvers/termination.jl``, ``src/solve.jl``),
+and solves the same problem with the discrete baseline (per-sample limited-memory Broyden,
+official code ``limited_memory_broyden.jl``) under the *same* rules.
 
 Integrator. The paper's runs use OrdinaryDiffEq's ``VCAB3``, which torchdiffeq does not have (its
 adaptive methods are Runge–Kutta pairs, its Adams methods fixed-step). We implement the same
@@ -393,7 +394,7 @@ def steady_state(
     ``termination`` with tolerance ``tol`` (module docstring) is tested after every accepted
     step; at most ``max_steps`` step attempts. ``abstol``/``reltol`` control the *step size*
     only: the paper's Julia code never passes its 0.05 to the integrator, which therefore runs at
-    OrdinaryDiffEq's defaults 1e-6 / 1e-3 — our defaults too (spec §2.4).
+    OrdinaryDiffEq's defaults 1e-6 / 1e-3 — our defaults too (the official code named above).
 
     Returns the best (``*_best``) or last (``rel_norm``) iterate and a :class:`SteadyStateInfo`
     (``converged`` = stopped by the tolerance test; nothing raises on numerical trouble).
@@ -450,9 +451,10 @@ def broyden_steady_state(
     Broyden's update is per sample (one low-rank inverse-Jacobian estimate per sample, starting at
     the identity so the first step is a Picard step; no line search), exactly the update of
     :func:`deqode.solvers.fixed_point` (``method="broyden"``), while the stopping test is the
-    batch-global :class:`Termination` shared with :func:`steady_state` (spec §2.5: same
-    termination modes, best iterate in ``*_best`` modes). The memory ``min(max_steps, memory)``
-    never fills within ``max_steps`` updates, so FIFO and restart policies coincide.
+    batch-global :class:`Termination` shared with :func:`steady_state` (as in the official
+    ``limited_memory_broyden.jl``: same termination modes, best iterate in ``*_best`` modes).
+    The memory ``min(max_steps, memory)`` never fills within ``max_steps`` updates, so FIFO and
+    restart policies coincide.
     NFE = updates + 1.
     """
     _check_common(termination, tol, max_steps)

@@ -279,7 +279,8 @@ DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny": "Tiny-
 #: HomoODE's gradient mode in the smoke and cpu profiles: the digits build's.
 SMOKE_GRAD_MODE = build_settings("digits").homoode_grad_mode
 #: Source of the code-derived reference rows (rendered "released code", never "paper").
-RELEASED_SOURCE = "released code wadx2019/homoode@ceef377 (spec §3.3)"
+RELEASED_SOURCE = (
+    "released code wadx2019/homoode@ceef377 (classes of scripts/homoinit_*.py, instantiated)")
 PARAMETER_GROUPS = ("stem", "field", "head")
 
 

@@ -1,5 +1,5 @@
-"""The Nesterov-solver chapter's three tasks (nag-solver.md §3): configurations, training,
-claims.
+"""The Nesterov-solver chapter's three tasks [companion], from torchdiffeq's examples:
+configurations, training, claims.
 
 The paper (arXiv 2312.01657) claims that its NAG solver trains Neural ODEs faster than other
 fixed-step explicit solvers and than a ResNet, on classification, density estimation and

@@ -1,4 +1,5 @@
-"""Task A: classification, ODE-Net against a ResNet (nag-solver.md §3.3) [companion].
+"""Task A: classification, ODE-Net against a ResNet [companion], from torchdiffeq's
+``examples/odenet_mnist.py``.
 
 Runs are trained by :func:`deqode.train.fit` (with ``resume``: a finished run is read, not
 retrained), then re-evaluated with dopri5; the whole record is cached under the run's folder,
@@ -35,11 +36,11 @@ from deqode.solvers.nesterov import DEFAULT_BETA
 
 @dataclass(frozen=True)
 class ClassificationSetup:
-    """Task A (§3.3) [companion].
+    """Task A [companion], from torchdiffeq's ``examples/odenet_mnist.py``.
 
     Paper profile: torchdiffeq's ``odenet_mnist.py`` (SGD, momentum 0.9, lr 0.1, batch 128,
     160 epochs, RandomCrop(28, 4) via the ``nag`` recipe). ``lr_decay_epochs`` are the example's
-    ×0.1 steps, applied with the harness's ``step`` schedule as in the example. Smoke: the spec's
+    ×0.1 steps, applied with the harness's ``step`` schedule as in the example. Smoke: our
     width-16 models on digits for 2 epochs, with Adam at lr 1e-2 and batch 128 (our choice: the
     fastest of the settings we tried to move the loss in two epochs on 2 CPU cores).
 

@@ -1,5 +1,5 @@
-"""Task B: density estimation with a 2-D continuous normalizing flow (nag-solver.md §3.4)
-[companion], from torchdiffeq's ``examples/cnf.py``."""
+"""Task B: density estimation with a 2-D continuous normalizing flow [companion], from
+torchdiffeq's ``examples/cnf.py``."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from deqode.train.tasks import density_task
 
 @dataclass(frozen=True)
 class CNFSetup:
-    """Task B (§3.4) [companion], from torchdiffeq's ``examples/cnf.py``.
+    """Task B [companion], from torchdiffeq's ``examples/cnf.py``.
 
     cpu profile: hypernetwork 16, width 32, 128 points per iteration, 600 iterations with the
     learning rate annealed to zero (cosine) so that every curve flattens within the budget, 3

@@ -1,5 +1,5 @@
-"""Task C: time series with a latent ODE on spirals (nag-solver.md §3.5) [companion], from
-torchdiffeq's ``examples/latent_ode.py``."""
+"""Task C: time series with a latent ODE on spirals [companion], from torchdiffeq's
+``examples/latent_ode.py``."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from deqode.train.tasks import elbo_task
 
 @dataclass(frozen=True)
 class LatentSetup:
-    """Task C (§3.5) [companion], from torchdiffeq's ``examples/latent_ode.py``.
+    """Task C [companion], from torchdiffeq's ``examples/latent_ode.py``.
 
-    Smoke: the spec's sizes (64 spirals of 200 points, windows of 20, hidden 16, RNN 16) but 200
+    Smoke: our sizes (64 spirals of 200 points, windows of 20, hidden 16, RNN 16) but 200
     iterations instead of 50, because at 50 the models have not started to fit (about 3 s per
     run on one CPU thread). cpu profile: 128 spirals of 300 points, windows of 30, the example's
     hidden 20 and RNN 25, 1200 iterations with the learning rate annealed to zero (cosine) so that

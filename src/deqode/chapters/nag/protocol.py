@@ -1,4 +1,4 @@
-"""The Nesterov-solver chapter's comparison protocol (nag-solver.md §3.2) [companion].
+"""The Nesterov-solver chapter's comparison protocol [companion].
 
 * **Equal NFE.** A budget of K evaluations of f per forward solve over the task's time interval:
   N = K steps for euler and nesterov, K/2 for midpoint, K/3 for heun3, K/4 for rk4, K - 6 for
@@ -17,7 +17,7 @@
 
 Gradients are taken by direct backpropagation through the solver (the exact gradient of the
 discrete forward pass); ``grad_mode="adjoint"`` in a setup runs the adjoint ablation. Not done:
-the third, matched-steps view of §3.2 (the same h for every solver).
+the third, matched-steps view of this protocol (the same h for every solver).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def seed_all(seed: int) -> None:
 
 def final_run_seeds(best_seed: int, runs: int = 3) -> list[int]:
     """Seeds of the official final classification runs: ``seed += run_idx`` accumulates, giving
-    offsets 0, 1, 3, 6, … (spec §5 item 7)."""
+    offsets 0, 1, 3, 6, … (official code ``run_imgcl.py``)."""
     seeds, seed = [], best_seed
     for run_idx in range(runs):
         seed += run_idx
@@ -227,7 +227,8 @@ def _stack(dataset: Dataset) -> tuple[Tensor, Tensor]:
 def evaluate_copy_memory(model: nn.Module, x: Tensor, y: Tensor, batch_size: int
                          ) -> tuple[float, float]:
     """Test loss (mean over batches of the per-batch mean CE over all ``T + 20`` positions) and
-    accuracy over all positions, in percent — the official metrics (spec §5 item 9)."""
+    accuracy over all positions, in percent — the official metrics (``run_cpmem.py``,
+    ``train_cpmem.py``)."""
     model.eval()
     losses, correct = [], 0
     for i in rehearsal.capped(range(0, len(x), batch_size)):
@@ -308,10 +309,11 @@ def train_copy_memory(
 def copy_memory_position_accuracy(
     model: nn.Module, dataset: Dataset, batch_size: int = 50, device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Test accuracy (%) split by position, to read the official all-position accuracy (spec §5
-    item 9): on the ``T + 10`` blank positions, on the last 10 (the digits to recall; chance is
-    12.5 % over the 8 digit values), and the share of those last 10 predicted as a blank. A model
-    that predicts a blank everywhere scores ``100 (T + 10) / (T + 20)`` % overall."""
+    """Test accuracy (%) split by position, to read the official all-position accuracy
+    (``run_cpmem.py``, ``train_cpmem.py``): on the ``T + 10`` blank positions, on the last 10
+    (the digits to recall; chance is 12.5 % over the 8 digit values), and the share of those last
+    10 predicted as a blank. A model that predicts a blank everywhere scores
+    ``100 (T + 10) / (T + 20)`` % overall."""
     x, y = (t.to(device) for t in _stack(dataset))
     if y.dim() != 2 or y.shape[1] <= 10:
         raise ValueError(f"copy-memory targets must be (N, T + 20), got {tuple(y.shape)}")

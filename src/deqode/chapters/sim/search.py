@@ -1,4 +1,6 @@
-"""Random search (paper profile): Optuna or a dependency-free random backend (spec §3.1).
+"""Random search (paper profile): Optuna or a dependency-free random backend.
+
+Both stand in for the official code's Ray Tune random search with an ASHA scheduler.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ Distribution = Choice | LogUniform | QRandInt | RandInt
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """The official protocol per task (spec §3.2–§3.4): samples, metric, ASHA settings."""
+    """The official protocol per task (official code ``run_imgcl.py``, ``run_imgreg.py``,
+    ``run_cpmem.py``): samples, metric, ASHA settings."""
 
     num_samples: int
     metric: str
@@ -99,7 +102,8 @@ SEARCH_SPACES: dict[tuple[str, str], dict[str, Distribution]] = {
 
 
 def search_space(task: str, variant: str) -> dict[str, Distribution]:
-    """The official search space of ``task`` × SIM ``variant`` (spec §3.2–§3.4)."""
+    """The official search space of ``task`` × SIM ``variant`` (official code ``run_imgcl.py``,
+    ``run_imgreg.py``, ``run_cpmem.py``)."""
     check_choice("task", task, TASKS)
     valid = [v for t, v in SEARCH_SPACES if t == task]
     check_choice(f"SIM variant for task {task!r}", variant, valid)
@@ -204,7 +208,7 @@ def run_search(
     ``objective(config, report)`` trains one configuration and calls ``report(step, value)``
     after every epoch (classification, copy memory) or iteration (regression) with the
     validation metric; when ``report`` returns True the objective must stop. ``report`` returns
-    True once ``step ≥ max_t`` (the official ASHA ``max_t`` truncation, spec §5 item 6) and, with
+    True once ``step ≥ max_t`` (the official ASHA ``max_t`` truncation of ``run_*.py``) and, with
     ``backend="optuna"``, when Optuna's ``SuccessiveHalvingPruner(min_resource=grace_period,
     reduction_factor=2)`` prunes the trial (asynchronous successive halving = ASHA).
 
@@ -263,7 +267,7 @@ def run_search(
 def split_train_val(dataset: Dataset, fraction: float = 0.9, seed: int = 777
                     ) -> tuple[Dataset, Dataset]:
     """The official tuning split: ``random_split`` 90/10 with the generator seeded 777, so every
-    trial sees the same split (spec §3.1 item 4)."""
+    trial sees the same split (the official ``run_*.py`` seed 777 before ``random_split``)."""
     n_train = round(fraction * len(dataset))
     generator = torch.Generator().manual_seed(seed)
     train, val = torch.utils.data.random_split(dataset, [n_train, len(dataset) - n_train],
