@@ -64,7 +64,7 @@ class VariationalDropout2d(nn.Module):
     ``resample(reference)`` draws ``m ~ Bernoulli(1 - p)^(N, C, 1, 1) / (1 - p)`` in training mode
     (and clears the mask in eval mode); ``forward`` multiplies by the stored mask, so every function
     evaluation of one solve, forward and backward/adjoint alike, sees the same mask (as
-    ``VariationalHidDropout2d`` of locuslab/deq, spec §2.3).
+    ``VariationalHidDropout2d`` of locuslab/deq, as the released HomoODE code).
     """
 
     def __init__(self, p: float) -> None:
@@ -100,7 +100,8 @@ class VariationalDropout2d(nn.Module):
 
 
 class InitLayer(nn.Module):
-    """HomoODE's shared learnable initial point (spec §2.4).
+    """HomoODE's shared learnable initial point (the paper's acceleration method; released
+    ``create_init``).
 
     ``z0 = GN(Conv1x1_{1→C, no bias}(1_{(N,1,H,W)}))``: the input is used only for its shape, so
     the output is identical for every sample and constant over positions (a per-channel learnable
@@ -162,8 +163,8 @@ class ConvField(nn.Module):
 
     * Chen et al.'s ODE function (``torchdiffeq/examples/odenet_mnist.py``): ``pre_activation``,
       ``time_dependent``, not injected (their code has no dropout; ours may, see the builds).
-    * HomoODE's ``F_θ(z; x̃) = GN_3(m ⊙ Conv_2(ReLU(GN_2(Conv_1 z)) + x̃))`` (spec §2.3): no
-      pre-activation, autonomous, injected.
+    * HomoODE's ``F_θ(z; x̃) = GN_3(m ⊙ Conv_2(ReLU(GN_2(Conv_1 z)) + x̃))`` (released
+      ``model/homoode.py``): no pre-activation, autonomous, injected.
 
     ``state_channels`` S is the width of z, ``hidden_channels`` W (default S) the width between the
     two convolutions; the injected condition x̃ must have W channels. ``activation`` (default
@@ -226,7 +227,7 @@ class ConvField(nn.Module):
 
 
 class DownsamplingStem(nn.Sequential):
-    """HomoNet's feature extractor D (spec §3.3).
+    """HomoNet's feature extractor D (released classes).
 
     Conv(3×3, stride s₁)-BN-ReLU-Conv(3×3, stride 2)-BN-ReLU, all convolutions with bias.
 
@@ -245,7 +246,7 @@ class DownsamplingStem(nn.Sequential):
 
 
 class ClassificationHead(nn.Sequential):
-    """HomoNet's head (spec §3.3).
+    """HomoNet's head (released classes).
 
     GN(C)-ReLU-Conv1×1(C→K)-BN(K)-ReLU-global average pool-Linear(K→classes).
 

@@ -1,6 +1,6 @@
 """A continuous normalizing flow (CNF) for 2-D densities, as in torchdiffeq's ``examples/cnf.py``.
 
-Used by the Nesterov-solver chapter (nag-solver.md §3.4, task B). Described, not copied:
+Used by the Nesterov-solver chapter (task B). Described, not copied:
 
 * **Hypernetwork** ``t ↦ (W, B, U)``: ``Linear(1, H) → tanh → Linear(H, H) → tanh →
   Linear(H, 3·width·d + width)``; the output is split into ``W (width, d)``, ``U (width, d)``, a
@@ -19,7 +19,7 @@ The solver is an attribute (``method``, ``options``, ``rtol``, ``atol``, ``grad_
 {"backprop", "adjoint"}), so a trained model can be re-evaluated with another solver (the
 solver-transfer check). With a coarse fixed-step solver the integrated trace is not the exact
 log-determinant of the discrete map, so the training-solver NLL is not a normalised density
-(nag-solver.md §3.4); compare solvers on a ``dopri5`` re-evaluation.
+(a companion choice); compare solvers on a ``dopri5`` re-evaluation.
 
 NFE: ``nfe_forward`` / ``nfe_backward`` count evaluations of the field in the last call's solve
 and in its backward pass (non-zero only under the adjoint); solver attributes and counters come

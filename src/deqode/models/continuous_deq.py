@@ -1,6 +1,6 @@
 """Continuous DEQ, Skip DEQ and Skip Reg. DEQ (Pal, Edelman & Rackauckas 2022; arXiv 2201.12240).
 
-One model class with two switches (continuous-deq.md §2):
+One model class with two switches (Pal et al. 2022; official ``DeepEquilibriumNetworks.jl``):
 
 * ``solver`` — how the equilibrium ``u* = f(u*, x)`` is found:
   ``"continuous"`` integrates ``du/dt = f(u, x) − u`` to steady state

@@ -1,6 +1,6 @@
 """HomoODE (Ding, Cui, Wang, Shi, NeurIPS 2023): a Neural ODE with the input as the condition.
 
-The model of the official code (``wadx2019/homoode``, spec §2.3–2.5), without its torchdiffeq fork:
+The model of the official code (``wadx2019/homoode``), without its torchdiffeq fork:
 exact gradients come from stock torchdiffeq (backprop or ``odeint_adjoint`` with x̃ among the
 ``adjoint_params``); the fork's approximate "frozen adjoint" is re-implemented here as a custom
 autograd Function, :class:`FrozenAdjoint`.
@@ -67,7 +67,8 @@ class _BackwardDynamics:
 
 
 class FrozenAdjoint(torch.autograd.Function):
-    """The official code's approximate adjoint (``homoint_adjoint``; spec §2.5, Mode C).
+    """The official code's approximate adjoint (``homoint_adjoint``; the book's gradient
+    chapter, mode C).
 
     Forward: z(1) of ``dz/dt = F(z; x̃, θ)`` from z(0) without building a graph. Backward: the
     adjoint is frozen at a(1) = ∂L/∂z(1) (the fork takes the VJP with respect to a tensor that is
@@ -117,7 +118,7 @@ class FrozenAdjoint(torch.autograd.Function):
 
 
 class HomoODE(ODEClassifier):
-    """HomoNet of the official code: stem D → HomoODE block → head (spec §2.3, §2.4, §3.3).
+    """HomoNet of the official code: stem D → HomoODE block → head (released classes, instantiated).
 
     ::
 
@@ -130,7 +131,7 @@ class HomoODE(ODEClassifier):
     and before ``Conv_2``; ``m`` is channel dropout, one mask (N, C, 1, 1) per forward solve, reused
     in the backward/adjoint pass, off in eval mode. Solver: torchdiffeq dopri5, rtol = atol = 1e-3.
 
-    Gradient modes (``grad_mode``, spec §2.5):
+    Gradient modes (``grad_mode``; the book's gradient chapter):
 
     * ``"backprop"``: autograd through the solver (Mode A; exact for the discretised solve).
     * ``"adjoint"``: ``odeint_adjoint`` with x̃ among ``adjoint_params`` (Mode B; exact).
@@ -223,7 +224,8 @@ class HomoODE(ODEClassifier):
                               int(self.freq if freq is None else freq))
 
     def init_loss(self) -> Tensor:
-        """``SmoothL1(z0, stopgrad(z(1)))`` (β = 1, mean) for the last training forward (spec §2.4).
+        """``SmoothL1(z0, stopgrad(z(1)))`` (β = 1, mean) for the last training forward
+        (released ``train.py``).
 
         Not part of the classification loss: back-propagate it separately and step an optimiser
         over :meth:`init_parameters` only.

@@ -1,6 +1,6 @@
 """A latent ODE for irregular-free time series, as in torchdiffeq's ``examples/latent_ode.py``.
 
-Used by the Nesterov-solver chapter (nag-solver.md §3.5, task C, spirals). Described, not copied:
+Used by the Nesterov-solver chapter (task C, spirals). Described, not copied:
 
 * **Recognition RNN** (tanh cell): ``h ← tanh(Linear(obs + hidden → hidden)([x_t, h]))`` run
   over the observations in **reverse** time, then ``Linear(hidden → 2·latent)`` gives the mean and

@@ -1,4 +1,4 @@
-"""Multiscale DEQ (MDEQ) blocks of the Continuous DEQ paper's code (continuous-deq.md §3.2).
+"""Multiscale DEQ (MDEQ) blocks of the Continuous DEQ paper's code (``construct.jl``).
 
 The paper's CIFAR-10 and ImageNet models are MDEQs (Bai et al. 2020) as built by the Julia code
 (``experiments/src/construct.jl``); this module is a PyTorch description of that construction,
@@ -16,7 +16,7 @@ which reproduces the paper's parameter counts exactly (163,546 / 10,631,958 / 17
 * **Skip predictor** (Skip DEQ's ``g_φ``): a ResidualBlock (expansion 3) for scale 1 and a
   :class:`Downsample` from c₁ for every other scale, all applied to the stem output.
 
-Conventions of the Julia code kept on purpose (spec §5.2.4): convolutions without bias unless
+Conventions of the Julia code kept on purpose (a companion choice): convolutions without bias unless
 stated, initialised N(0, 0.01²); linear layers Glorot-uniform with zero bias; BatchNorm with
 affine parameters and **batch statistics always** (``track_running_stats=False``) in the stem,
 the DEQ function and the predictor — also in evaluation, so predictions depend on the batch —
@@ -93,24 +93,24 @@ def _downsampled(size: int, times: int) -> int:
 MDEQ_CONFIGS: dict[str, MDEQConfig] = {
     "cifar10-small": MDEQConfig(
         "cifar10-small", 3, 32, 10, (24, 24), (8, 16), 5, 200, 0, False, 0.2,
-        source="experiments/cifar10/tiny.yml (continuous-deq.md §3.2)"),
+        source="experiments/cifar10/tiny.yml (official code)"),
     "cifar10-large": MDEQConfig(
         "cifar10-large", 3, 32, 10, (32, 64, 128, 256), (14, 28, 56, 112), 4, 1680, 0, True, 0.3,
-        source="experiments/cifar10/large.yml (continuous-deq.md §3.2)"),
+        source="experiments/cifar10/large.yml (official code)"),
     "imagenet-small": MDEQConfig(
         "imagenet-small", 3, 224, 1000, (32, 64, 128, 256), (24, 48, 96, 192), 5, 2048, 2, True,
-        0.0, source="experiments/imagenet/small.yml (continuous-deq.md §3.2)"),
-    # smoke analogues on sklearn digits (1×8×8) [reconstruction, spec §6]
+        0.0, source="experiments/imagenet/small.yml (official code)"),
+    # smoke analogues on sklearn digits (1×8×8) [reconstruction, a companion choice]
     "digits-small": MDEQConfig(
         "digits-small", 1, 8, 10, (4, 8), (2, 4), 2, 16, 0, False, 0.2,
-        source="digits-MDEQ, the CIFAR-10 small analogue (spec §6) [reconstruction]"),
+        source="digits-MDEQ, the CIFAR-10 small analogue [reconstruction]"),
     "digits-large": MDEQConfig(
         "digits-large", 1, 8, 10, (4, 8, 16, 32), (2, 4, 8, 16), 2, 32, 0, True, 0.3,
-        source="4-branch digits-MDEQ, the CIFAR-10 large analogue (spec §6) [reconstruction]"),
+        source="4-branch digits-MDEQ, the CIFAR-10 large analogue [reconstruction]"),
     "digits-ds": MDEQConfig(
         "digits-ds", 1, 8, 10, (4, 8), (2, 4), 2, 16, 1, True, 0.0,
         source="digits-MDEQ whose stem downsamples by 2 (8×8 → 4×4; with weight norm and the "
-        "1×1 stem conv of the ImageNet config), the ImageNet analogue (spec §6) "
+        "1×1 stem conv of the ImageNet config), the ImageNet analogue "
         "[reconstruction]"),
     # cpu-profile analogues on MNIST-8k (1×28×28): narrowed MDEQs whose stem downsamples to 14×14
     # so that a row trains to its plateau in a minute of one CPU thread [reconstruction]
@@ -366,7 +366,7 @@ class MDEQHead(nn.Module):
 
 
 class SkipPredictor(nn.Module):
-    """Skip DEQ's explicit predictor ``g_φ(x)`` of the initial state (spec §2.7).
+    """Skip DEQ's explicit predictor ``g_φ(x)`` of the initial state (Pal et al. 2022, Skip DEQ).
 
     Scale 1: a :class:`ResidualBlock` (expansion ``cfg.skip_expansion``, weight norm as the
     model, no injection, no dropout [the dropout rate of the predictor is not stated]); scale
@@ -391,7 +391,7 @@ class SkipPredictor(nn.Module):
 
 @dataclass(frozen=True)
 class FCConfig:
-    """The MNIST-FC model of the v1 code (spec §3.1) or its digits analogue."""
+    """The MNIST-FC model of the v1 code (``mnist_fc.jl``) or its digits analogue."""
 
     name: str
     in_features: int
@@ -403,9 +403,9 @@ class FCConfig:
 
 FC_CONFIGS: dict[str, FCConfig] = {
     "mnist-fc": FCConfig("mnist-fc", 784, 128, 10, (1, 28, 28),
-                         "experiments/mnist/mnist_fc.jl at 067b1fc (continuous-deq.md §3.1)"),
+                         "experiments/mnist/mnist_fc.jl at 067b1fc"),
     "digits-fc": FCConfig("digits-fc", 64, 32, 10, (1, 8, 8),
-                          "digits-FC smoke analogue (spec §6) [reconstruction]"),
+                          "digits-FC smoke analogue [reconstruction]"),
 }
 
 

@@ -383,7 +383,8 @@ class BasisMonDEQ(_NFEMixin, nn.Module):
         return self.w_out(self.mon(self.basis(x)))
 
 
-# named builds: monDEQ's own configurations (spec §3.5; counts [derived], checked by the tests)
+# named builds: monDEQ's own configurations (Winston & Kolter 2020, the SIM baselines; counts
+# [derived], checked by the tests)
 MONDEQ_BUILDS: dict[str, tuple[type[nn.Module], dict[str, Any], int]] = {
     "mondeq-conv-mnist": (MonDEQConvNet, dict(in_channels=1, channels=54, image_size=28), 79_500),
     "mondeq-conv-cifar10": (MonDEQConvNet, dict(in_channels=3, channels=81, image_size=32),
@@ -391,7 +392,8 @@ MONDEQ_BUILDS: dict[str, tuple[type[nn.Module], dict[str, Any], int]] = {
     "mondeq-conv-svhn": (MonDEQConvNet, dict(in_channels=3, channels=81, image_size=32), 172_218),
     "mondeq-fc-mnist": (MonDEQFCNet, dict(in_dim=784, hidden=87), 84_313),
 }
-#: monDEQ's solver settings in its experiments (spec §3.5): PR, tol 1e-2, 300 sweeps, m = α = 1.
+#: monDEQ's solver settings in its experiments (locuslab/monotone_op_net): PR, tol 1e-2,
+#: 300 sweeps, m = α = 1.
 MONDEQ_SOLVER = dict(solver="peaceman_rachford", alpha=1.0, tol=1e-2, max_iter=300)
 
 
@@ -408,7 +410,7 @@ def build(name: str, **overrides: Any) -> nn.Module:
 
 
 def expected_parameters(name: str) -> int:
-    """The trainable-parameter count of a named build (spec §3.5, [derived])."""
+    """The trainable-parameter count of a named build ([derived] from its layer shapes)."""
     check_choice("monDEQ build", name, names())
     return MONDEQ_BUILDS[name][2]
 

@@ -1,6 +1,6 @@
 """Chen et al.'s MNIST ODE-Net and its ResNet baseline (torchdiffeq ``examples/odenet_mnist.py``).
 
-Used by the Nesterov-solver chapter (nag-solver.md §3.3, task A). Described, not copied:
+Used by the Nesterov-solver chapter (task A). Described, not copied:
 
 * **Downsampling** (``"conv"``, MNIST 28×28): Conv2d(1, 64, 3, 1) → GN → ReLU →
   Conv2d(64, 64, 4, 2, 1) → GN → ReLU → Conv2d(64, 64, 4, 2, 1), giving 64×6×6.

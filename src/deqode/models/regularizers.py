@@ -1,4 +1,4 @@
-"""Auxiliary losses of the Continuous DEQ paper (continuous-deq.md §2.7–§2.9).
+"""Auxiliary losses of the Continuous DEQ paper: Skip DEQ, Skip Reg. and Jacobian stabilisation.
 
 * :func:`skip_loss`: Skip (Reg.) DEQ's ``mean |z* − u₀|`` between the equilibrium ``z*`` and the
   predicted start ``u₀`` (the code's element-wise mean absolute error; the paper writes a norm).

@@ -252,7 +252,8 @@ _REG_HEAD = {"U,V": 65_536, "reverse tier": 197_376, "W_out": 771}
 _CPMEM = dict(first_tier_dim=32, rev_dim=32, channels=10, levels=8, kernel=8)
 _CPMEM_PARTS = {"TCN": 12_420, "basis linear": 352, "U,V": 1_024, "reverse tier": 3_168,
                 "W_out": 330}
-_S32 = "sim.md §3.2"
+_S32 = "official code run_imgcl.py (non-tuned default)"
+_REG_SOURCE = "official code run_imgreg.py (non-tuned default)"
 
 
 def _builds() -> dict[str, SIMBuild]:
@@ -262,7 +263,7 @@ def _builds() -> dict[str, SIMBuild]:
         ("cifar10", _CONV_RGB, 38, 36, 40_470, 121_650, 36_396, 115_250),
         ("svhn", _CONV_RGB, 38, 36, 40_470, 121_650, 36_396, 115_250),
     ):
-        bw = 10.0 if ds == "mnist" else 100.0  # non-tuned default bandwidth (spec §3.2)
+        bw = 10.0 if ds == "mnist" else 100.0  # non-tuned default bandwidth (``run_imgcl.py``)
         parts1 = {"convs + BN": conv1, "basis linear": lin1, **_HEAD_1T}
         parts2 = {"convs + BN": conv2, "basis linear": lin2, **_HEAD_2T}
         b.append(SIMBuild(f"sim-single-{ds}", sim_conv, {**base, "channels": c1},
@@ -274,25 +275,26 @@ def _builds() -> dict[str, SIMBuild]:
     b += [
         SIMBuild("sim-single-imgreg", sim_mlp,
                  dict(basis_dim=256, first_tier_dim=256, rev_dim=256, out_dim=3),
-                 "regression", "single-tier", 396_035, reg, "sim.md §3.3 (non-tuned default)"),
+                 "regression", "single-tier", 396_035, reg, _REG_SOURCE),
         SIMBuild("sim-two-imgreg", sim_mlp,
                  dict(basis_dim=256, first_tier_dim=256, second_tier_dim=256, bandwidth=0.005,
                       rev_dim=256, out_dim=3),
-                 "regression", "two-tier", 396_035, reg, "sim.md §3.3 (non-tuned default)"),
+                 "regression", "two-tier", 396_035, reg, _REG_SOURCE),
         SIMBuild("sim-rff-imgreg", sim_rff, dict(tier_dim=256, bandwidth=0.005, rev_dim=256),
                  "regression", "rff-only", 263_683, dict(_REG_HEAD),
-                 "sim.md §3.3 (non-tuned default)"),
+                 _REG_SOURCE),
         SIMBuild("sim-single-cpmem", sim_tcn, dict(_CPMEM), "copy-memory", "single-tier",
-                 17_294, dict(_CPMEM_PARTS), "sim.md §3.4"),
+                 17_294, dict(_CPMEM_PARTS), "official code run_cpmem.py (non-tuned default)"),
         SIMBuild("sim-two-cpmem", sim_tcn,
                  {**_CPMEM, "second_tier_dim": 32, "bandwidth": 500.0}, "copy-memory",
-                 "two-tier", 17_294, dict(_CPMEM_PARTS), "sim.md §3.4 (bandwidth: non-tuned)"),
+                 "two-tier", 17_294, dict(_CPMEM_PARTS),
+                 "official code run_cpmem.py (bandwidth: non-tuned)"),
     ]
-    # smoke sizes (spec §6, widened for digits): digits 8×8, C = 4, n1 = 16, n2 = 32, R = 16
-    # (spec: n1 = 8, n2 = 16, R = 8, whose rank-4 U V barely learns 10 classes in a smoke run);
-    # regression widths 32; copy memory TCN 4 levels × 8 channels, kernel 3, n1 = n2 = 16,
-    # R = 16. Counts: whatever these builds have (no paper budget).
-    smoke = "sim.md §6 smoke sizes [companion choice]"
+    # smoke sizes (a companion choice, widened for digits): digits 8×8, C = 4, n1 = 16, n2 = 32,
+    # R = 16 (first planned: n1 = 8, n2 = 16, R = 8, whose rank-4 U V barely learns 10 classes in
+    # a smoke run); regression widths 32; copy memory TCN 4 levels × 8 channels, kernel 3,
+    # n1 = n2 = 16, R = 16. Counts: whatever these builds have (no paper budget).
+    smoke = "smoke sizes [companion choice]"
     digits = dict(in_channels=1, image_size=8, channels=4, first_tier_dim=16, rev_dim=16)
     mnist8k = dict(in_channels=1, image_size=28, channels=4, first_tier_dim=32, rev_dim=32)
     cpu = "cpu profile sizes [companion choice]"

@@ -159,7 +159,7 @@ class TemporalBlock(nn.Module):
     identity. Initialisation: PyTorch defaults for the weight-normed convolutions (``weight_v``
     default, ``weight_g`` = per-channel norm of ``weight_v``) — which is the *effective*
     initialisation of the official code, whose ``N(0, 0.01)`` write is undone by the weight-norm
-    hook (spec §5 item 5); the 1×1 residual convolution gets ``N(0, 0.01)`` as there.
+    hook (locuslab/TCN issue 1); the 1×1 residual convolution gets ``N(0, 0.01)`` as there.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, dilation: int, dropout: float) -> None:

@@ -123,7 +123,7 @@ def _train_config(setup: ClassificationSetup, name: str, model, model_kwargs: di
         dataset_kwargs={"recipe": setup.recipe}, optimizer=setup.optimizer, lr=setup.lr,
         momentum=setup.momentum, schedule=setup.schedule, milestones=setup.lr_decay_epochs,
         seed=seed,
-        description="nag-solver.md §3.3 [companion]",
+        description="task A [companion]",
     )
 
 
