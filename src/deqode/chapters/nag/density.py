@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deqode.chapters.nag.cache import cached, config_key
+from deqode.chapters.nag.cache import cached_model_run
 from deqode.chapters.nag.protocol import (
     CPU_SOLVERS,
     PAPER_SOLVERS,
@@ -117,18 +117,11 @@ def train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int = 0,
     """
     config = {"setup": asdict(setup), "solver": asdict(solver), "seed": seed, "dtype": str(dtype),
               "device": str(device), "panels": panels}
-
-    name = f"nag-cnf-{solver.method}-K{solver.budget}-seed{seed}"
-
-    def compute() -> dict[str, Any]:
-        record = _train_cnf(setup, solver, seed=seed, dtype=dtype, device=device, panels=panels,
-                            results_dir=cache_dir, name=f"{name}-{config_key(config)}")
-        return {**record, "model": record["model"].state_dict()}
-
-    record = cached(cache_dir, name, config, compute)
-    model = build_cnf(setup, solver).to(device, dtype)
-    model.load_state_dict(record["model"])
-    return {**record, "model": model}
+    return cached_model_run(
+        cache_dir, f"nag-cnf-{solver.method}-K{solver.budget}-seed{seed}", config,
+        lambda run_name: _train_cnf(setup, solver, seed=seed, dtype=dtype, device=device,
+                                    panels=panels, results_dir=cache_dir, name=run_name),
+        lambda record: build_cnf(setup, solver).to(device, dtype))
 
 
 def _train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int, dtype: torch.dtype,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deqode.chapters.nag.cache import cached, config_key
+from deqode.chapters.nag.cache import cached_model_run
 from deqode.chapters.nag.protocol import (
     CPU_SOLVERS,
     PAPER_SOLVERS,
@@ -138,18 +138,11 @@ def train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int = 0,
     """
     config = {"setup": asdict(setup), "solver": asdict(solver), "seed": seed, "dtype": str(dtype),
               "device": str(device)}
-
-    name = f"nag-latent-{solver.method}-K{solver.budget}-seed{seed}"
-
-    def compute() -> dict[str, Any]:
-        record = _train_latent_ode(setup, solver, seed=seed, dtype=dtype, device=device,
-                                   results_dir=cache_dir, name=f"{name}-{config_key(config)}")
-        return {**record, "model": record["model"].state_dict()}
-
-    record = cached(cache_dir, name, config, compute)
-    model = build_latent_ode(setup, solver, record["interval"]).to(device, dtype)
-    model.load_state_dict(record["model"])
-    return {**record, "model": model}
+    return cached_model_run(
+        cache_dir, f"nag-latent-{solver.method}-K{solver.budget}-seed{seed}", config,
+        lambda run_name: _train_latent_ode(setup, solver, seed=seed, dtype=dtype, device=device,
+                                           results_dir=cache_dir, name=run_name),
+        lambda record: build_latent_ode(setup, solver, record["interval"]).to(device, dtype))
 
 
 def _train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int,
