@@ -159,14 +159,12 @@ def compare_solvers(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor]]
 
 def markdown(record: dict[str, Any]) -> str:
     rows = record["rows"]
-    lines = benchmarking.heading(TITLE, record["profile"], SMOKE_NOTE)
-    lines += [
+    lines = benchmarking.introduction(TITLE, record["profile"], SMOKE_NOTE, (
         f"Model: `{record['trained']['experiment']}` ({record['trained']['epochs']} epochs), "
         f"test batches of {record['batch']}, cap {record['max_steps']} steps, `rel_norm` "
         "termination on the whole batch. NFE = evaluations of f per batch (solver + the extra "
-        f"application). Machine: {record['machine']}. The benchmark took "
-        f"{record['seconds']:.0f} s (training included).",
-        "",
+        "application)."), record["machine"], record["seconds"], " (training included)")
+    lines += [
         "| tol | solver | NFE | time / batch (s) | residual | met tol | rejected | t reached "
         "| accuracy (%) |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -253,18 +253,16 @@ def measure(setting: dict[str, Any], device: torch.device, seed: int = 0) -> lis
 
 def markdown(rows: list[Row], setting: dict[str, Any], profile: str, device: torch.device,
              seconds: float) -> str:
-    lines = benchmarking.heading(TITLE, profile, SMOKE_NOTE)
-    lines += [
+    lines = benchmarking.introduction(TITLE, profile, SMOKE_NOTE, (
         "Forward fixed-point solves `z = f(z)` from `z0 = 0` by `deqode.solvers.fixed_point` and "
         "by `torchdeq.solver` on the same `f`, tolerance and evaluation budget (relative residual "
         "`||f(z) - z|| / (||f(z)|| + 1e-9)`, max over the batch; Broyden memory "
         f"{BROYDEN_MEMORY}, Anderson m={ANDERSON['m']}, lam={ANDERSON['lam']:g}, mixing 1). NFE: "
         "evaluations of f counted by one wrapper for both; residual: recomputed on the returned "
         f"state. Time: median of {setting['repeats']} alternating repeats after a warm-up; "
-        "ratio: median over repeats of deqode / torchdeq (below 1: deqode faster). "
-        f"Machine: {benchmarking.machine(device, 'torchdeq')}. "
-        f"The benchmark took {seconds:.0f} s.",
-        "",
+        "ratio: median over repeats of deqode / torchdeq (below 1: deqode faster)."),
+        benchmarking.machine(device, "torchdeq"), seconds)
+    lines += [
         "| case | method | tol / budget | NFE deqode | NFE torchdeq | residual deqode | "
         "residual torchdeq | time deqode (ms) | time torchdeq (ms) | time ratio deqode/torchdeq |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -202,17 +202,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def markdown(records: list[StepRecord], setting: dict[str, Any], profile: str,
              device: torch.device, check: dict[str, Any], seconds: float) -> str:
     memory = "CUDA peak growth (MB)" if device.type == "cuda" else "RSS peak growth (MB)"
-    lines = benchmarking.heading(TITLE, profile, SMOKE_NOTE)
-    lines += [
+    lines = benchmarking.introduction(TITLE, profile, SMOKE_NOTE, (
         f"One training step (forward, loss, backward, SGD step) of `{setting['model']}` on "
         f"a batch of {setting['batch']} random images, dopri5 with rtol = atol = tol, for each "
         f"gradient mode; every row starts from the same weights, batch and dropout mask. Times "
         f"are medians of {setting['repeats']} repeat(s); the saved-tensor peak is the most bytes "
         "autograd held for backward during the step (stem and head included; deterministic), the "
         f"{memory.split(' (')[0]} a process measurement (noisier). Backprop's backward NFE is 0: "
-        "autograd replays the saved stages without evaluating the field again. "
-        f"Machine: {benchmarking.machine(device)}. The benchmark took {seconds:.0f} s.",
-        "",
+        "autograd replays the saved stages without evaluating the field again."),
+        benchmarking.machine(device), seconds)
+    lines += [
         f"| mode | tol | NFE forward | NFE backward | forward (s) | backward + step (s) | "
         f"saved-tensor peak (MB) | {memory} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -120,15 +120,13 @@ def measure(setting: dict, device: torch.device) -> list[dict[str, object]]:
 
 def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device: torch.device,
              seconds: float) -> str:
-    lines = benchmarking.heading(TITLE, profile, SMOKE_NOTE)
-    lines += [
+    lines = benchmarking.introduction(TITLE, profile, SMOKE_NOTE, (
         f"Both methods take one evaluation of f per step, so the ratio is the cost of the NAG "
         f"momentum update (a few elementwise operations on the state, and their backward) and its "
         f"Python overhead; it tends to 1 as f gets more expensive. {setting['steps']} equal steps "
         f"per solve on [0, 1] (beta = 0.5), median of {setting['repeats']} alternating repeats "
-        f"after a warm-up, one run. Machine: {benchmarking.machine(device)}. The benchmark took "
-        f"{seconds:.0f} s.",
-        "",
+        "after a warm-up, one run."), benchmarking.machine(device), seconds)
+    lines += [
         "| case | pass | euler (ms/step) | nesterov (ms/step) | ratio nesterov/euler |",
         "|---|---|---:|---:|---:|",
     ]

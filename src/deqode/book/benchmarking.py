@@ -106,6 +106,14 @@ def heading(title: str, profile: str, smoke_note: str) -> list[str]:
     return lines
 
 
+def introduction(title: str, profile: str, smoke_note: str, method: str, machine_line: str,
+                 seconds: float, took_note: str = "") -> list[str]:
+    """The heading (:func:`heading`) and the methods paragraph of a report, which ends with the
+    machine and the benchmark's own run time."""
+    return [*heading(title, profile, smoke_note),
+            f"{method} Machine: {machine_line}. The benchmark took {seconds:.0f} s{took_note}.", ""]
+
+
 def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     """``matplotlib.pyplot.subplots`` on the file-only Agg backend, in the book's style."""
     import matplotlib
