@@ -54,6 +54,22 @@ def read_nfe(model: nn.Module) -> tuple[float | None, float | None]:
     )
 
 
+def synchronize(device: torch.device | None = None) -> None:
+    """Wait for the queued CUDA work of ``device`` (``None``: of the current CUDA device, when
+    there is one), so that a wall-clock reading that follows is complete. No-op on the CPU."""
+    if device is None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    elif device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clock(device: torch.device | None = None) -> float:
+    """``time.perf_counter()`` after :func:`synchronize`: the one timer of every measurement."""
+    synchronize(device)
+    return time.perf_counter()
+
+
 class PhaseTimer:
     """Accumulates wall time per named phase (``forward``, ``backward``, ``eval``, ...).
 
@@ -62,14 +78,12 @@ class PhaseTimer:
     """
 
     def __init__(self, device: torch.device | None = None) -> None:
-        self.cuda = device is not None and device.type == "cuda"
+        self.device = device if device is not None and device.type == "cuda" else None
         self.seconds: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
 
     def _now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
+        return clock(self.device) if self.device is not None else time.perf_counter()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from deqode import metrics
 from deqode.choices import check_profile
 from deqode.devices import describe_device, resolve_device
 from deqode.metrics import cpu_model
@@ -86,8 +87,7 @@ def start(argv: Sequence[str] | None, description: str,
 
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA), so that a wall-clock reading is complete."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    metrics.synchronize(device)
 
 
 def machine(device: torch.device, *packages: str) -> str:

@@ -8,14 +8,12 @@ unknown profile or device, naming the valid choices.
 from __future__ import annotations
 
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from deqode.choices import ONE_THREAD_PROFILES, check_profile
@@ -24,6 +22,7 @@ from deqode.environment import environment_record
 from deqode.paths import resolve
 from deqode.paths import results_dir as _results_dir
 from deqode.results import write_json_atomic
+from deqode.train.rng import seed_everything
 
 SMOKE_LABEL = "smoke profile — not a reproduction of the paper's numbers"
 CPU_LABEL = "cpu profile — narrowed models on 2 CPU cores, not the paper's scale"
@@ -34,12 +33,6 @@ def profile_label(profile: str) -> str:
     """The caption stamp of figures and tables of ``profile``."""
     return PROFILE_LABELS[check_profile(profile)]
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy's legacy global RNG (used by some libraries) and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002
-    torch.manual_seed(seed)
 
 
 @dataclass

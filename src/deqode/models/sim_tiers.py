@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from deqode.choices import check_choice
+from deqode.models.bases import count_parameters
 
 RFF_FEATURES = ("cossin", "cosbias")
 RFF_KERNELS = ("gauss", "laplace")
@@ -23,7 +24,7 @@ RFF_KERNELS = ("gauss", "laplace")
 
 def count_trainable(module: nn.Module) -> int:
     """Number of trainable scalars (``requires_grad``), as the official ``count_parameters``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return count_parameters(p for p in module.parameters() if p.requires_grad)
 
 
 # --------------------------------------------------------------------------------------------------

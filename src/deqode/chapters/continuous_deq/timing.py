@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deqode import metrics
 from deqode.chapters.continuous_deq.configs import TIME_COLUMNS
 from deqode.chapters.continuous_deq.reference import (
     CONT,
@@ -53,9 +53,7 @@ def timing_model(arch: str, label: str, replay: bool = True, **kwargs: Any) -> n
 
 
 def _clock() -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
+    return metrics.clock()
 
 
 def time_training_step(model: nn.Module, x: Tensor, y: Tensor, repeats: int = 1,

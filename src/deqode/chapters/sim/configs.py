@@ -276,7 +276,4 @@ def build_model(spec: ModelSpec, **overrides: Any) -> nn.Module:
     return sim.TemporalDEQ(**kwargs)
 
 
-def trainable_parameters(model: nn.Module) -> int:
-    return sim.count_trainable(model)
-
 

@@ -20,31 +20,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from deqode import rehearsal
-from deqode.chapters.sim.configs import LR_MODES, trainable_parameters
+from deqode.chapters.sim.configs import LR_MODES
 from deqode.choices import check_choice
+from deqode.models.sim import count_trainable
 from deqode.train.schedules import one_cycle  # noqa: F401 (re-exported: deqode.chapters.sim)
 from deqode.train.tasks import psnr  # noqa: F401 (re-exported: deqode.chapters.sim)
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _nfe(model: nn.Module) -> tuple[int, int]:
-    return int(getattr(model, "nfe_forward", 0) or 0), int(getattr(model, "nfe_backward", 0) or 0)
-
-
-def seed_all(seed: int) -> None:
-    """Seed the torch RNG: model initialisation and the RFF draws come from it."""
-    torch.manual_seed(seed)
 
 
 def final_run_seeds(best_seed: int, runs: int = 3) -> list[int]:
@@ -60,22 +47,6 @@ def final_run_seeds(best_seed: int, runs: int = 3) -> list[int]:
 # --------------------------------------------------------------------------------------------------
 # T1: image classification
 # --------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.device
-                        ) -> tuple[float, float]:
-    """Mean cross-entropy (sum / N) and accuracy as a fraction in [0, 1]."""
-    model.eval()
-    total, correct, count = 0.0, 0, 0
-    for x, y in rehearsal.capped(loader):
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        total += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += len(y)
-    model.train()
-    return total / count, correct / count
 
 
 def train_classifier(
@@ -121,7 +92,7 @@ def train_classifier(
         lr=lr, schedule=schedule, step_size=steplr_step, gamma=0.1, seed=None,
         data_order="shuffle", shuffle_seed=shuffle_seed, record_steps=True, measure_memory=False)
     on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_acc"]))
-    history: dict[str, Any] = {"params": trainable_parameters(model)}
+    history: dict[str, Any] = {"params": count_trainable(model)}
     result = _fit_in(results_dir, config, profile, device, on_epoch)
     model.train()
     history["epochs"] = [{k: h[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}
@@ -193,7 +164,7 @@ def train_regression(
         drop_last=False, lr=lr, schedule="constant", seed=None, data_order="full_batch",
         record_steps=True, measure_memory=False, checkpoint_every=max(iterations // 10, 1))
     on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_psnr"]))
-    params = trainable_parameters(model)
+    params = count_trainable(model)
     history = _fit_in(results_dir, config, profile, device, on_epoch).history
     model.train()
     x_te, y_te = test_set.inputs.to(device), test_set.targets.to(device)
@@ -289,7 +260,7 @@ def train_copy_memory(
         return bool(report(record["epoch"], evaluate_copy_memory(model, x_va, y_va,
                                                                  batch_size)[0]))
 
-    params = trainable_parameters(model)
+    params = count_trainable(model)
     result = _fit_in(results_dir, config, profile, device, on_epoch)
     model.train()
     steps, elapsed = [], 0.0

@@ -21,7 +21,6 @@ from deqode.chapters.sim.configs import (
 from deqode.chapters.sim.loops import (
     copy_memory_position_accuracy,
     final_run_seeds,
-    seed_all,
     train_classifier,
     train_copy_memory,
     train_regression,
@@ -105,7 +104,7 @@ def run_classification(
                         overrides: dict[str, Any] = overrides,
                         settings: dict[str, Any] = settings,
                         run_name: str = f"{name}-{config_key(config)}") -> dict[str, Any]:
-                seed_all(seed)
+                torch.manual_seed(seed)
                 model = build_model(spec, **overrides)
                 history = train_classifier(
                     model, train, test, device=device, test_batch_size=setup.test_batch_size,
@@ -158,7 +157,7 @@ def run_regression(
                 def one_run(seed: int = seed, spec: ModelSpec = spec, lr: float = lr,
                             n_iter: int = n_iter, train: Any = train, test: Any = test,
                             key: str = f"{run_name}-{config_key(config)}") -> dict[str, Any]:
-                    seed_all(seed)
+                    torch.manual_seed(seed)
                     model = build_model(spec)
                     out = train_regression(model, train, test, iterations=n_iter, lr=lr,
                                            device=device, results_dir=cache_dir,
@@ -215,7 +214,7 @@ def run_copy_memory(
 
             def one_run(seed: int = seed, spec: ModelSpec = spec,
                         run_name: str = f"{name}-{config_key(config)}") -> dict[str, Any]:
-                seed_all(seed)
+                torch.manual_seed(seed)
                 model = build_model(spec)
                 out = train_copy_memory(
                     model, train, test, epochs=n_epochs, batch_size=setup.batch_size,

@@ -16,7 +16,6 @@ from torch.utils.data import Dataset
 
 from deqode.chapters.sim.configs import SEARCH_BACKENDS, TASKS, ModelSpec, build_model
 from deqode.chapters.sim.loops import (
-    seed_all,
     train_classifier,
     train_copy_memory,
     train_regression,
@@ -304,7 +303,7 @@ def search_objective(
     variant = spec.variant or "single-tier"
 
     def objective(config: dict[str, Any], report: Callable[[int, float], bool]) -> None:
-        seed_all(int(config["seed"]))
+        torch.manual_seed(int(config["seed"]))
         model = build_model(spec, **_sim_overrides(task, variant, config))
         if task == "classification":
             train_classifier(model, train_set, val_set, epochs=config["epochs"],
