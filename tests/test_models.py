@@ -454,3 +454,17 @@ def test_build_covers_the_sim_and_mondeq_families():
     assert count_parameters(build("mondeq-fc-mnist").parameters()) == 84_313
     with pytest.raises(UnknownChoiceError, match="sim-two-mnist"):
         build("sim-three-mnist")
+
+
+def test_keyword_settings_are_sorted_into_their_groups_and_unknown_ones_rejected() -> None:
+    """Models take the ODE-solver and backbone settings as plain keywords (the registry's flat
+    build arguments); an unknown keyword names itself and the valid ones."""
+    from deqode.models.cnf import CNF
+    from deqode.models.homoode import HomoODE
+
+    model = HomoODE(in_channels=1, channels=8, final_channels=16, rtol=1e-5, method="rk4")
+    assert (model.rtol, model.atol, model.method) == (1e-5, 1e-3, "rk4")
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['rtl'\].*rtol"):
+        CNF(rtl=1e-3)
+    with pytest.raises(UnknownChoiceError, match="gradient mode"):
+        CNF(grad_mode="reverse")
