@@ -125,3 +125,38 @@ def test_runs_table_lists_notebooks_in_toc_order(tmp_path):
     assert "**3.5**" in lines[-1]
     with pytest.raises(FileNotFoundError, match="missing"):
         book.runs_table(tmp_path, ["missing"])
+
+
+def _fake_papermill(monkeypatch, failures: list[Exception]) -> list[str]:
+    """papermill.execute_notebook that raises ``failures`` in turn, then writes the notebook."""
+    import papermill
+
+    calls: list[str] = []
+
+    def execute_notebook(source, target, **kwargs):
+        calls.append(source)
+        if failures:
+            raise failures.pop(0)
+        Path(target).write_text(Path(source).read_text())
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return calls
+
+
+def test_execute_starts_a_dead_kernel_again(tmp_path, monkeypatch):
+    """A kernel that dies before any cell ran (a port collision of kernels started side by side)
+    is started again; the notebook then runs once."""
+    calls = _fake_papermill(monkeypatch, [RuntimeError(book.KERNEL_START_FAILURE)])
+    source = repo_root() / "notebooks" / "01_homotopy_link.ipynb"
+    out = tmp_path / "01.ipynb"
+    book.execute(source, profile="smoke", out=out, overrides={"results_dir": str(tmp_path)})
+    assert len(calls) == 2 and out.is_file()
+
+
+def test_execute_does_not_repeat_a_failing_notebook(tmp_path, monkeypatch):
+    calls = _fake_papermill(monkeypatch, [RuntimeError("a cell raised")])
+    source = repo_root() / "notebooks" / "01_homotopy_link.ipynb"
+    with pytest.raises(RuntimeError, match="a cell raised"):
+        book.execute(source, profile="smoke", out=tmp_path / "01.ipynb",
+                     overrides={"results_dir": str(tmp_path)})
+    assert len(calls) == 1

@@ -68,6 +68,11 @@ def check_overrides(path: str | Path, overrides: dict[str, Any]) -> None:
     for name in overrides:
         check_choice(f"parameter for {Path(path).name}", name, sorted(declared))
 
+#: Kernels started side by side can collide on a TCP port ("Address already in use"); the
+#: kernel then dies before any cell ran, and starting it again is safe.
+KERNEL_START_FAILURE = "Kernel died before replying to kernel_info"
+KERNEL_START_ATTEMPTS = 3
+
 
 def execute(
     notebook: str | Path, *, profile: str, out: str | Path, overrides: dict[str, Any] | None = None
@@ -85,15 +90,24 @@ def execute(
     started = time.time()
     print(f"[deqode.book] executing {notebook} (profile={profile})", flush=True)
     try:
-        pm.execute_notebook(
-            str(notebook),
-            str(tmp),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(repo_root()),
-            progress_bar=False,
-            log_output=False,
-        )
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                pm.execute_notebook(
+                    str(notebook),
+                    str(tmp),
+                    parameters=parameters,
+                    kernel_name="python3",
+                    cwd=str(repo_root()),
+                    progress_bar=False,
+                    log_output=False,
+                )
+                break
+            except RuntimeError as err:
+                if KERNEL_START_FAILURE not in str(err) or attempt == KERNEL_START_ATTEMPTS:
+                    raise
+                print(f"[deqode.book] the kernel of {notebook.name} did not start ({err}); "
+                      f"starting it again ({attempt + 1} of {KERNEL_START_ATTEMPTS})",
+                      file=sys.stderr, flush=True)
     except Exception:
         failed = out.with_name(f"{out.stem}.failed.ipynb")
         if tmp.exists():
