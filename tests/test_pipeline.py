@@ -160,3 +160,27 @@ def test_execute_does_not_repeat_a_failing_notebook(tmp_path, monkeypatch):
         book.execute(source, profile="smoke", out=tmp_path / "01.ipynb",
                      overrides={"results_dir": str(tmp_path)})
     assert len(calls) == 1
+
+
+def _executed(folder: Path, checked_text: str, timing_text: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    checked = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(accuracy)")
+    checked.outputs = [nbformat.v4.new_output("stream", name="stdout", text=checked_text)]
+    timed = nbformat.v4.new_code_cell("print(table)")
+    timed.outputs = [nbformat.v4.new_output("stream", name="stdout", text=timing_text)]
+    nb.cells = [checked, timed]
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / "01_x.ipynb")
+
+
+def test_compare_outputs_tells_results_from_timings(tmp_path):
+    from deqode.book.compare import compare
+
+    _executed(tmp_path / "a", "accuracy 0.91\n", "s/epoch 1.25\nstep took 3.1 ms\n")
+    _executed(tmp_path / "b", "accuracy 0.91\n", "s/epoch 1.40\nstep took 2.7 ms\n")
+    _executed(tmp_path / "c", "accuracy 0.92\n", "s/epoch 1.25\nstep took 3.1 ms\n")
+    same, report = compare(tmp_path / "a", tmp_path / "b")
+    assert same and "checked cells IDENTICAL" in report and "all text outputs DIFFER" in report
+    assert "TIME" not in report.split("\n", 1)[0] and "+stream: s/epoch 1.40" in report
+    same, report = compare(tmp_path / "a", tmp_path / "c")
+    assert not same and "checked cells DIFFER" in report

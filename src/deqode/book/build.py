@@ -315,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     led.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
     led.add_argument("--executed", default=None, help="executed notebooks (checks the sections)")
     led.add_argument("--results", default="results", help="the results folder of the runs")
+    cmp = sub.add_parser("compare-outputs",
+                         help="exit non-zero unless two folders of executed notebooks have "
+                              "identical nbval-checked outputs (prints the differences)")
+    cmp.add_argument("base")
+    cmp.add_argument("new")
+    cmp.add_argument("notebooks", nargs="*", help="notebook names (default: all in BASE)")
     chk = sub.add_parser("check-profile", help="exit non-zero unless PROFILE is valid")
     chk.add_argument("profile")
     args = parser.parse_args(argv)
@@ -331,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "check-claims":
             records = check_claim_records(args.profile, args.executed, args.results)
             print(f"claims ledger ({args.profile}): {len(records)} claims recorded")
+        elif args.command == "compare-outputs":
+            from deqode.book.compare import compare
+
+            same, report = compare(Path(args.base), Path(args.new), args.notebooks or None)
+            print(report)
+            return 0 if same else 1
         else:
             check_profile(args.profile)
     except (UnknownChoiceError, FileNotFoundError, ValueError) as err:
