@@ -76,6 +76,20 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(Path(path), lambda h: torch.save(obj, h))
 
 
+def torch_load_record(path: str | os.PathLike) -> Any:
+    """A record written by :func:`torch_save_atomic`, read with ``weights_only=True``: tensors,
+    numbers, strings, containers and NumPy arrays, never arbitrary pickled objects. A file that
+    holds anything else (an ``nn.Module``, say) raises ``pickle.UnpicklingError``."""
+    import numpy as np
+    import torch
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    arrays = [np.ndarray, np.dtype, core.multiarray._reconstruct]
+    arrays += [type(np.dtype(kind)) for kind in ("f4", "f8", "i8", "i4", "b1", "c8", "c16")]
+    with torch.serialization.safe_globals(arrays):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_reference(paper: str) -> list[dict[str, str]]:
     """Rows of ``data/reference/<paper>.csv``: paper, table, row, column, value, source."""
     path = reference_dir() / f"{paper}.csv"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from deqode import rehearsal
-from deqode.results import torch_save_atomic
+from deqode.results import torch_load_record, torch_save_atomic
 
 CACHE_VERSION = 1  # bump when the training code changes what a record means
 
@@ -42,7 +42,7 @@ def cached(folder: str | Path | None, name: str, config: dict[str, Any],
         return {**compute(), "cached": False}
     path = Path(folder) / f"{name}-{config_key(config)}.pt"
     if path.is_file():
-        return {**torch.load(path, map_location="cpu", weights_only=False), "cached": True}
+        return {**torch_load_record(path), "cached": True}
     record = compute()
     torch_save_atomic(record, path)
     return {**record, "cached": False}

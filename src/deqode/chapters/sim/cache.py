@@ -13,16 +13,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
 from deqode import rehearsal
+from deqode.results import torch_load_record, torch_save_atomic
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: records hold state dicts, read with weights_only=True
 T = TypeVar("T")
 
 
@@ -55,17 +53,9 @@ def cached(folder: str | os.PathLike | None, name: str, config: Mapping[str, Any
     folder = Path(folder)
     path = folder / f"{name}-{config_key(config)}.pt"
     if path.exists():
-        return torch.load(path, weights_only=False)
+        return torch_load_record(path)
     result = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(result, stream)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    torch_save_atomic(result, path)
     return result
 
 

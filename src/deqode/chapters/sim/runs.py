@@ -43,6 +43,15 @@ def _train_settings(setup: ClassificationSetup, spec: ModelSpec) -> dict[str, An
     return {**base, **spec.train}
 
 
+def _rebuilt(spec: ModelSpec, overrides: dict[str, Any], state: dict[str, Any]) -> Any:
+    """The trained model from its cached state dict, built without drawing from the global RNG
+    (so that what runs next sees the same random numbers whether the run was cached or not)."""
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(spec, **overrides)
+    model.load_state_dict(state)
+    return model
+
+
 def run_classification(
     setup: ClassificationSetup,
     dataset: str,
@@ -109,11 +118,11 @@ def run_classification(
                 history = train_classifier(
                     model, train, test, device=device, test_batch_size=setup.test_batch_size,
                     results_dir=cache_dir, profile=setup.profile, name=run_name, **settings)
-                return {"history": history, "model": model.cpu()}
+                return {"history": history, "model": model.cpu().state_dict()}
 
             out = cached(cache_dir, name, config, one_run)
             histories.append(out["history"])
-            model = out["model"]
+            model = _rebuilt(spec, overrides, out["model"])
         accs = [h["test_acc"] for h in histories]
         results[spec.label] = {
             "histories": histories, "model": model, "params": histories[0]["params"],
