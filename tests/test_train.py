@@ -189,6 +189,15 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
     assert previous["config"]["lr"] == 0.02 and fresh.state == "completed"
 
 
+
+def test_resume_accepts_a_reworded_description_only(tmp_path):
+    """A description documents a run; rewording it must not strand a finished checkpoint."""
+    run(tmp_path, config(epochs=2, description="old words"), max_epochs=1)
+    resumed = run(tmp_path, config(epochs=2, description="new words"), resume=True)
+    assert resumed.state == "completed" and len(resumed.history) == 2
+    with pytest.raises(ValueError, match=r"configuration changed in \['lr'\]"):
+        run(tmp_path, config(epochs=2, lr=0.5, description="new words"), resume=True)
+
 @pytest.mark.parametrize(("fail", "message"), [
     ("nan", "non-finite logits"),
     ("explode", "exploding state"),

@@ -52,11 +52,18 @@ def save_checkpoint(trainer: Any) -> None:
     torch_save_atomic(state, trainer.out_dir / "checkpoint.pt")
 
 
+#: Configuration fields that document a run without changing it: a checkpoint resumes across
+#: an edit of these (e.g. a reworded description), never across any other change.
+DOCUMENTATION_FIELDS = ("description",)
+
+
 def load_checkpoint(trainer: Any, path: Path) -> None:
-    """Restore ``trainer`` from ``path``; the configuration must be the one it was saved with."""
+    """Restore ``trainer`` from ``path``; the configuration must be the one it was saved with
+    (apart from :data:`DOCUMENTATION_FIELDS`)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     saved, current = ckpt["config"], trainer.config.to_dict()
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in DOCUMENTATION_FIELDS and saved.get(k) != current.get(k))
     if changed:
         raise ValueError(
             f"cannot resume {path}: the configuration changed in {changed}; "
