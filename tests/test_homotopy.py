@@ -10,17 +10,15 @@ import torch
 
 from deqode.choices import UnknownChoiceError
 from deqode.errors import SolverFailure
-from deqode.solvers import (
+from deqode.solvers import homotopy
+from deqode.solvers.homotopy import (
+    CallableHomotopy,
+    Homotopy,
     arclength_path,
-    davidenko_path,
+    batch_jacobian,
     homotopy_path,
-    make_homotopy,
-    naive_flow,
-    newton_flow,
-    newton_method,
-    newton_step,
+    oriented_tangent,
 )
-from deqode.solvers.homotopy import CallableHomotopy, Homotopy, batch_jacobian, oriented_tangent
 
 DT = torch.float64
 
@@ -237,7 +235,7 @@ class Quadratic(Homotopy):
 
 def test_lambda_integration_fails_at_a_turning_point_with_a_clear_error():
     with pytest.raises(SolverFailure, match=r"furthest t = 0\.118") as err:
-        davidenko_path(Quadratic(), torch.tensor([-2.0], dtype=DT), method="dopri5")
+        homotopy.davidenko_path(Quadratic(), torch.tensor([-2.0], dtype=DT), method="dopri5")
     assert err.value.furthest_t == pytest.approx((5 - 2 * math.sqrt(3)) / 13, abs=1e-5)
     # arc length passes the same turning point and heads back towards λ = 0
     path = arclength_path(Quadratic(), torch.tensor([-2.0], dtype=DT), s_max=5.0)
@@ -250,9 +248,9 @@ def test_lambda_integration_fails_at_a_turning_point_with_a_clear_error():
 
 def test_newton_step_solves_a_linear_problem_in_one_step():
     p = linear_problem(seed=9)
-    assert torch.allclose(newton_step(p.f, p.z0, p.jac), p.z_star, atol=1e-14)
-    assert torch.allclose(newton_step(p.f, p.z0), p.z_star, atol=1e-14)  # autograd Jacobian
-    result = newton_method(p.f, p.z0, tol=1e-13, jac=p.jac)
+    assert torch.allclose(homotopy.newton_step(p.f, p.z0, p.jac), p.z_star, atol=1e-14)
+    assert torch.allclose(homotopy.newton_step(p.f, p.z0), p.z_star, atol=1e-14)  # autograd J
+    result = homotopy.newton_method(p.f, p.z0, tol=1e-13, jac=p.jac)
     assert result.converged and result.iterations == 1
 
 
@@ -264,7 +262,7 @@ def test_newton_method_converges_quadratically_on_tanh():
     def f(z):
         return torch.tanh(z @ W.T + 0.1)
 
-    result = newton_method(f, torch.ones(5, dtype=DT), tol=1e-14)
+    result = homotopy.newton_method(f, torch.ones(5, dtype=DT), tol=1e-14)
     assert result.converged and result.iterations <= 6
     r = result.residuals
     assert all(r[k + 1] <= 10 * r[k] ** 2 for k in range(1, len(r) - 2))
@@ -272,7 +270,7 @@ def test_newton_method_converges_quadratically_on_tanh():
 
 def test_newton_flow_on_a_linear_map_is_an_exponential_approach():
     p = linear_problem(seed=11)
-    traj = newton_flow(p.f, p.z0, T=2.0, jac=p.jac)  # 800 RK4 steps
+    traj = homotopy.newton_flow(p.f, p.z0, T=2.0, jac=p.jac)  # 800 RK4 steps
     exact = p.z_star + torch.exp(-traj.times)[:, None] * (p.z0 - p.z_star)
     assert torch.allclose(traj.states, exact, atol=1e-12)
     ratio = traj.residuals / traj.residuals[0]
@@ -281,10 +279,10 @@ def test_newton_flow_on_a_linear_map_is_an_exponential_approach():
 
 def test_naive_flow_on_a_linear_map_matches_the_matrix_exponential():
     p = linear_problem(seed=12)
-    traj = naive_flow(p.f, p.z0, T=2.0, steps=400)
+    traj = homotopy.naive_flow(p.f, p.z0, T=2.0, steps=400)
     exact = p.z_star + torch.linalg.matrix_exp(-(p.eye - p.A) * 2.0) @ (p.z0 - p.z_star)
     assert torch.allclose(traj.end_state, exact, atol=1e-10)
-    one_euler_step = naive_flow(p.f, p.z0, T=1.0, steps=1, method="euler").end_state
+    one_euler_step = homotopy.naive_flow(p.f, p.z0, T=1.0, steps=1, method="euler").end_state
     assert torch.allclose(one_euler_step, p.f(p.z0), atol=1e-15)
 
 
@@ -293,9 +291,9 @@ def test_make_homotopy_fields_agree_with_the_davidenko_formula():
     z, lam = torch.randn(2, 4, dtype=DT), torch.tensor([0.3, 0.7], dtype=DT)
     starts = torch.stack([p.z0, p.z0])
     for kind in ("fixed_point", "newton", "fig1"):
-        h = make_homotopy(p.f, starts, kind, p.jac)
+        h = homotopy.make_homotopy(p.f, starts, kind, p.jac)
         auto = CallableHomotopy(h)  # same H, partials by autograd
         assert torch.allclose(h.field(z, lam), auto.field(z, lam), atol=1e-13)
-    fp = make_homotopy(p.f, starts, "fixed_point", p.jac)
+    fp = homotopy.make_homotopy(p.f, starts, "fixed_point", p.jac)
     expected = torch.linalg.solve(p.eye - 0.3 * p.A, p.f(z[:1])[0] - p.z0)
     assert torch.allclose(fp.field(z, lam)[0], expected, atol=1e-14)
