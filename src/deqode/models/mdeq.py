@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -107,23 +107,25 @@ MDEQ_CONFIGS: dict[str, MDEQConfig] = {
     "digits-large": MDEQConfig(
         "digits-large", 1, 8, 10, (4, 8, 16, 32), (2, 4, 8, 16), 2, 32, 0, True, 0.3,
         source="4-branch digits-MDEQ, the CIFAR-10 large analogue [reconstruction]"),
-    "digits-ds": MDEQConfig(
-        "digits-ds", 1, 8, 10, (4, 8), (2, 4), 2, 16, 1, True, 0.0,
-        source="digits-MDEQ whose stem downsamples by 2 (8×8 → 4×4; with weight norm and the "
-        "1×1 stem conv of the ImageNet config), the ImageNet analogue "
-        "[reconstruction]"),
-    # cpu-profile analogues on MNIST-8k (1×28×28): narrowed MDEQs whose stem downsamples to 14×14
-    # so that a row trains to its plateau in a minute of one CPU thread [reconstruction]
-    "mnist8k-small": MDEQConfig(
-        "mnist8k-small", 1, 28, 10, (4, 8), (2, 4), 2, 16, 1, False, 0.2,
-        source="narrowed 2-branch MDEQ on MNIST-8k (stem 28×28 → 14×14), the CIFAR-10 small "
-        "analogue of the cpu profile [reconstruction]"),
-    "mnist8k-large": MDEQConfig(
-        "mnist8k-large", 1, 28, 10, (8, 16), (4, 8), 2, 32, 1, True, 0.3,
-        source="narrowed MDEQ on MNIST-8k, twice the channels of mnist8k-small, with the large "
-        "model's weight norm and dropout 0.3 (stem 28×28 → 14×14), the CIFAR-10 large analogue "
-        "of the cpu profile [reconstruction]"),
 }
+# variants of the digits-small analogue, written as what they change
+MDEQ_CONFIGS["digits-ds"] = replace(
+    MDEQ_CONFIGS["digits-small"], name="digits-ds", downsample_times=1, weight_norm=True,
+    dropout=0.0,
+    source="digits-MDEQ whose stem downsamples by 2 (8×8 → 4×4; with weight norm and the 1×1 "
+    "stem conv of the ImageNet config), the ImageNet analogue [reconstruction]")
+# cpu-profile analogues on MNIST-8k (1×28×28): narrowed MDEQs whose stem downsamples to 14×14 so
+# that a row trains to its plateau in a minute of one CPU thread [reconstruction]
+MDEQ_CONFIGS["mnist8k-small"] = replace(
+    MDEQ_CONFIGS["digits-small"], name="mnist8k-small", image_size=28, downsample_times=1,
+    source="narrowed 2-branch MDEQ on MNIST-8k (stem 28×28 → 14×14), the CIFAR-10 small "
+    "analogue of the cpu profile [reconstruction]")
+MDEQ_CONFIGS["mnist8k-large"] = replace(
+    MDEQ_CONFIGS["mnist8k-small"], name="mnist8k-large", channels=(8, 16), head_channels=(4, 8),
+    final_channels=32, weight_norm=True, dropout=0.3,
+    source="narrowed MDEQ on MNIST-8k, twice the channels of mnist8k-small, with the large "
+    "model's weight norm and dropout 0.3 (stem 28×28 → 14×14), the CIFAR-10 large analogue of "
+    "the cpu profile [reconstruction]")
 
 
 # --------------------------------------------------------------------------------------------------
