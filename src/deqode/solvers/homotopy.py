@@ -51,6 +51,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -75,6 +76,7 @@ __all__ = [
     "arclength_path",
     "batch_jacobian",
     "davidenko_path",
+    "flow",
     "homotopy_path",
     "make_homotopy",
     "naive_flow",
@@ -804,18 +806,26 @@ def newton_method(
 FLOWS = ("newton", "naive")
 
 
-def _flow(
-    kind: str,
+def flow(
     f: Map,
     z0: Tensor,
-    T: float,
-    steps: int | None,
-    method: str,
-    rtol: float,
-    atol: float,
-    n_points: int | None,
-    jac: Callable[[Tensor], Tensor] | None,
+    T: float = 1.0,
+    steps: int | None = None,
+    *,
+    kind: str = "newton",
+    method: str = "rk4",
+    rtol: float = 1e-10,
+    atol: float = 1e-10,
+    n_points: int | None = None,
+    jac: Callable[[Tensor], Tensor] | None = None,
 ) -> Trajectory:
+    """A flow toward the fixed point of ``f`` on ``[0, T]``, the time-continuous view of a solver.
+
+    ``kind`` is one of :data:`FLOWS`: ``"newton"`` (:func:`newton_flow`) or ``"naive"``
+    (:func:`naive_flow`; ``jac`` is unused). ``method``, ``rtol``, ``atol``: torchdiffeq's
+    solver; default ``steps``: ``400 T`` fixed steps; ``n_points`` output times (default: every
+    step). ``jac``: the Jacobian of ``f`` (default: autograd).
+    """
     check_choice("flow", kind, FLOWS)
     z_batch, single = _as_batch(z0)
     jacobian = _jacobian_of(f, jac)
@@ -841,41 +851,23 @@ def _flow(
     )
 
 
-def newton_flow(
-    f: Map,
-    z0: Tensor,
-    T: float = 1.0,
-    steps: int | None = None,
-    *,
-    method: str = "rk4",
-    rtol: float = 1e-10,
-    atol: float = 1e-10,
-    n_points: int | None = None,
-    jac: Callable[[Tensor], Tensor] | None = None,
-) -> Trajectory:
+def newton_flow(f: Map, z0: Tensor, T: float = 1.0, steps: int | None = None,
+                **settings: Any) -> Trajectory:
     """The continuous Newton flow ``dz/dt = -(I - J_f(z))^{-1} (z - f(z))`` on ``[0, T]``.
 
     It is the Newton homotopy under the schedule ``1 - λ = e^{-t}``: along it
     ``g(z(t)) = e^{-t} g(z0)`` exactly, and one forward-Euler step of size 1 is one Newton step.
-    Default ``steps``: ``400 T`` RK4 steps.
+    ``settings``: the keywords of :func:`flow` (default: ``400 T`` RK4 steps).
     """
-    return _flow("newton", f, z0, T, steps, method, rtol, atol, n_points, jac)
+    return flow(f, z0, T, steps, kind="newton", **settings)
 
 
-def naive_flow(
-    f: Map,
-    z0: Tensor,
-    T: float = 1.0,
-    steps: int | None = None,
-    *,
-    method: str = "rk4",
-    rtol: float = 1e-10,
-    atol: float = 1e-10,
-    n_points: int | None = None,
-) -> Trajectory:
+def naive_flow(f: Map, z0: Tensor, T: float = 1.0, steps: int | None = None,
+               **settings: Any) -> Trajectory:
     """The naive flow ``dz/dt = f(z) - z = -g(z)`` on ``[0, T]`` (the continuous-DEQ view).
 
     Its equilibria are the fixed points; forward Euler with step 1 is the Picard iteration
     ``z <- f(z)``. It converges only as ``t -> ∞``, at a rate set by the spectrum of ``I - J_f``.
+    ``settings``: the keywords of :func:`flow` (default: ``400 T`` RK4 steps).
     """
-    return _flow("naive", f, z0, T, steps, method, rtol, atol, n_points, None)
+    return flow(f, z0, T, steps, kind="naive", **settings)
