@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 
@@ -125,14 +124,14 @@ def test_h10_nfe_versus_start_distance(setup):
 
 
 def test_h10_conditions_fail_when_a_far_start_is_cheaper():
-    record = hl.H10Record(
+    record = hl.H10.record(dict(
         epsilons=(0.0, 1e-3, 1.0),
         nfe={"fixed_point": (32, 60, 50), "newton": (32, 14, 50)},
         end_residuals={"fixed_point": (0.0, 1e-7, 1e-7), "newton": (0.0, 1e-7, 1e-7)},
         path_lengths={"fixed_point": (0.0, 1e-3, 1.0), "newton": (0.0, 2e-3, 1e-3)},
         path_deviation_at_zero=0.0,
         rtol=1e-6,
-    )
+    ))
     failed = [c.name for c in record.conditions() if not c.ok]
     assert failed == ["NFE fixed_point at ε = 0.001 (bound: NFE at ε = 1)",
                       "path length in z grows strictly with ε (both homotopies)"]
@@ -148,7 +147,7 @@ def test_turning_point_against_the_closed_form():
     assert "underflow" in r.dopri5_failure
     assert r.success_reached_end and abs(r.success_end_x - 1) < 1e-7
     r.assert_passed()
-    no_failure = dataclasses.replace(r, dopri5_failure="no failure", dopri5_furthest_lam=1.0)
+    no_failure = r.replace(dopri5_failure="no failure", dopri5_furthest_lam=1.0)
     with pytest.raises(AssertionError, match="step-size underflow"):
         no_failure.assert_passed()
     with pytest.raises(ValueError, match="a = -2"):
@@ -158,7 +157,7 @@ def test_turning_point_against_the_closed_form():
 def test_a_failed_condition_raises_with_the_numbers():
     condition = hl.Condition("residual", 0.5, "<", 1e-8)
     assert not condition.ok and "0.5 < 1e-08: FAILED" in str(condition)
-    record = hl.H2Record(residual=0.5, max_difference_to_fixed_point_homotopy=0.0, path=None)
+    record = hl.H2.record(dict(residual=0.5, max_difference_to_fixed_point_homotopy=0.0))
     with pytest.raises(AssertionError, match=r"H2 failed: \|\|g\(z\(1\)\)\|\| = 0\.5"):
         record.assert_passed()
 
@@ -170,3 +169,17 @@ def test_the_pipeline_schematic_shows_both_formulas():
     assert {"Neural ODE", "HomoODE", "DEQ"} <= set(texts)
     assert r"- z_0" in schematics.CORRECTED_FORMULA and "z_0" not in schematics.FIG1_FORMULA
     matplotlib.pyplot.close(fig)
+
+
+def test_a_check_record_reads_its_numbers_and_artifacts_and_names_what_is_missing():
+    record = hl.H2.record(dict(residual=1e-9, max_difference_to_fixed_point_homotopy=0.0),
+                          path="a path")
+    assert record.residual == 1e-9 and record.path == "a path" and record.check_id == "H2"
+    assert list(record.numbers()) == ["residual", "max_difference_to_fixed_point_homotopy"]
+    assert record.passed and not record.replace(residual=0.5).passed and record.passed
+    with pytest.raises(AttributeError, match=r"no 'nfe'.*'max_difference_to_fixed_point"):
+        _ = record.nfe
+    with pytest.raises(ValueError, match=r"H2 has no numbers \['nfe'\]; valid: \['residual'"):
+        record.replace(nfe=3)
+    with pytest.raises(ValueError, match=r"\['passed', 'residual'\]"):
+        hl.H2.record(dict(residual=0.5, passed=True), residual=0.1)

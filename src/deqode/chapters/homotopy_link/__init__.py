@@ -3,8 +3,9 @@
 Ding et al., "Two Sides of the Same Coin: Bridging Deep Equilibrium Models and Neural ODEs via
 Homotopy Continuation" (NeurIPS 2023), Fig. 1, read through homotopy continuation (Nocedal &
 Wright, Numerical Optimization, §11.3). Every check is a function that runs in well under a few
-seconds on a CPU and returns a small record (a dataclass) holding the measured numbers, the paths
-needed for the plots and the conditions the book asserts (:meth:`CheckRecord.conditions`). The
+seconds on a CPU and returns a :class:`CheckRecord` holding the measured numbers and the paths
+needed for the plots; its :class:`Check` (``H1``, ..., ``TURNING_POINT``) states the claim and the
+conditions the book asserts on those numbers (:meth:`CheckRecord.conditions`). The
 notebook ``01_homotopy_link`` prints and asserts them next to the text;
 ``tests/test_homotopy_link.py`` asserts the same conditions. The checks and their thresholds are
 our derivation, not the paper's.

@@ -7,15 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from deqode.chapters.homotopy_link.checks import (
-    H1Record,
-    H4Record,
-    H5Record,
-    H7Record,
-    QuasiNewtonRecord,
-)
 from deqode.chapters.homotopy_link.problems import DTYPE, QuadraticHomotopy, Setup
-from deqode.chapters.homotopy_link.readings import H10Record, TurningPointRecord
+from deqode.chapters.homotopy_link.records import CheckRecord
 from deqode.solvers.homotopy import HomotopyPath, homotopy_path
 
 # --------------------------------------------------------------------------------------------
@@ -74,7 +67,8 @@ def plot_p1(paths: dict[str, HomotopyPath], z_star: Tensor):
     return fig
 
 
-def plot_p2(h1: H1Record, h4: H4Record, h5: H5Record, h7: H7Record, newton_residuals: list[float]):
+def plot_p2(h1: CheckRecord, h4: CheckRecord, h5: CheckRecord, h7: CheckRecord,
+            newton_residuals: list[float]):
     """P2: residual decay. Left: ``||g||/||g(z0)||`` against ``1 - λ`` (log-log) for the two
     homotopies. Right: against ``t`` for the Newton flow (``e^{-t}``), the naive flow (inside its
     bounds ``e^{-(1±L)t}``) and their Euler(h = 1) discretisations: Newton's method and Picard."""
@@ -127,7 +121,7 @@ def plot_p2(h1: H1Record, h4: H4Record, h5: H5Record, h7: H7Record, newton_resid
     return fig
 
 
-def plot_quasi_newton(record: QuasiNewtonRecord):
+def plot_quasi_newton(record: CheckRecord):
     """Residual histories of Newton's method, Broyden and Picard from the same start."""
     import matplotlib.pyplot as plt
 
@@ -162,7 +156,7 @@ def _zero_set_curve(h: QuadraticHomotopy, x_range: tuple[float, float]) -> tuple
     return lam, x
 
 
-def plot_p3(record: TurningPointRecord):
+def plot_p3(record: CheckRecord):
     """P3: the 1-D toy in the ``(λ, x)`` plane for ``a = -2`` (turning point, never reaches
     ``λ = 1``) and ``a = 2`` (reaches ``x = 1``): zero set, arc-length path, RK4-in-λ path."""
     import matplotlib.pyplot as plt
@@ -199,7 +193,7 @@ def plot_p3(record: TurningPointRecord):
     return fig
 
 
-def plot_p4(record: H10Record):
+def plot_p4(record: CheckRecord):
     """P4: NFE of dopri5 (rtol = atol = 1e-6) against the start distance ``||z0 - z*|| = ε``.
 
     ``ε = 0`` is drawn at a symbolic position left of the smallest positive ``ε`` (tick "0")."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -19,10 +17,9 @@ from deqode.chapters.homotopy_link.problems import (
     Setup,
     turning_point_closed_form,
 )
-from deqode.chapters.homotopy_link.records import CheckRecord, Condition, fmt
+from deqode.chapters.homotopy_link.records import Check, CheckRecord, Condition, fmt
 from deqode.errors import SolverFailure
 from deqode.solvers.homotopy import (
-    HomotopyPath,
     arclength_path,
     davidenko_path,
     homotopy_path,
@@ -35,27 +32,17 @@ from deqode.solvers.homotopy import (
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class H8Record(CheckRecord):
-    check_id: ClassVar[str] = "H8"
-    claim: ClassVar[str] = "Fig. 1's field started at h(x) ends at z = f(z) + h(x)"
-    batch: int
-    additive_residual: float
-    distance_to_additive_deq: float
-    plain_residual_min: float
-
-    def conditions(self) -> list[Condition]:
-        return [
-            Condition(f"max_x ||z(1) - f(z(1)) - h(x)|| ({self.batch} inputs)",
-                      self.additive_residual, "<", 1e-8),
-            Condition("max_x ||z(1) - z*_DEQ(h(x))|| (additive-injection DEQ)",
-                      self.distance_to_additive_deq, "<", 1e-8),
-            Condition("min_x ||z(1) - f(z(1))|| (not a fixed point of f)",
-                      self.plain_residual_min, ">", 1e-2),
-        ]
+H8 = Check("H8", "Fig. 1's field started at h(x) ends at z = f(z) + h(x)", lambda r: [
+    Condition(f"max_x ||z(1) - f(z(1)) - h(x)|| ({r.batch} inputs)", r.additive_residual, "<",
+              1e-8),
+    Condition("max_x ||z(1) - z*_DEQ(h(x))|| (additive-injection DEQ)",
+              r.distance_to_additive_deq, "<", 1e-8),
+    Condition("min_x ||z(1) - f(z(1))|| (not a fixed point of f)", r.plain_residual_min, ">",
+              1e-2),
+])
 
 
-def check_h8(setup: Setup, batch: int = 4, input_dim: int = 3, steps: int = 400) -> H8Record:
+def check_h8(setup: Setup, batch: int = 4, input_dim: int = 3, steps: int = 400) -> CheckRecord:
     """H8: a Neural ODE whose field has Fig. 1's form, ``f`` input-independent
     (``f(z) = tanh(W z + b)``), started at the feature-extractor output ``h(x) = tanh(V x)``.
 
@@ -74,35 +61,27 @@ def check_h8(setup: Setup, batch: int = 4, input_dim: int = 3, steps: int = 400)
         return toy(z) + h
 
     deq = newton_method(additive, h, tol=1e-14, jac=toy.jacobian).z
-    return H8Record(
+    return H8.record(dict(
         batch=batch,
         additive_residual=float((z1 - toy(z1) - h).norm(dim=-1).max()),
         distance_to_additive_deq=float((z1 - deq).norm(dim=-1).max()),
         plain_residual_min=float((z1 - toy(z1)).norm(dim=-1).min()),
-    )
+    ))
 
 
-@dataclass
-class H9Record(CheckRecord):
-    check_id: ClassVar[str] = "H9"
-    claim: ClassVar[str] = "ANODE [h; a], a(0) = 0: frozen h: a(1) = fixed point; drifting h: not"
-    frozen_residual: float
-    drifting_residual_final_h: float
-    drifting_residual_initial_h: float
-
-    def conditions(self) -> list[Condition]:
-        return [
-            Condition("(i) dh/dt = 0: ||a(1) - f(a(1); h)||", self.frozen_residual, "<", 1e-8),
-            Condition("(ii) dh/dt = -h: ||a(1) - f(a(1); h(1))||",
-                      self.drifting_residual_final_h, ">", 1e-2),
-        ]
-
-    def report(self) -> str:
-        return (super().report() + "\n  (ii) residual for the initial condition h(0): "
-                + fmt(self.drifting_residual_initial_h))
+H9 = Check(
+    "H9", "ANODE [h; a], a(0) = 0: frozen h: a(1) = fixed point; drifting h: not",
+    conditions=lambda r: [
+        Condition("(i) dh/dt = 0: ||a(1) - f(a(1); h)||", r.frozen_residual, "<", 1e-8),
+        Condition("(ii) dh/dt = -h: ||a(1) - f(a(1); h(1))||", r.drifting_residual_final_h, ">",
+                  1e-2),
+    ],
+    details=lambda r: ["  (ii) residual for the initial condition h(0): "
+                       + fmt(r.drifting_residual_initial_h)],
+)
 
 
-def check_h9(setup: Setup, steps: int = 400) -> H9Record:
+def check_h9(setup: Setup, steps: int = 400) -> CheckRecord:
     """H9: ANODE read as homotopy continuation.
 
     State ``[h; a]``: ``h(0) = h(x)`` (here a Gaussian feature vector), ``a(0) = 0`` shared by all
@@ -136,11 +115,11 @@ def check_h9(setup: Setup, steps: int = 400) -> H9Record:
         return float((a - toy.with_condition(h)(a)).norm())
 
     (h_f, a_f), (h_d, a_d) = out["frozen"], out["drifting"]
-    return H9Record(
+    return H9.record(dict(
         frozen_residual=residual(a_f, h_f),
         drifting_residual_final_h=residual(a_d, h_d),
         drifting_residual_initial_h=residual(a_d, h0),
-    )
+    ))
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,47 +127,40 @@ def check_h9(setup: Setup, steps: int = 400) -> H9Record:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class H10Record(CheckRecord):
-    check_id: ClassVar[str] = "H10"
-    claim: ClassVar[str] = ("a start closer to z* gives a shorter path; for ε > 0 the nearest "
-                            "start costs fewer steps than the farthest (ε = 0 pays a warm-up)")
-    epsilons: tuple[float, ...]
-    nfe: dict[str, tuple[int, ...]]
-    end_residuals: dict[str, tuple[float, ...]]
-    path_lengths: dict[str, tuple[float, ...]]
-    path_deviation_at_zero: float
-    rtol: float
+def _h10_conditions(r: CheckRecord) -> list[Condition]:
+    fp = r.nfe["fixed_point"]
+    # the smallest positive ε (ε = 0 pays the step-size warm-up, see check_h10)
+    first = min(i for i, e in enumerate(r.epsilons) if e > 0)
+    eps_min, eps_max = r.epsilons[first], r.epsilons[-1]
+    return [
+        Condition("max_λ ||z(λ) - z*|| at ε = 0", r.path_deviation_at_zero, "<", 1e-12),
+        Condition(f"NFE at ε = 0 (bound: NFE at ε = {eps_max:g})", fp[0], "<=", fp[-1]),
+        *(Condition(f"NFE {kind} at ε = {eps_min:g} (bound: NFE at ε = {eps_max:g})",
+                    nfe[first], "<", nfe[-1]) for kind, nfe in r.nfe.items()),
+        Condition("path length in z grows strictly with ε (both homotopies)",
+                  all(a < b for lengths in r.path_lengths.values()
+                      for a, b in itertools.pairwise(lengths)), "==", True),
+        Condition("max endpoint residual (dopri5 1e-6)",
+                  max(max(v) for v in r.end_residuals.values()), "<", 1e-4),
+    ]
 
-    def conditions(self) -> list[Condition]:
-        fp = self.nfe["fixed_point"]
-        # the smallest positive ε (ε = 0 pays the step-size warm-up, see check_h10)
-        first = min(i for i, e in enumerate(self.epsilons) if e > 0)
-        eps_min, eps_max = self.epsilons[first], self.epsilons[-1]
-        return [
-            Condition("max_λ ||z(λ) - z*|| at ε = 0", self.path_deviation_at_zero, "<", 1e-12),
-            Condition(f"NFE at ε = 0 (bound: NFE at ε = {eps_max:g})", fp[0], "<=", fp[-1]),
-            *(Condition(f"NFE {kind} at ε = {eps_min:g} (bound: NFE at ε = {eps_max:g})",
-                        nfe[first], "<", nfe[-1]) for kind, nfe in self.nfe.items()),
-            Condition("path length in z grows strictly with ε (both homotopies)",
-                      all(a < b for lengths in self.path_lengths.values()
-                          for a, b in itertools.pairwise(lengths)), "==", True),
-            Condition("max endpoint residual (dopri5 1e-6)",
-                      max(max(v) for v in self.end_residuals.values()), "<", 1e-4),
-        ]
 
-    def report(self) -> str:
-        lines = [super().report(), "  ε:            " + " ".join(f"{e:>7g}" for e in self.epsilons)]
-        for kind, values in self.nfe.items():
-            lines.append(f"  NFE {kind:<11s}" + " ".join(f"{v:>7d}" for v in values))
-        return "\n".join(lines)
+def _h10_nfe_table(r: CheckRecord) -> list[str]:
+    lines = ["  ε:            " + " ".join(f"{e:>7g}" for e in r.epsilons)]
+    for kind, values in r.nfe.items():
+        lines.append(f"  NFE {kind:<11s}" + " ".join(f"{v:>7d}" for v in values))
+    return lines
+
+
+H10 = Check("H10", "a start closer to z* gives a shorter path; for ε > 0 the nearest start costs "
+            "fewer steps than the farthest (ε = 0 pays a warm-up)", _h10_conditions, _h10_nfe_table)
 
 
 def check_h10(
     setup: Setup,
     epsilons: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
     tol: float = 1e-6,
-) -> H10Record:
+) -> CheckRecord:
     """H10: ``z0 = z* + ε v`` (unit ``v``), dopri5 at ``rtol = atol = tol``; NFE per ``ε`` for the
     fixed-point and Newton homotopies, and the length ``∫ ||dz/dλ|| dλ`` of the path in ``z``
     (polygon through 101 dense outputs). At ``ε = 0`` the fixed-point path is constant
@@ -216,14 +188,14 @@ def check_h10(
             lengths[kind].append(float(path.states.diff(dim=0).norm(dim=-1).sum()))
             if eps == 0 and kind == "fixed_point":
                 deviation = float((path.states - z_star).norm(dim=-1).max())
-    return H10Record(
+    return H10.record(dict(
         epsilons=tuple(float(e) for e in epsilons),
         nfe={k: tuple(v_) for k, v_ in nfe.items()},
         end_residuals={k: tuple(v_) for k, v_ in residuals.items()},
         path_lengths={k: tuple(v_) for k, v_ in lengths.items()},
         path_deviation_at_zero=deviation,
         rtol=tol,
-    )
+    ))
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,57 +203,31 @@ def check_h10(
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TurningPointRecord(CheckRecord):
-    check_id: ClassVar[str] = "Turning point"
-    claim: ClassVar[str] = (
-        "a = -2: λ-parameterisation breaks down at the turning point and the path never reaches "
-        "λ = 1; a = 2: it reaches x = 1"
-    )
-    lam_turn: float
-    x_turn: float
-    lam_turn_exact: float
-    x_turn_exact: float
-    fail_reached_end: bool
-    fail_lam_at_s_max: float
-    fail_x_at_s_max: float
-    fail_max_path_residual: float
-    dopri5_failure: str
-    dopri5_furthest_lam: float
-    rk4_lambda_end_x: float
-    rk4_lambda_max_path_residual: float
-    success_reached_end: bool
-    success_end_x: float
-    success_end_s: float
-    success_max_path_residual: float
-    success_lambda_end_x: float
-    arc_fail: HomotopyPath = field(repr=False)
-    arc_success: HomotopyPath = field(repr=False)
-    lambda_fail: HomotopyPath = field(repr=False)
-    lambda_success: HomotopyPath = field(repr=False)
-
-    def conditions(self) -> list[Condition]:
-        return [
-            Condition("a = -2: |λ_turn - (5 - 2√3)/13|", abs(self.lam_turn - self.lam_turn_exact),
-                      "<", 1e-7),
-            Condition("a = -2: |x_turn + 2 + √3|", abs(self.x_turn - self.x_turn_exact), "<", 1e-5),
-            Condition("a = -2: arc length reaches λ = 1", self.fail_reached_end, "==", False),
-            Condition("a = -2: λ at s_max (heading back to 0)", self.fail_lam_at_s_max, "<",
-                      self.lam_turn_exact),
-            Condition("a = -2: dopri5 in λ fails with a step-size underflow",
-                      "underflow" in self.dopri5_failure, "==", True),
-            Condition("a = -2: dopri5 in λ stalls at the turning point: |λ_stall - λ_turn|",
-                      abs(self.dopri5_furthest_lam - self.lam_turn_exact), "<", 1e-5),
-            Condition("a = -2: RK4 in λ leaves H = 0 (max ||H||)",
-                      self.rk4_lambda_max_path_residual, ">", 1e-2),
-            Condition("a = 2: arc length reaches λ = 1", self.success_reached_end, "==", True),
-            Condition("a = 2: |x(1) - 1| (arc length)", abs(self.success_end_x - 1), "<", 1e-7),
-            Condition("a = 2: |x(1) - 1| (RK4 in λ)", abs(self.success_lambda_end_x - 1), "<",
-                      1e-8),
-        ]
+TURNING_POINT = Check(
+    "Turning point",
+    "a = -2: λ-parameterisation breaks down at the turning point and the path never reaches "
+    "λ = 1; a = 2: it reaches x = 1",
+    conditions=lambda r: [
+        Condition("a = -2: |λ_turn - (5 - 2√3)/13|", abs(r.lam_turn - r.lam_turn_exact), "<",
+                  1e-7),
+        Condition("a = -2: |x_turn + 2 + √3|", abs(r.x_turn - r.x_turn_exact), "<", 1e-5),
+        Condition("a = -2: arc length reaches λ = 1", r.fail_reached_end, "==", False),
+        Condition("a = -2: λ at s_max (heading back to 0)", r.fail_lam_at_s_max, "<",
+                  r.lam_turn_exact),
+        Condition("a = -2: dopri5 in λ fails with a step-size underflow",
+                  "underflow" in r.dopri5_failure, "==", True),
+        Condition("a = -2: dopri5 in λ stalls at the turning point: |λ_stall - λ_turn|",
+                  abs(r.dopri5_furthest_lam - r.lam_turn_exact), "<", 1e-5),
+        Condition("a = -2: RK4 in λ leaves H = 0 (max ||H||)", r.rk4_lambda_max_path_residual,
+                  ">", 1e-2),
+        Condition("a = 2: arc length reaches λ = 1", r.success_reached_end, "==", True),
+        Condition("a = 2: |x(1) - 1| (arc length)", abs(r.success_end_x - 1), "<", 1e-7),
+        Condition("a = 2: |x(1) - 1| (RK4 in λ)", abs(r.success_lambda_end_x - 1), "<", 1e-8),
+    ],
+)
 
 
-def check_turning_point(s_max: float = 10.0, rtol: float = 1e-10) -> TurningPointRecord:
+def check_turning_point(s_max: float = 10.0, rtol: float = 1e-10) -> CheckRecord:
     """The 1-D toy ``H(x, λ) = λ(x² - 1) + (1 - λ)(x - a)`` from ``x = a``, for ``a = ∓2``.
 
     Arc length with dopri5 (``rtol = atol``) on ``s ∈ [0, s_max]``; λ-parameterised Davidenko ODE
@@ -303,7 +249,7 @@ def check_turning_point(s_max: float = 10.0, rtol: float = 1e-10) -> TurningPoin
         furthest = float(err.furthest_t)  # linear schedule on [0, 1]: t = λ
     lam_fail = davidenko_path(fail_h, start_fail, steps=400)
     lam_ok = davidenko_path(ok_h, start_ok, steps=400)
-    return TurningPointRecord(
+    return TURNING_POINT.record(dict(
         lam_turn=turn.lam,
         x_turn=float(turn.z[0]),
         lam_turn_exact=lam_exact,
@@ -321,14 +267,8 @@ def check_turning_point(s_max: float = 10.0, rtol: float = 1e-10) -> TurningPoin
         success_end_s=float(arc_ok.end_params),
         success_max_path_residual=float(arc_ok.path_residuals.max()),
         success_lambda_end_x=float(lam_ok.end_state[0]),
-        arc_fail=arc_fail,
-        arc_success=arc_ok,
-        lambda_fail=lam_fail,
-        lambda_success=lam_ok,
-    )
+    ), arc_fail=arc_fail, arc_success=arc_ok, lambda_fail=lam_fail, lambda_success=lam_ok)
 
 
-__all__ = [
-    "H8Record", "H9Record", "H10Record", "TurningPointRecord", "check_h8", "check_h9",
-    "check_h10", "check_turning_point",
-]
+__all__ = ["H8", "H9", "H10", "TURNING_POINT", "check_h8", "check_h9", "check_h10",
+           "check_turning_point"]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any
 
 
 def fmt(value: float) -> str:
@@ -42,14 +41,72 @@ class Condition:
         return f"{self.name} = {fmt(self.value)} {self.op} {fmt(self.bound)}: {verdict}"
 
 
+@dataclass(frozen=True)
+class Check:
+    """What one check asserts: its id, its claim and the conditions on a record's numbers.
+
+    ``conditions`` and ``details`` read the record by attribute (``r.residual``), so a record
+    built from other numbers (a test's, or :meth:`CheckRecord.replace`) is judged afresh.
+    ``details`` adds report lines that are not conditions (a table, a number shown for contrast).
+    """
+
+    check_id: str
+    claim: str
+    conditions: Callable[[CheckRecord], list[Condition]]
+    details: Callable[[CheckRecord], list[str]] | None = None
+
+    def record(self, numbers: dict[str, Any], **artifacts: Any) -> CheckRecord:
+        return CheckRecord(self, numbers, **artifacts)
+
+
 class CheckRecord:
-    """Base of the check records: ``conditions()`` lists what the book asserts."""
+    """One check's outcome: the measured ``numbers`` (in the order the JSON record keeps them)
+    and ``artifacts`` for the plots (paths, trajectories), both readable as attributes."""
 
-    check_id: ClassVar[str] = ""
-    claim: ClassVar[str] = ""
+    def __init__(self, check: Check, numbers: dict[str, Any], **artifacts: Any) -> None:
+        shared = numbers.keys() & artifacts.keys()
+        shadowing = (numbers.keys() | artifacts.keys()) & set(dir(type(self)))
+        if shared or shadowing:
+            raise ValueError(f"{check.check_id}: names {sorted(shared | shadowing)} are used "
+                             "twice or hide a CheckRecord attribute; rename them")
+        self.check = check
+        self._numbers = dict(numbers)
+        self._artifacts = artifacts
 
-    def conditions(self) -> list[Condition]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_"):
+            for values in (self._numbers, self._artifacts):
+                if name in values:
+                    return values[name]
+        known = sorted({*self.__dict__.get("_numbers", ()), *self.__dict__.get("_artifacts", ())})
+        raise AttributeError(f"check record has no {name!r}; it holds {known}")
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._numbers.items())
+        return f"CheckRecord({self.check_id}: {inner})"
+
+    @property
+    def check_id(self) -> str:
+        return self.check.check_id
+
+    @property
+    def claim(self) -> str:
+        return self.check.claim
+
+    def numbers(self) -> dict[str, Any]:
+        """The measured numbers, for a JSON record (the artifacts are left out)."""
+        return dict(self._numbers)
+
+    def replace(self, **changes: Any) -> CheckRecord:
+        """The same record with some numbers changed (e.g. to show a condition failing)."""
+        unknown = sorted(changes.keys() - self._numbers.keys())
+        if unknown:
+            raise ValueError(f"{self.check_id} has no numbers {unknown}; "
+                             f"valid: {list(self._numbers)}")
+        return CheckRecord(self.check, {**self._numbers, **changes}, **self._artifacts)
+
+    def conditions(self) -> list[Condition]:
+        return self.check.conditions(self)
 
     @property
     def passed(self) -> bool:
@@ -60,15 +117,12 @@ class CheckRecord:
         if failed:
             raise AssertionError(f"{self.check_id} failed: " + "; ".join(failed))
 
-    def numbers(self) -> dict[str, object]:
-        """The measured numbers (the dataclass fields shown in ``repr``), for a JSON record."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
-
     def report(self) -> str:
         """The rounded numbers, one condition per line, for a checked notebook cell."""
         lines = [f"{self.check_id}: {self.claim}"]
         lines += [f"  {c}" for c in self.conditions()]
+        lines += self.check.details(self) if self.check.details else []
         return "\n".join(lines)
 
 
-__all__ = ["CheckRecord", "Condition", "fmt"]
+__all__ = ["Check", "CheckRecord", "Condition", "fmt"]
