@@ -18,7 +18,7 @@ import torch
 
 from deqode.choices import ONE_THREAD_PROFILES, check_profile
 from deqode.devices import resolve_device
-from deqode.environment import environment_record
+from deqode.environment import environment_record, write_package_list
 from deqode.paths import resolve
 from deqode.paths import results_dir as _results_dir
 from deqode.results import write_json_atomic
@@ -165,6 +165,7 @@ def start(
             "argv": sys.argv[:1],
         },
     )
+    write_package_list(out)
     from deqode.book import plots
 
     plots.use_book_style()

@@ -21,7 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from deqode import metrics, rehearsal
 from deqode.choices import check_profile
-from deqode.environment import environment_record
+from deqode.environment import environment_record, write_package_list
 from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, write_json_atomic
@@ -516,6 +516,7 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
                 "experiment": config.name, "profile": profile, "config": config.to_dict(),
                 "world_size": trainer.ctx.world, "environment": environment_record(trainer.device),
             })
+            write_package_list(out_dir)
         stop_at = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
         stop_at = rehearsal.epochs(stop_at)
         if config.evaluate_at_start and trainer.start is None:
