@@ -110,7 +110,7 @@ def test_fit_learns_and_writes_atomic_records(tmp_path):
     out = tmp_path / "smoke" / "tiny"
     assert result.out_dir == out
     assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "config.json", "metrics.json",
-                                              "status.json"}
+                                              "packages.txt", "status.json"}
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "completed" and status["reason"] == ""
     record = json.loads((out / "metrics.json").read_text())

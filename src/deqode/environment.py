@@ -1,9 +1,14 @@
-"""What a run depends on: the checkout's commit and the versions and hardware of this process."""
+"""What a run depends on: the checkout's commit and the versions and hardware of this process,
+the GPU settings that change its numbers, and the installed packages (:data:`PACKAGES_FILE`)."""
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
 import subprocess
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +16,14 @@ import torch
 
 from deqode.devices import describe_device
 from deqode.paths import repo_root
+from deqode.results import write_text_atomic
+
+#: The ``pip freeze``-like list of installed packages written beside each run's records.
+PACKAGES_FILE = "packages.txt"
+#: Mixed precision: the training loop has no autocast option, so every run is in its
+#: ``TrainConfig.dtype`` throughout.
+AMP = "off"
+NO_GPU = "no GPU"
 
 
 def _git(*args: str) -> str:
@@ -28,8 +41,55 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def gpu_record(device: torch.device) -> dict[str, Any]:
+    """CUDA and cuDNN versions, the GPUs, and the settings that change numbers on a GPU: TF32
+    (matmul, cuDNN, ``float32_matmul_precision``), ``cudnn.benchmark`` and determinism. The
+    versions are those torch was built with (``None`` for a CPU-only build or no cuDNN); the
+    settings are recorded as set, although they act only on CUDA devices."""
+    cuda = torch.cuda.is_available()
+    count = torch.cuda.device_count() if cuda else 0
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        gpu_name = torch.cuda.get_device_name(index)
+    else:
+        gpu_name = NO_GPU
+    cudnn = torch.backends.cudnn
+    return {
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn.version() if cudnn.is_available() else None,
+        "gpu_name": gpu_name,
+        "gpu_count": count,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_benchmark": cudnn.benchmark,
+        "cudnn_deterministic": cudnn.deterministic,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "amp": AMP,
+    }
+
+
+@functools.cache
+def package_list() -> str:
+    """Every installed distribution as ``name==version``, one a line, sorted by name (what
+    ``pip freeze`` lists, without running pip); read once per process."""
+    found = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(name.lower(), f"{name}=={dist.version}")
+    return "".join(f"{found[key]}\n" for key in sorted(found))
+
+
+def write_package_list(folder: str | os.PathLike) -> Path:
+    """Write :func:`package_list` to ``<folder>/packages.txt`` (atomically)."""
+    header = f"# installed packages (python {platform.python_version()})\n"
+    return write_text_atomic(Path(folder) / PACKAGES_FILE, header + package_list())
+
+
 def environment_record(device: torch.device) -> dict[str, Any]:
-    """Versions and hardware a run depends on."""
+    """Versions and hardware a run depends on, with :func:`gpu_record`; the package list goes
+    to its own file (:func:`write_package_list`)."""
     import torchdiffeq
 
     return {
@@ -41,4 +101,6 @@ def environment_record(device: torch.device) -> dict[str, Any]:
         "device": describe_device(device),
         "cpu_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
+        **gpu_record(device),
+        "packages": PACKAGES_FILE,
     }

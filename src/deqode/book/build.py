@@ -19,6 +19,7 @@ import datetime as _dt
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,13 @@ KERNEL_START_ATTEMPTS = 3
 def execute(
     notebook: str | Path, *, profile: str, out: str | Path, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Run ``notebook`` with papermill in ``profile`` and write it (atomically) to ``out``."""
-    import papermill as pm
+    """Run ``notebook`` with papermill in ``profile`` and write it (atomically) to ``out``.
+
+    Under the ``cpu`` and ``paper`` profiles the kernel's training progress is appended to
+    ``out`` with the suffix ``.log`` and echoed to the console as it comes
+    (:func:`deqode.book.notebook.follow_progress`).
+    """
+    from deqode.book.notebook import PROGRESS_PROFILES, follow_progress
 
     check_profile(profile)
     notebook, out = Path(notebook), Path(out)
@@ -88,27 +94,15 @@ def execute(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial.ipynb")
     started = time.time()
-    print(f"[deqode.book] executing {notebook} (profile={profile})", flush=True)
+    heading = f"{book_position(notebook)}executing {notebook.stem} (profile {profile})"
+    print(f"[deqode.book] {heading}", flush=True)
+    log = out.with_suffix(".log") if profile in PROGRESS_PROFILES else None
+    _log_line(log, f"=== {heading}")
     try:
-        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
-            try:
-                pm.execute_notebook(
-                    str(notebook),
-                    str(tmp),
-                    parameters=parameters,
-                    kernel_name="python3",
-                    cwd=str(repo_root()),
-                    progress_bar=False,
-                    log_output=False,
-                )
-                break
-            except RuntimeError as err:
-                if KERNEL_START_FAILURE not in str(err) or attempt == KERNEL_START_ATTEMPTS:
-                    raise
-                print(f"[deqode.book] the kernel of {notebook.name} did not start ({err}); "
-                      f"starting it again ({attempt + 1} of {KERNEL_START_ATTEMPTS})",
-                      file=sys.stderr, flush=True)
-    except Exception:
+        with follow_progress(log, notebook.stem) if log else nullcontext():
+            _papermill(notebook, tmp, parameters)
+    except Exception as err:
+        _log_line(log, f"=== FAILED: {type(err).__name__}: {err}")
         failed = out.with_name(f"{out.stem}.failed.ipynb")
         if tmp.exists():
             tmp.replace(failed)
@@ -117,6 +111,7 @@ def execute(
             )
         raise
     wall = time.time() - started
+    _log_line(log, f"=== done in {wall:.1f} s")
     tmp.replace(out)
     name = notebook.stem
     results_root = Path(str(overrides.get("results_dir", "results")))
@@ -130,14 +125,55 @@ def execute(
         "parameters": parameters,
         "wall_seconds": round(wall, 2),
         "executed_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        **{
-            k: env.get(k, "unknown")
-            for k in ("python", "torch", "torchdiffeq", "device", "git_commit")
-        },
+        **{k: env.get(k, "unknown") for k in RECORD_KEYS},
     }
     write_json_atomic(out.with_suffix(".run.json"), record)
     print(f"[deqode.book] done {name} in {wall:.1f} s", flush=True)
     return record
+
+
+#: The entries of a notebook's ``run.json`` copied into its execution record.
+RECORD_KEYS = ("python", "torch", "torchdiffeq", "device", "git_commit", "cuda", "cudnn",
+               "gpu_name", "gpu_count")
+
+
+def book_position(notebook: Path) -> str:
+    """``[3/17] `` for the third of the 17 notebooks in ``notebook``'s folder (by name)."""
+    names = sorted(p.name for p in notebook.parent.glob("*.ipynb") if not p.name.startswith("."))
+    if notebook.name not in names:
+        return ""
+    return f"[{names.index(notebook.name) + 1}/{len(names)}] "
+
+
+def _log_line(log: Path | None, text: str) -> None:
+    """Append a timestamped line to the progress log ``log`` (none: nothing)."""
+    if log is not None:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+
+def _papermill(notebook: Path, target: Path, parameters: dict[str, Any]) -> None:
+    """papermill's execution, the kernel started again when it dies before any cell ran."""
+    import papermill as pm
+
+    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+        try:
+            pm.execute_notebook(
+                str(notebook),
+                str(target),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(repo_root()),
+                progress_bar=False,
+                log_output=False,
+            )
+            return
+        except RuntimeError as err:
+            if KERNEL_START_FAILURE not in str(err) or attempt == KERNEL_START_ATTEMPTS:
+                raise
+            print(f"[deqode.book] the kernel of {notebook.name} did not start ({err}); "
+                  f"starting it again ({attempt + 1} of {KERNEL_START_ATTEMPTS})",
+                  file=sys.stderr, flush=True)
 
 
 def runs_table(executed_dir: Path, toc_notebooks: list[str]) -> str:

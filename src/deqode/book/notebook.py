@@ -3,13 +3,22 @@
 Every notebook's first code cell (tagged ``parameters``) sets at least ``profile``, ``seed``,
 ``device`` and ``results_dir``; the next cell calls :func:`start`, which fails at once on an
 unknown profile or device, naming the valid choices.
+
+Under the ``cpu`` and ``paper`` profiles the training progress of :func:`deqode.train.fit`
+(:mod:`deqode.train.progress`) goes to a log file, never into the notebook's outputs:
+``python -m deqode.book execute`` names the file (``<executed notebook>.log``) in
+:data:`PROGRESS_LOG_ENV` and echoes its new lines to the console (:func:`follow_progress`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,20 +27,84 @@ import torch
 
 from deqode.choices import ONE_THREAD_PROFILES, check_profile
 from deqode.devices import resolve_device
-from deqode.environment import environment_record
+from deqode.environment import environment_record, write_package_list
 from deqode.paths import resolve
 from deqode.paths import results_dir as _results_dir
 from deqode.results import write_json_atomic
+from deqode.train import progress
 from deqode.train.rng import seed_everything
 
 SMOKE_LABEL = "smoke profile — not a reproduction of the paper's numbers"
 CPU_LABEL = "cpu profile — narrowed models on 2 CPU cores, not the paper's scale"
 PROFILE_LABELS = {"smoke": SMOKE_LABEL, "cpu": CPU_LABEL, "paper": "paper profile"}
+#: Profiles whose notebooks log their training progress.
+PROGRESS_PROFILES = ("cpu", "paper")
+#: The progress log a notebook's kernel writes to (set by ``python -m deqode.book execute``).
+PROGRESS_LOG_ENV = "DEQODE_PROGRESS_LOG"
 
 
 def profile_label(profile: str) -> str:
     """The caption stamp of figures and tables of ``profile``."""
     return PROFILE_LABELS[check_profile(profile)]
+
+
+def progress_log(profile: str, out: Path) -> Path | None:
+    """Where this kernel's training progress goes: the file named in :data:`PROGRESS_LOG_ENV`,
+    else ``<out>/progress.log`` under the ``cpu`` and ``paper`` profiles (a notebook run by
+    hand), else nowhere (None)."""
+    named = os.environ.get(PROGRESS_LOG_ENV, "").strip()
+    if named:
+        return Path(named)
+    return out / "progress.log" if profile in PROGRESS_PROFILES else None
+
+
+class _Follower(threading.Thread):
+    """Echoes the complete lines appended to a file after ``offset``, polling every ``every_s``."""
+
+    def __init__(self, path: Path, prefix: str, offset: int, every_s: float) -> None:
+        super().__init__(name=f"follow {path.name}", daemon=True)
+        self.path, self.prefix, self.offset, self.every_s = path, prefix, offset, every_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            self.drain()
+
+    def drain(self) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            line = re.sub(r"^\d{4}-\d\d-\d\d ", "", line)  # the console shows the time only
+            print(f"{self.prefix} {line}", flush=True)
+
+
+@contextmanager
+def follow_progress(path: str | os.PathLike, name: str, every_s: float = 1.0) -> Iterator[Path]:
+    """While the block runs, kernels started in it log their progress to ``path`` (appended;
+    :data:`PROGRESS_LOG_ENV`) and its new lines are printed as ``[name] HH:MM:SS line``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get(PROGRESS_LOG_ENV)
+    follower = _Follower(path, f"[{name}]", path.stat().st_size if path.exists() else 0,
+                         every_s)
+    os.environ[PROGRESS_LOG_ENV] = str(path)
+    follower.start()
+    try:
+        yield path
+    finally:
+        follower.stopped.set()
+        follower.join()
+        follower.drain()
+        if before is None:
+            os.environ.pop(PROGRESS_LOG_ENV, None)
+        else:
+            os.environ[PROGRESS_LOG_ENV] = before
 
 
 
@@ -165,6 +238,10 @@ def start(
             "argv": sys.argv[:1],
         },
     )
+    write_package_list(out)
+    log = progress_log(profile, out)
+    if log is not None:
+        progress.log_to_file(log)
     from deqode.book import plots
 
     plots.use_book_style()

@@ -21,7 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from deqode import metrics, rehearsal
 from deqode.choices import check_profile
-from deqode.environment import environment_record
+from deqode.environment import environment_record, write_package_list
 from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, write_json_atomic
@@ -29,6 +29,7 @@ from deqode.train.batches import Stream, StreamEpochs, TensorBatches
 from deqode.train.checkpoints import load_checkpoint, save_checkpoint
 from deqode.train.config import DTYPES, RunResult, TrainConfig
 from deqode.train.hooks import separate_update
+from deqode.train.progress import Progress
 from deqode.train.rng import seed_everything, setup
 from deqode.train.schedules import Schedule, initial_lr
 from deqode.train.tasks import make_task
@@ -121,6 +122,8 @@ class Trainer:
         self.batch_in_epoch = 0
         self.steps: list[dict[str, Any]] | None = None  # TrainConfig.record_steps
         self.started = time.time()
+        self.reporter = Progress(config.name, config.epochs,
+                                 rehearsal.steps(self.iters_per_epoch))
 
     def _make_loaders(self, train_set: Dataset, test_set: Dataset) -> None:
         cfg, ctx = self.config, self.ctx
@@ -323,6 +326,9 @@ class Trainer:
             loss_value = self.train_step(batch, acc, timer)
             if self.progress:
                 bar.set_postfix(loss=f"{loss_value:.3f}", nfe=self.last_nfe_forward)
+            if self.ctx.main and self.reporter.due():
+                self.reporter.step(self.epoch, self.batch_in_epoch,
+                                   {k: acc.mean(k) for k in acc.sums})
         bar.close()
         self._held = None
         self.schedule.after_epoch()
@@ -420,19 +426,18 @@ class Trainer:
                 "profile": self.profile, "epoch": self.epoch, "pid": os.getpid(),
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
+            if state != "running":
+                self.reporter.end(state, reason)
         return RunResult(self.config.name, self.profile, self.out_dir, state, reason,
                          list(self.history), summary, self.net)
 
     def log(self, record: dict[str, Any]) -> None:
-        if self.quiet:
+        """The epoch's progress line to the progress logger, and printed unless quiet."""
+        if not self.ctx.main:
             return
-        nfe = record.get("nfe_forward")
-        nfe_text = "" if nfe is None else f"  nfe {nfe:.1f}/{record.get('nfe_backward') or 0:.1f}"
-        print(
-            f"[{self.config.name}] epoch {record['epoch']}/{self.config.epochs}  "
-            f"{self.task.log_text(record)}{nfe_text}  {record['epoch_time_s']:.1f}s",
-            flush=True,
-        )
+        line = self.reporter.epoch_line(record, self.task.log_text(record))
+        if not self.quiet:
+            print(line, flush=True)
 
 
 def probe_trainer(model: nn.Module, batch: Any, *, lr: float = 1e-3,
@@ -516,8 +521,10 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
                 "experiment": config.name, "profile": profile, "config": config.to_dict(),
                 "world_size": trainer.ctx.world, "environment": environment_record(trainer.device),
             })
+            write_package_list(out_dir)
         stop_at = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
         stop_at = rehearsal.epochs(stop_at)
+        trainer.reporter.begin(trainer.epoch, stop_at)
         if config.evaluate_at_start and trainer.start is None:
             trainer.start = trainer.evaluate_model()
         trainer.write("running")
