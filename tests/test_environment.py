@@ -33,6 +33,9 @@ def two_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     names = ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"]
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: names[index])
+    # cuDNN's own first call would query the (absent) devices' capabilities
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90100)
 
 
 def test_cpu_run_records_no_gpu(no_gpu):
@@ -53,8 +56,6 @@ def test_cpu_only_torch_build_has_no_cuda_or_cudnn_version(no_gpu, monkeypatch):
 
 def test_gpu_run_records_the_gpu_it_ran_on(two_gpus, monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", "12.4")
-    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
-    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90100)
     record = environment.environment_record(torch.device("cuda"))
     assert record["gpu_name"] == "NVIDIA A100-SXM4-40GB" and record["gpu_count"] == 2
     assert record["device"] == "cuda:1 (NVIDIA A100-SXM4-40GB)"
