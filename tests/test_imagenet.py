@@ -64,7 +64,7 @@ def test_imagenet_reads_the_torchvision_layout_with_the_papers_preprocessing(roo
 
 
 def test_imagenet_plain_recipe_resizes_only(root):
-    x, y = data.load_dataset("imagenet", root=root, split="test")[0]
+    x, _ = data.load_dataset("imagenet", root=root, split="test")[0]
     assert x.shape == (3, 224, 224) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     assert data.dataset_info("imagenet").num_classes == 1000
 
