@@ -80,3 +80,17 @@ def test_missing_imagenet_says_which_files_go_where(tmp_path):
         assert part in message, part
     with pytest.raises(DatasetMissingError, match="cannot be downloaded automatically"):
         data.download_dataset("imagenet", root=tmp_path)
+
+
+def test_table4_paper_runs_read_imagenet_in_batches_of_the_model_input(root):
+    """Table 4's paper configuration loads this layout through the training loop's loader path
+    (the run itself is GPU-days; the model's real-size costs are timed in 09_cdeq_timing)."""
+    from torch.utils.data import DataLoader
+
+    from deqode.chapters import continuous_deq as cd
+
+    config = cd.train_config(cd.Row("T4", "skip_reg", "continuous"), "paper")
+    train = data.load_dataset(config.dataset, root=root, split="train", **config.dataset_kwargs)
+    x, y = next(iter(DataLoader(train, batch_size=4, num_workers=0)))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
+    assert cd.table_dataset("T4", "paper", "test", str(root))[5][1] == 2
