@@ -535,15 +535,42 @@ def test_registered_runs_and_their_settings():
 
     smoke = [n for n in experiment_names("smoke") if n.startswith("cdeq-t")]
     paper = [n for n in experiment_names("paper") if n.startswith("cdeq-t")]
-    assert len(smoke) == 12 + 7 + 7 + 6 and len(paper) == 12 + 7 + 7  # no ImageNet in paper
+    assert len(smoke) == 12 + 7 + 7 + 6
+    assert len(paper) == (12 + 7 + 7 + 6) * cd.PAPER_SEEDS  # every row, every seed
     config = get("cdeq-t2-skipreg-cont", "paper")
     assert (config.model, config.dataset, config.batch_size) == ("skipregdeq-cifar10-small",
                                                                  "cifar10", 128)
     assert config.model_kwargs == {"pretrain_steps": 3000, "solver": "continuous"}
     code = get("cdeq-t1-skip-jac-code", "paper").model_kwargs
     assert code == {"solver": "discrete", "jac_weight": 1.0, "skip_weight": 5.0}
-    with pytest.raises(ValueError, match="ImageNet loader"):
-        cd.train_config(cd.Row("T4", "vanilla", "continuous"), "paper")
+    assert get("cdeq-t2-skipreg-cont-s2", "paper").seed == 2
+
+
+def test_paper_settings_follow_the_official_code():
+    """AdamW for the MNIST code setting, the CIFAR-small decay the rate does not scale, step
+    budgets, and ImageNet's Nesterov SGD with step milestones counted in optimiser steps."""
+    from deqode.chapters import continuous_deq as cd
+    from deqode.chapters import get
+
+    code, text = get("cdeq-t1-skip-code", "paper"), get("cdeq-t1-skip-text", "paper")
+    assert (code.optimizer, code.weight_decay, code.schedule) == ("adamw", 2.5e-6, "cosine")
+    assert (text.optimizer, text.weight_decay, text.schedule) == ("adam", 0.0, "constant")
+    small = get("cdeq-t2-vanilla-cont", "paper")
+    assert (small.optimizer, small.weight_decay, small.lr_scaled_decay) == ("adamw", 2.5e-5,
+                                                                           False)
+    assert (small.iterations, small.epochs, small.eta_min) == (20_000, 1, 1e-5)
+    assert get("cdeq-t3-skip-disc", "paper").iterations == 90_000
+    imagenet = get("cdeq-t4-skipreg-cont", "paper")
+    assert (imagenet.dataset, imagenet.dataset_kwargs) == ("imagenet", {"recipe": "cdeq"})
+    assert (imagenet.optimizer, imagenet.momentum, imagenet.nesterov) == ("sgd", 0.9, True)
+    assert (imagenet.iterations, imagenet.batch_size, imagenet.lr) == (500_000, 64, 0.05)
+    assert imagenet.milestones == (100_000, 150_000, 250_000) and imagenet.weight_decay == 1e-6
+    assert "imagenet" in cd.needed_datasets("paper")
+    departures = " ".join(r["departures"] for r in cd.hyperparameters("paper"))
+    for gone in ("Adam without decay", "fit has no", "rounded", "not runnable", "ImageNet loader",
+                 "19,890", "90,090"):
+        assert gone not in departures, gone
+    assert all(r["departures"] != "-" and r["runnable"] for r in cd.hyperparameters("paper"))
 
 
 def test_cost_model_counts():
@@ -577,13 +604,15 @@ def test_smoke_runs_train_on_a_digits_subset_and_state_their_budget():
     s = cd.setup("T2", "smoke")
     assert s.train_images == 256 and s.steps == s.epochs * (256 // s.batch_size)
     assert cd.setup("T1", "smoke").train_images == len(full)  # T1 trains on the whole split
-    assert cd.setup("T4", "paper").steps is None  # ImageNet: no loader, so no size
+    assert cd.setup("T4", "paper").steps == 500_000  # a step budget
     summary = cd.setup_summary("T2", "smoke")
     assert summary.startswith(f"smoke T2: {s.epochs} epochs of batch {s.batch_size} on the "
                               f"first 256 of the {len(full):,} digits train images = {s.steps} ")
     assert "one CPU thread per run" in summary
     assert "constant (text setting)" in cd.setup_summary("T1", "smoke")
-    assert cd.setup_summary("T4", "paper").endswith("Listed for the record, not runnable here.")
+    assert cd.setup_summary("T4", "paper").startswith(
+        "paper T4: 500,000 optimiser steps (≈ 25.0 epochs) of batch 64 on all 1,281,167 imagenet")
+    assert "Nesterov momentum 0.9" in cd.setup_summary("T4", "paper")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -599,6 +628,7 @@ def test_claim_rows_get_three_seeds_outside_smoke():
     assert cd.row_seeds(cont, "cpu") == list(range(cd.CLAIM_SEEDS))
     assert cd.row_seeds(disc, "cpu") == [0]
     assert cd.row_seeds(cont, "smoke") == [0]
+    assert cd.row_seeds(disc, "paper") == list(range(cd.PAPER_SEEDS))  # every paper row
     assert cd.run_name(cont, 0) == cont.name and cd.run_name(cont, 2) == cont.name + "-s2"
     assert cd.train_config(cont, "cpu", seed=1).name == cont.name + "-s1"
 

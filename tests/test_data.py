@@ -327,7 +327,7 @@ def test_bad_names_and_arguments(root):
     with pytest.raises(ValueError, match="no augmentation"):
         data.load_dataset("circles", augment=True)
     with pytest.raises(UnknownChoiceError):
-        data.check_available(["digits", "imagenet"])
+        data.check_available(["digits", "imagenet-21k"])
 
 
 # ------------------------------------------------------------------------------------------------

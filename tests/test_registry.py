@@ -96,17 +96,17 @@ def test_unknown_model_lists_the_valid_models():
 
 
 @pytest.mark.parametrize("call", [
-    lambda: data.load_dataset("imagenet"),
-    lambda: data.dataset_info("imagenet"),
-    lambda: data.check_available(["digits", "imagenet"]),
-    lambda: data.download_dataset("imagenet"),
-    lambda: data.preprocessing("imagenet"),
+    lambda: data.load_dataset("imagenet-21k"),
+    lambda: data.dataset_info("imagenet-21k"),
+    lambda: data.check_available(["digits", "imagenet-21k"]),
+    lambda: data.download_dataset("imagenet-21k"),
+    lambda: data.preprocessing("imagenet-21k"),
 ])
 def test_unknown_dataset_lists_the_valid_datasets(call):
     with pytest.raises(UnknownChoiceError) as err:
         call()
     msg = str(err.value)
-    assert msg.startswith("unknown dataset 'imagenet'; valid choices: ")
+    assert msg.startswith("unknown dataset 'imagenet-21k'; valid choices: ")
     assert all(repr(name) in msg for name in data.dataset_names())
 
 

@@ -221,7 +221,7 @@ def test_failure_stops_and_keeps_the_last_good_checkpoint(tmp_path, fail, messag
 
 
 def test_bad_input_names_the_valid_choices(tmp_path):
-    with pytest.raises(UnknownChoiceError, match="'adam', 'sgd'"):
+    with pytest.raises(UnknownChoiceError, match="'adam', 'adamw', 'sgd'"):
         config(optimizer="lbfgs")
     with pytest.raises(UnknownChoiceError, match="'float32', 'float64'"):
         config(dtype="float16")

@@ -77,6 +77,14 @@ RECIPES = {
                                  flip_p=0.5, crop=64, crop_padding=8,
                                  source=f"{_HOMOODE}, homoinit_tiny.py: CIFAR statistics (quirk)"),
     },
+    "imagenet": {
+        "plain": Preprocessing("imagenet", "plain", eval_resize=224,
+                               source="resize to 224x224 (the images differ in size), ToTensor"),
+        "cdeq": Preprocessing("imagenet", "cdeq", IMAGENET_MEAN, IMAGENET_STD, flip_p=0.5,
+                              resize=256, crop=224, eval_resize=224,
+                              source="Continuous DEQ official code `imagenet/small.yml`: train "
+                                     "resize 256x256, flip, crop 224; test resize 224x224"),
+    },
     # MNIST-8k (a subset of MNIST's test set) takes MNIST's recipes unchanged.
     "mnist-8k": {
         recipe: replace(record, dataset="mnist-8k", source=f"{record.source} (as for mnist)")
@@ -120,6 +128,14 @@ register_dataset(DatasetEntry(
     sizes={"train": 100_000, "test": 10_000}, recipes=RECIPES["tiny-imagenet"],
     folder="tiny-imagenet", required_files=vision.REQUIRED_FILES["tiny-imagenet"],
     locate=vision.tiny_imagenet_dir, howto=vision.tiny_imagenet_howto,
+))
+register_dataset(DatasetEntry(
+    "imagenet", "classification", (3, 224, 224), 1000,
+    f"ImageNet ILSVRC2012 ({vision.IMAGENET_URL}), placed by hand under <root>/imagenet/ and "
+    "read by torchvision ImageNet; test split = the official val set, labels = sorted wnids",
+    lambda r: vision.load_imagenet(r.folder, r.split, r.preprocessing, r.augment),
+    sizes={"train": 1_281_167, "test": 50_000}, recipes=RECIPES["imagenet"], folder="imagenet",
+    required_files=vision.REQUIRED_FILES["imagenet"], howto=vision.imagenet_howto,
 ))
 register_dataset(DatasetEntry(
     "mnist-8k", "classification", (1, 28, 28), 10,

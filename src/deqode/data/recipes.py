@@ -19,7 +19,9 @@ Recipes:
 - ``cdeq``: Continuous DEQ (Pal et al., arXiv 2201.12240), CIFAR-10 small and MNIST-FC
   (SciML/DeepEquilibriumNetworks.jl ``experiments/cifar10/tiny.yml``): CIFAR-10 normalised with
   (0.4914, 0.4822, 0.4465) / (0.2023, 0.1994, 0.2010), no augmentation; MNIST raw in [0, 1] (the
-  code computes but never applies its statistics); ``digits`` in [0, 1].
+  code computes but never applies its statistics); ``digits`` in [0, 1]; ImageNet as
+  ``experiments/imagenet/small.yml``: train resize to 256x256, flip 0.5, random crop 224, test
+  resize to 224x224 (no centre crop), ImageNet statistics.
 - ``cdeq-large``: Continuous DEQ, CIFAR-10 large (``experiments/cifar10/large.yml``): train flip
   0.5, resize to 42x42, random crop 32, then the ``cdeq`` normalisation. The Julia code
   normalises before the geometric ops; normalisation is per channel affine and commutes with
@@ -58,8 +60,8 @@ RECIPES: dict[str, str] = {
     "homoode": "HomoODE release scripts (official code `scripts/homoinit_*.py`), quirks included",
     "nag": "torchdiffeq examples/odenet_mnist.py (a companion choice for the Nesterov chapter)",
     "sim": "SIM run_imgcl.py: Normalize only, no augmentation (official code)",
-    "cdeq": "Continuous DEQ, CIFAR-10 small / MNIST-FC (official code `cifar10/tiny.yml`, "
-    "v1 `mnist_fc.jl`)",
+    "cdeq": "Continuous DEQ, CIFAR-10 small / MNIST-FC / ImageNet (official code "
+    "`cifar10/tiny.yml`, v1 `mnist_fc.jl`, `imagenet/small.yml`)",
     "cdeq-large": "Continuous DEQ, CIFAR-10 large: flip, resize 42, crop 32 "
     "(official code `cifar10/large.yml`)",
 }
@@ -71,8 +73,9 @@ class Preprocessing:
 
     Train augmentation, in this order: ``RandomHorizontalFlip(flip_p)`` (if ``flip_p > 0``),
     ``Resize((resize, resize))`` (if set), ``RandomCrop(crop, padding=crop_padding)`` (if set).
-    Then ``ToTensor`` and ``Normalize(mean, std)`` (if ``mean`` is set), with or without
-    augmentation.
+    Without augmentation ``Resize((eval_resize, eval_resize))`` (if set; images of varying
+    size, ImageNet). Then ``ToTensor`` and ``Normalize(mean, std)`` (if ``mean`` is set), with
+    or without augmentation.
     """
 
     dataset: str
@@ -83,6 +86,7 @@ class Preprocessing:
     resize: int | None = None
     crop: int | None = None
     crop_padding: int = 0
+    eval_resize: int | None = None
     source: str = ""
 
     @property
@@ -102,6 +106,8 @@ class Preprocessing:
                 steps.append(transforms.Resize((self.resize, self.resize)))
             if self.crop is not None:
                 steps.append(transforms.RandomCrop(self.crop, padding=self.crop_padding))
+        elif self.eval_resize is not None:
+            steps.append(transforms.Resize((self.eval_resize, self.eval_resize)))
         steps.append(transforms.ToTensor())
         if self.mean is not None:
             steps.append(transforms.Normalize(self.mean, self.std))

@@ -1,4 +1,5 @@
-"""Image classification sets on disk (MNIST, SVHN, CIFAR-10/100, Tiny-ImageNet, MNIST-8k).
+"""Image classification sets on disk (MNIST, SVHN, CIFAR-10/100, Tiny-ImageNet, ImageNet,
+MNIST-8k).
 
 Every file-backed set lives in ``<root>/<name>/`` in the layout its reader expects:
 
@@ -8,6 +9,8 @@ Every file-backed set lives in ``<root>/<name>/`` in the layout its reader expec
 - ``svhn``: ``{train,test}_32x32.mat`` (torchvision);
 - ``tiny-imagenet``: ``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``,
   ``val/val_annotations.txt`` (Kaggle; read by :class:`TinyImageNet`);
+- ``imagenet``: ``meta.bin``, ``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``, the layout
+  ``torchvision.datasets.ImageNet`` makes from the ILSVRC2012 archives (:func:`load_imagenet`);
 - ``mnist-8k``: ``{images-idx3,labels-idx1}-ubyte.gz``, versioned in the repository (read by
   :class:`Mnist8k`, md5-checked).
 
@@ -51,6 +54,7 @@ REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "cifar100": tuple(f"{_CIFAR100_DIR}/{f}" for f in ("train", "test", "meta")),
     "svhn": ("train_32x32.mat", "test_32x32.mat"),
     "tiny-imagenet": ("wnids.txt", "train/", "val/images/", "val/val_annotations.txt"),
+    "imagenet": ("meta.bin", "train/", "val/"),
     "mnist-8k": ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"),
 }
 
@@ -98,6 +102,35 @@ def tiny_imagenet_howto(folder: Path) -> str:
         f"{folder}/val/images/*.JPEG and {folder}/val/val_annotations.txt exist (an unpacked "
         f"tiny-imagenet-200/ folder inside {folder}/ is read as well)"
     )
+
+
+#: The ILSVRC2012 archives (image-net.org, account required) torchvision's ImageNet unpacks.
+IMAGENET_ARCHIVES = ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar",
+                     "ILSVRC2012_img_val.tar")
+IMAGENET_URL = "https://image-net.org/challenges/LSVRC/2012/2012-downloads.php"
+
+
+def imagenet_howto(folder: Path) -> str:
+    """How to place ImageNet (ILSVRC2012) in ``folder`` by hand."""
+    f = str(folder)
+    return (
+        f"ImageNet cannot be downloaded automatically: log in at {IMAGENET_URL}, download "
+        f"{', '.join(IMAGENET_ARCHIVES)} (about 150 GB) into {f}/ and unpack them once with "
+        f'python -c "import torchvision.datasets as d; d.ImageNet({f!r}, split=\'train\'); '
+        f"d.ImageNet({f!r}, split='val')\" (hours; torchvision checks their md5s and writes "
+        f"{f}/meta.bin, {f}/train/<wnid>/*.JPEG and {f}/val/<wnid>/*.JPEG, the layout read "
+        f"here; the archives may be deleted afterwards)"
+    )
+
+
+def load_imagenet(folder: Path, split: str, prep: Preprocessing, augment: bool) -> Dataset:
+    """ImageNet through ``torchvision.datasets.ImageNet`` from the unpacked layout (``meta.bin``,
+    ``train/``, ``val/``): the test split is the official val set; labels are the indices of
+    the sorted wnids; items are ``(image tensor, int label)`` with the recipe's transform."""
+    from torchvision import datasets as tvd
+
+    return tvd.ImageNet(str(folder), split="train" if split == "train" else "val",
+                        transform=prep.image_transform(augment))
 
 
 def download_torchvision(name: str, folder: Path) -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from deqode.choices import check_choice
 from deqode.train.tasks import TASKS, Task
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "step", "steplr", "1cycle")  # deqode.train.schedules
 DATA_ORDERS = ("sampler", "shuffle", "in_order", "full_batch", "stream")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -27,7 +27,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _LATER_FIELDS = {"task": "classification", "step_size": 10, "data_order": "sampler",
                  "shuffle_seed": 0, "record_steps": False, "adam_eps": 1e-8,
                  "checkpoint_every": 1, "iterations": None, "evaluate_at_start": False,
-                 "measure_memory": True}
+                 "measure_memory": True, "nesterov": False, "lr_scaled_decay": True}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ class TrainConfig:
     sample in one batch; ``batch_size`` is ignored) or ``stream`` (``dataset("train")`` is a
     :class:`deqode.train.batches.Stream`, ``batch_size`` of its batches make an epoch and
     ``iterations`` the run; ``dataset("test")`` is unused: the task evaluates the model).
+
+    Optimisers: ``adam``, ``adamw`` (torch's AdamW: decoupled weight decay, each step shrinks
+    the weights by ``lr · weight_decay``; with ``lr_scaled_decay=False`` by ``weight_decay``
+    itself at every learning rate, as Optimisers.jl's ``WeightDecay`` chained after ``Adam``)
+    and ``sgd`` (``momentum``, ``nesterov``). ``iterations`` is a budget in optimiser steps:
+    the run ends after that many steps (its last epoch may stop part-way), the schedule spans
+    them and ``milestones`` count steps; the epochs follow from it (:meth:`budget`), so
+    ``epochs`` stays 1 (streams: ``ceil(iterations / batch_size)``, as before).
     """
 
     name: str
@@ -75,9 +83,11 @@ class TrainConfig:
     adam_eps: float = 1e-8
     momentum: float = 0.0
     weight_decay: float = 0.0
+    nesterov: bool = False  # sgd: Nesterov momentum (needs momentum > 0)
+    lr_scaled_decay: bool = True  # adamw: False = decay by weight_decay, not lr * weight_decay
     schedule: str = "cosine"  # see deqode.train.schedules
     eta_min: float = 1e-6
-    milestones: tuple[int, ...] = ()  # epochs, for schedule="step"
+    milestones: tuple[int, ...] = ()  # schedule="step": epochs (optimiser steps with iterations)
     gamma: float = 0.1
     step_size: int = 10  # epochs, for schedule="steplr"
     init_point: InitPointConfig = field(default_factory=InitPointConfig)
@@ -93,7 +103,7 @@ class TrainConfig:
     shuffle_seed: int = 0  # data_order="shuffle": the seed of the loader's own generator
     record_steps: bool = False  # history entries get "steps": loss, time and NFE of every step
     checkpoint_every: int = 1  # epochs between checkpoints (and the last epoch)
-    iterations: int | None = None  # data_order="stream": iterations in all (batch_size per epoch)
+    iterations: int | None = None  # a budget in optimiser steps (streams: batch_size per epoch)
     evaluate_at_start: bool = False  # an evaluation before the first step (metrics.json "start")
     measure_memory: bool = True  # the saved-tensor meter (its hooks cost time in tiny models)
 
@@ -108,11 +118,18 @@ class TrainConfig:
                              f"deqode.train.tasks.{self.task}_task(...) as the task")
         if not isinstance(self.task, Task):
             check_choice("task", self.task, TASKS)
+        self._check_optimizer()
+        if self.iterations is not None and int(self.iterations) < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations!r}")
         if self.data_order == "stream":
             if self.iterations is None or self.epochs != -(-self.iterations // self.batch_size):
                 raise ValueError("data_order='stream' needs iterations and epochs = "
                                  "ceil(iterations / batch_size) (batch_size: iterations per "
                                  f"epoch), got iterations={self.iterations}, epochs={self.epochs}")
+        elif self.iterations is not None and self.epochs != 1:
+            raise ValueError(f"iterations={self.iterations} is the run's budget in optimiser "
+                             "steps and sets the epochs (ceil(iterations / iterations per "
+                             f"epoch)); leave epochs at 1, got epochs={self.epochs}")
         check_choice("data order", self.data_order, DATA_ORDERS)
         if self.seed is None and self.data_order == "sampler":
             raise ValueError("seed=None needs a data order with its own seed (data_order="
@@ -120,6 +137,22 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "test_batch_size", "checkpoint_every"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
+
+    def _check_optimizer(self) -> None:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0, got "
+                             f"optimizer={self.optimizer!r}, momentum={self.momentum}")
+        if not self.lr_scaled_decay and self.optimizer != "adamw":
+            raise ValueError("lr_scaled_decay=False is an option of optimizer='adamw', got "
+                             f"optimizer={self.optimizer!r}")
+
+    def budget(self, iters_per_epoch: int) -> tuple[int, int]:
+        """``(optimiser steps, epochs)`` of the run when an epoch holds ``iters_per_epoch``
+        steps: the step budget ``iterations`` and the epochs it spans (the last one may stop
+        part-way), else ``epochs`` whole epochs."""
+        if self.iterations is None:
+            return self.epochs * iters_per_epoch, self.epochs
+        return int(self.iterations), -(-int(self.iterations) // iters_per_epoch)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -4,6 +4,7 @@ records) and :func:`fit`, its entry point. What is learnt comes from the run's
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -122,7 +123,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.steps: list[dict[str, Any]] | None = None  # TrainConfig.record_steps
         self.started = time.time()
-        self.reporter = Progress(config.name, config.epochs,
+        self.reporter = Progress(config.name, self.epochs,
                                  rehearsal.steps(self.iters_per_epoch))
 
     def _make_loaders(self, train_set: Dataset, test_set: Dataset) -> None:
@@ -181,14 +182,15 @@ class Trainer:
         self.update_ids = {id(p) for p in update_params}
         main = [p for p in net.parameters() if p.requires_grad and id(p) not in self.update_ids]
         lr = initial_lr(cfg)
-        if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(main, lr=lr, eps=cfg.adam_eps,
-                                              weight_decay=cfg.weight_decay)
+        if cfg.optimizer in ("adam", "adamw"):
+            adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+            self.optimizer = adam(main, lr=lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(
-                main, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+                main, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                nesterov=cfg.nesterov,
             )
-        total = cfg.epochs * self.iters_per_epoch
+        total, self.epochs = cfg.budget(self.iters_per_epoch)  # optimiser steps, epochs
         self.schedule = Schedule(cfg, self.optimizer, self.iters_per_epoch)
         self.update_optimizer = self.update_scheduler = None
         if self.update is not None:
@@ -320,9 +322,11 @@ class Trainer:
         self.steps = [] if self.config.record_steps else None
         acc, timer = metrics.Accumulator(), metrics.PhaseTimer(self.device)
         self.meter.reset_peak()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
-        for batch in rehearsal.capped(bar):
+        budget = self.config.iterations  # a step budget may end the run part-way this epoch
+        batches = bar if budget is None else itertools.islice(bar, budget - self.iteration)
+        for batch in rehearsal.capped(batches):
             loss_value = self.train_step(batch, acc, timer)
             if self.progress:
                 bar.set_postfix(loss=f"{loss_value:.3f}", nfe=self.last_nfe_forward)
@@ -403,7 +407,7 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         return {
             "state": state, "reason": reason, "epochs_completed": self.epoch,
-            "epochs_planned": self.config.epochs, "iterations": self.iteration,
+            "epochs_planned": self.epochs, "iterations": self.iteration,
             **self.task.summary(self.best, last),
             "world_size": self.ctx.world, "global_batch_size": self.config.batch_size,
             "per_rank_batch_size": self.config.batch_size // self.ctx.world,
@@ -522,7 +526,7 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
                 "world_size": trainer.ctx.world, "environment": environment_record(trainer.device),
             })
             write_package_list(out_dir)
-        stop_at = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
+        stop_at = trainer.epochs if max_epochs is None else min(trainer.epochs, max_epochs)
         stop_at = rehearsal.epochs(stop_at)
         trainer.reporter.begin(trainer.epoch, stop_at)
         if config.evaluate_at_start and trainer.start is None:
@@ -551,7 +555,7 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
         except Exception as err:
             trainer.write("failed", f"{type(err).__name__}: {err}")
             raise
-        if trainer.epoch >= config.epochs:
+        if trainer.epoch >= trainer.epochs:
             return trainer.write("completed")
         return trainer.write(
             "stopped", f"max_epochs={max_epochs} reached; continue with resume=True / --resume"

@@ -1,12 +1,20 @@
 """Learning-rate schedules of the training loop (``TrainConfig.schedule``).
 
-* ``cosine``: ``CosineAnnealingLR(T_max = epochs · iterations per epoch, eta_min)``, stepped every
+The run's length is ``TrainConfig.budget``: ``epochs · iterations per epoch`` optimiser steps, or
+the step budget ``iterations``.
+
+* ``cosine``: ``CosineAnnealingLR(T_max = the run's optimiser steps, eta_min)``, stepped every
   iteration (HomoODE's released ``train.py``);
 * ``constant``;
-* ``step``: ``lr · gamma^k`` after the k-th of ``milestones`` (epochs), stepped every iteration;
+* ``step``: ``lr · gamma^k`` after the k-th of ``milestones`` (epochs; optimiser steps under a
+  step budget), stepped every iteration;
 * ``steplr``: torch's ``StepLR(step_size, gamma)`` stepped after every epoch (monDEQ's
   ``train.py``, used by SIM; Winston & Kolter 2020, App. E);
 * ``1cycle``: monDEQ's one-cycle policy, set before every iteration (:func:`one_cycle`).
+
+``adamw`` with ``lr_scaled_decay=False``: before every step the weight decay of each parameter
+group is set to ``weight_decay / lr``, so that torch's AdamW (which shrinks the weights by
+``lr · weight_decay``) decays by ``weight_decay`` at every learning rate of the schedule.
 """
 
 from __future__ import annotations
@@ -35,13 +43,14 @@ class Schedule:
         self.config, self.optimizer, self.iters_per_epoch = config, optimizer, iters_per_epoch
         lr_sched = torch.optim.lr_scheduler
         name = config.schedule
-        total = config.iterations or config.epochs * iters_per_epoch
+        total, self.epochs = config.budget(iters_per_epoch)
         self.per_epoch = name == "steplr"
         self.torch: Any = None
         if name == "cosine":
             self.torch = lr_sched.CosineAnnealingLR(optimizer, total, eta_min=config.eta_min)
         elif name == "step":
-            bounds = [m * iters_per_epoch for m in config.milestones]
+            per = 1 if config.iterations is not None else iters_per_epoch
+            bounds = [m * per for m in config.milestones]
             self.torch = lr_sched.LambdaLR(
                 optimizer, lambda it: config.gamma ** sum(it >= b for b in bounds))
         elif name == "steplr":
@@ -51,10 +60,14 @@ class Schedule:
 
     def before_step(self, epoch: int, batch: int) -> None:
         if self.config.schedule == "1cycle":
-            lr, beta1 = one_cycle(epoch + batch / self.iters_per_epoch, self.config.epochs,
+            lr, beta1 = one_cycle(epoch + batch / self.iters_per_epoch, self.epochs,
                                   self.config.lr)
             for group in self.optimizer.param_groups:
                 group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+        if not self.config.lr_scaled_decay:  # decay by weight_decay whatever the rate
+            for group in self.optimizer.param_groups:
+                lr = float(group["lr"])
+                group["weight_decay"] = self.config.weight_decay / lr if lr > 0 else 0.0
 
     def after_step(self) -> None:
         if self.torch is not None and not self.per_epoch:

@@ -93,13 +93,19 @@ def solve_outcomes(model: nn.Module, x: Tensor, batch_size: int) -> dict[str, An
 
 
 @torch.no_grad()
-def topk_accuracy(model: nn.Module, dataset: Any, k: int = 5, batch_size: int = 180) -> float:
-    """Top-k test accuracy (%) of ``model`` on ``dataset`` in batches of ``batch_size``."""
+def topk_accuracy(model: nn.Module, dataset: Any, k: int = 5, batch_size: int = 180,
+                  device: str | torch.device = "cpu", num_workers: int = 0) -> float:
+    """Top-k test accuracy (%) of ``model`` (on ``device``) on ``dataset`` in batches of
+    ``batch_size`` (when rehearsing: the first few batches, :mod:`deqode.rehearsal`)."""
     from torch.utils.data import DataLoader
+
+    from deqode import rehearsal
 
     model.eval()
     hits, total = 0, 0
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for x, y in rehearsal.capped(loader):
+        x, y = x.to(device), y.to(device)
         top = model(x).topk(k, dim=1).indices
         hits += int((top == y[:, None]).any(1).sum())
         total += y.numel()
@@ -136,26 +142,33 @@ __all__ = [
     "ours_header",
     "parameter_counts",
     "solve_outcomes",
+    "table_dataset",
     "table_tensors",
     "tolerance_probe",
     "topk_accuracy",
 ]
 
 
-def table_tensors(table: str, profile: str, split: str, data_root: str = "data",
-                  limit: int | None = None) -> tuple[Tensor, Tensor]:
-    """Images and labels of ``split`` of the data set ``table`` trains on in ``profile`` (the
-    whole split, or its first ``limit`` images), as two tensors."""
+def table_dataset(table: str, profile: str, split: str, data_root: str = "data"):
+    """The whole ``split`` of the data set ``table`` trains on in ``profile``, with the table's
+    recipe (the train split augmented as in training)."""
     from deqode import data
     from deqode.chapters.continuous_deq.configs import setup
 
     s = setup(table, profile)
     kwargs = {"profile": "smoke"} if s.dataset == "digits" else {}
-    dataset = data.load_dataset(s.dataset, root=data_root, split=split, recipe=s.recipe, **kwargs)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    x = torch.stack([dataset[i][0] for i in range(n)])
-    y = torch.tensor([int(dataset[i][1]) for i in range(n)])
-    return x, y
+    return data.load_dataset(s.dataset, root=data_root, split=split, recipe=s.recipe, **kwargs)
+
+
+def table_tensors(table: str, profile: str, split: str, data_root: str = "data",
+                  limit: int | None = None, indices: Any = None) -> tuple[Tensor, Tensor]:
+    """Images and labels of ``split`` of the data set ``table`` trains on in ``profile`` (the
+    whole split, its first ``limit`` images, or the images at ``indices``), as two tensors."""
+    dataset = table_dataset(table, profile, split, data_root)
+    if indices is None:
+        indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
+    items = [dataset[int(i)] for i in indices]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
 def data_label(table: str, profile: str) -> str:

@@ -94,7 +94,7 @@ def side_by_side(table: str, ours: Sequence[Mapping[str, Any]], header: str = "o
                 f"{acc} paper": paper_cell(table, label, acc),
                 f"Test Acc (%) {header}" if table != "T4" else f"Top-1 / Top-5 (%) {header}":
                     _ours(r, "test_acc", 1) if table != "T4"
-                    else f"{r['test_acc']:.1f} / {r.get('top5_acc', float('nan')):.1f}",
+                    else f"{_ours(r, 'test_acc', 1)} / {_ours(r, 'top5_acc', 1)}",
                 "Training paper": paper_cell(table, label, TIME_COLUMNS[0]),
                 f"Training {header}": _ours(r, "training_s_per_batch", 4),
                 "Backward paper": paper_cell(table, label, TIME_COLUMNS[1]),

@@ -162,7 +162,7 @@ def run_table(
 #: Columns :func:`aggregate` averages over seeds.
 AGGREGATED = ("test_acc", "test_nfe", "training_s_per_batch", "backward_s_per_batch",
               "prediction_s_per_batch", "training_min", "training_s_total", "backward_s_total",
-              "train_nfe_total", "train_nfe_forward", "train_nfe_backward")
+              "train_nfe_total", "train_nfe_forward", "train_nfe_backward", "top5_acc")
 
 
 def aggregate(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
