@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,21 @@ def read_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
 
 
 def damage_of(path: Path) -> str | None:
-    """Why ``path`` cannot be read as a checkpoint (the loader's first line), or None if it can."""
+    """Why ``path`` cannot be read as a checkpoint (the loader's first sentence), or None if it
+    can. A memory-mapped look first (cheap); a full read only when that fails, for the reason."""
     try:
         read_checkpoint(path, mmap=True)
-    except Exception as err:  # truncated zip, bad pickle, I/O error: all mean "damaged"
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+        return None
+    except Exception:  # truncated zip, bad pickle, I/O error: read it fully to say why
+        pass
+    try:
+        read_checkpoint(path)
+    except Exception as err:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index is last
+            return (f"not a complete zip archive: truncated or overwritten "
+                    f"({path.stat().st_size:,} bytes)")
+        reason = str(err).split(". ")[0].splitlines()[0] if str(err) else ""
+        return f"{type(err).__name__}: {reason}".rstrip(": ")
     return None
 
 
@@ -152,7 +163,8 @@ def resume_checkpoint(trainer: Any, path: Path) -> Path:
         f"cannot resume {trainer.config.name!r}: its checkpoint {path} is damaged and cannot be "
         f"read ({damage}), and {why_not}, so there is no good checkpoint to continue from. To "
         f"start afresh, run without --resume (fit(resume=False)); the damaged file stays until "
-        f"the new run's first checkpoint replaces it. Or delete {path} yourself and resume."
+        f"the new run's first checkpoint replaces it; or delete {path} (--resume then starts "
+        f"afresh too)."
     )
 
 
