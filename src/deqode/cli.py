@@ -128,16 +128,14 @@ def _add_download(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("targets", nargs="+", metavar="DATASET|CHAPTER",
                        help="dataset names (see `python -m deqode list`; also imagenet) or "
                        "chapter names")
-    fetch.add_argument("--root", default="data", metavar="R",
-                       help="dataset root; relative paths are taken from the repository root "
-                       "(default: %(default)s)")
     fetch.add_argument("--verify", action="store_true",
                        help="fetch nothing; check each file against its known md5 (MNIST's "
                        "unpacked IDX files against their headers) and report it OK, damaged or "
                        "missing")
-    fetch.add_argument("--profile", default="paper", metavar="P",
-                       help="the profile whose datasets a CHAPTER stands for "
-                       "(default: %(default)s)")
+    fetch.add_argument("--profile", metavar="P", default="paper",
+                       help="the profile whose datasets a CHAPTER stands for (default: paper)")
+    fetch.add_argument("--root", metavar="R", default="data",
+                       help="the dataset root, as train's --data-root (default: data)")
 
 
 def _download_targets(targets: Sequence[str], profile: str) -> list[str]:
