@@ -109,8 +109,9 @@ def test_fit_learns_and_writes_atomic_records(tmp_path):
     assert result.state == "completed" and not result.failed
     out = tmp_path / "smoke" / "tiny"
     assert result.out_dir == out
-    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "config.json", "metrics.json",
-                                              "packages.txt", "status.json"}
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "checkpoint.previous.pt",
+                                              "config.json", "metrics.json", "packages.txt",
+                                              "status.json"}
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "completed" and status["reason"] == ""
     record = json.loads((out / "metrics.json").read_text())

@@ -1,4 +1,5 @@
-"""Command line: ``python -m deqode train EXPERIMENT --profile P`` and ``python -m deqode list``.
+"""Command line: ``python -m deqode train EXPERIMENT --profile P``, ``python -m deqode list`` and
+``python -m deqode download DATASET|CHAPTER [--verify]``.
 
 The commands train exactly the configurations the notebooks use (:mod:`deqode.chapters`)
 through :func:`deqode.train.fit`. Exit codes: 0 the run completed (or stopped at
@@ -108,7 +109,75 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--profile", required=True, metavar="P",
                        help=f"one of {', '.join(PROFILES)}")
+    _add_download(commands)
     return parser
+
+
+# ---- download ---------------------------------------------------------------------------------
+def _add_download(commands: argparse._SubParsersAction) -> None:
+    fetch = commands.add_parser(
+        "download", help="fetch datasets (or say where to put them) and verify their files",
+        description="Fetch the datasets torchvision can fetch (MNIST, CIFAR-10/100, SVHN; the "
+        "Tancik images) into ROOT/<name>/ and print exact placement instructions for the rest "
+        "(Tiny-ImageNet, ImageNet). A CHAPTER (homoode, nag, sim, continuous-deq, ...) stands "
+        "for the datasets it needs in --profile. An existing torchvision data folder "
+        "(ROOT/MNIST/raw, ROOT/cifar-10-batches-py, ...) is used where it is. Exit codes: 0 "
+        "every dataset in place (--verify: every file OK), 1 some dataset still to be placed or "
+        "a download failed (--verify: a file damaged or missing), 2 an unknown name.",
+    )
+    fetch.add_argument("targets", nargs="+", metavar="DATASET|CHAPTER",
+                       help="dataset names (see `python -m deqode list`; also imagenet) or "
+                       "chapter names")
+    fetch.add_argument("--verify", action="store_true",
+                       help="fetch nothing; check each file against its known md5 (MNIST's "
+                       "unpacked IDX files against their headers) and report it OK, damaged or "
+                       "missing")
+    fetch.add_argument("--profile", metavar="P", default="paper",
+                       help="the profile whose datasets a CHAPTER stands for (default: paper)")
+    fetch.add_argument("--root", metavar="R", default="data",
+                       help="the dataset root, as train's --data-root (default: data)")
+
+
+def _download_targets(targets: Sequence[str], profile: str) -> list[str]:
+    from deqode.chapters import needs
+    from deqode.data import download
+
+    names: list[str] = []
+    for target in targets:
+        chapter = needs.chapter_of(target)
+        if chapter is not None:
+            found = needs.chapter_datasets(chapter, profile)
+        elif target in download.known_names():
+            found = [target]
+        else:
+            valid = ", ".join(repr(n) for n in [*download.known_names(), *needs.chapter_names()])
+            raise UnknownChoiceError(f"unknown dataset or chapter {target!r}; valid choices: "
+                                     f"{valid}")
+        names.extend(n for n in found if n not in names)
+    return names
+
+
+def _download(args: argparse.Namespace) -> int:
+    from deqode.data import download
+
+    names = _download_targets(args.targets, args.profile)
+    good = True
+    for name in names:
+        if args.verify:
+            checks = download.verify_set(name, args.root)
+            print(f"{name}:" if checks else f"{name}: generated or bundled, no files to verify")
+            for c in checks:
+                print(f"  {c.status.upper():8s}{c.path}  ({c.detail})")
+            good &= all(c.status == "ok" for c in checks)
+        else:
+            outcome = download.fetch(name, args.root)
+            print(f"{name}: {outcome.status}: {outcome.message}")
+            good &= outcome.in_place
+    if not names:
+        print("nothing to do: no dataset named")
+    return 0 if good else 1
+
+
 
 
 def _list(profile: str | None) -> None:
@@ -172,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             _list(args.profile)
             return 0
+        if args.command == "download":
+            return _download(args)
         if args.command == "preflight":
             from deqode import chapters
 

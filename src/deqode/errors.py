@@ -21,4 +21,10 @@ class DatasetDamagedError(ValueError):
     """A dataset file is on disk but its content is wrong (checksum or format); says how to fix."""
 
 
-__all__ = ["DatasetDamagedError", "DatasetMissingError", "SolverFailure", "UnknownChoiceError"]
+class CheckpointDamagedError(ValueError):
+    """A run's checkpoint cannot be read and no earlier good one can stand in; the message names
+    the file and says how to start afresh."""
+
+
+__all__ = ["CheckpointDamagedError", "DatasetDamagedError", "DatasetMissingError", "SolverFailure",
+           "UnknownChoiceError"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-from deqode.data import digits, images, synthetic, vision
+from deqode.data import digits, images, integrity, synthetic, vision
 from deqode.data.recipes import (
     CIFAR10_MEAN,
     CIFAR10_STD_COMMON,
@@ -118,6 +118,7 @@ for _name, _shape, _classes, _cls, _sizes in (
         required_files=vision.REQUIRED_FILES[_name],
         howto=partial(vision.torchvision_howto, _name),
         download=partial(vision.download_torchvision, _name),
+        locate=partial(integrity.torchvision_folder, _name),  # or a torchvision folder as it is
     ))
 
 register_dataset(DatasetEntry(

@@ -313,6 +313,7 @@ def load_dataset(
             download_dataset(name, root)
         check_available([name], root)
         folder = _folder(name, root)
+        folder = entry.locate(folder) if entry.locate is not None else folder
     if entry.recipes:
         prep = preprocessing(name, recipe)
         use_aug = _resolve_augment(name, split, augment, prep.has_augmentation)

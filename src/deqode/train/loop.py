@@ -27,7 +27,7 @@ from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, write_json_atomic
 from deqode.train.batches import Stream, StreamEpochs, TensorBatches
-from deqode.train.checkpoints import load_checkpoint, save_checkpoint
+from deqode.train.checkpoints import resume_checkpoint, save_checkpoint, shelve_for_fresh_start
 from deqode.train.config import DTYPES, RunResult, TrainConfig
 from deqode.train.hooks import separate_update
 from deqode.train.progress import Progress
@@ -513,13 +513,12 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
     try:
         checkpoint = out_dir / "checkpoint.pt"
         if resume and checkpoint.is_file():
-            load_checkpoint(trainer, checkpoint)
+            resume_checkpoint(trainer, checkpoint)  # a damaged one: checkpoint.previous.pt
         elif trainer.ctx.main:
             if resume and not trainer.quiet:
                 print(f"[{config.name}] no checkpoint at {checkpoint}; starting afresh", flush=True)
             out_dir.mkdir(parents=True, exist_ok=True)
-            if checkpoint.is_file():  # a fresh start never silently destroys a long run
-                checkpoint.replace(out_dir / "checkpoint.previous.pt")
+            shelve_for_fresh_start(out_dir)  # a fresh start never silently destroys a long run
         if trainer.ctx.main:
             write_json_atomic(out_dir / "config.json", {
                 "experiment": config.name, "profile": profile, "config": config.to_dict(),
