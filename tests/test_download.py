@@ -108,11 +108,11 @@ def test_imagenet_gets_exact_placement_instructions(tmp_path, capsys):
     folder = tmp_path / "imagenet"
     assert cli.main(["download", "imagenet", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("imagenet: by-hand: ImageNet (ILSVRC 2012) is licensed")
+    assert out.startswith("imagenet: by-hand: ImageNet cannot be downloaded automatically")
     for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar",
                  "ILSVRC2012_devkit_t12.tar.gz"):
         assert name in out
-    assert f"put the three files, unopened, in {folder}/" in out and f"{folder}/meta.bin" in out
+    assert f"into {folder}/ and unpack them" in out and f"{folder}/meta.bin" in out
     assert cli.main(["download", "imagenet", "--root", str(tmp_path), "--verify"]) == 1
     assert capsys.readouterr().out.count("  MISSING ") == 3
     (folder / "train" / "n01440764").mkdir(parents=True)
