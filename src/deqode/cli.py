@@ -186,14 +186,19 @@ def _list(profile: str | None) -> None:
 
     for prof in [profile] if profile else list(PROFILES):
         print(f"experiments (profile {prof}):")
-        names = experiments.experiment_names(prof)
-        width = max(map(len, names), default=0) + 2
-        for name in names:
+        rows = []
+        for name in experiments.experiment_names(prof):
             cfg = experiments.get(name, prof)
             model, dataset = (v if isinstance(v, str) else getattr(v, "__name__", repr(v))
                               for v in (cfg.model, cfg.dataset))
-            print(f"  {name:{width}s} model {model:18s} data {dataset:14s} "
-                  f"epochs {cfg.epochs:<4d} batch {cfg.batch_size}")
+            length = (f"epochs {cfg.epochs}" if cfg.iterations is None
+                      else f"steps {cfg.iterations}")
+            rows.append((name, f"model {model}", f"data {dataset}", length,
+                         f"batch {cfg.batch_size}"))
+        widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+        for *padded, batch in rows:
+            cells = [f"{cell:{w}s}" for cell, w in zip(padded, widths, strict=True)]
+            print("  " + "  ".join([*cells, batch]))
     print("models:", ", ".join(models.names()))
     print("datasets:", ", ".join(data.dataset_names()))
 
