@@ -158,9 +158,11 @@ def _train(args: argparse.Namespace) -> int:
             print(f"deqode: run {config.name} failed: {result.reason}", file=sys.stderr)
         return 1
     s = result.summary
-    if main_rank and not args.quiet and s["best_test_acc"] is not None:
-        print(f"[{config.name}] {result.state}: best test acc {s['best_test_acc']:.4f} "
-              f"(epoch {s['best_epoch']}), last {s['last_test_acc']:.4f}, "
+    metric = next((k[5:] for k in s if k.startswith("best_") and k != "best_epoch"), None)
+    if main_rank and not args.quiet and metric and s[f"best_{metric}"] is not None:
+        label = metric.replace("_", " ")  # the task's selection metric, e.g. test acc
+        print(f"[{config.name}] {result.state}: best {label} {s[f'best_{metric}']:.4f} "
+              f"(epoch {s['best_epoch']}), last {s[f'last_{metric}']:.4f}, "
               f"{s['wall_time_s']:.1f}s -> {result.out_dir}")
     return 0
 

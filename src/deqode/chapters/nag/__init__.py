@@ -47,14 +47,37 @@ def setup_table(profile: str) -> list[dict[str, Any]]:
     return rows
 
 
+def stream_runs(profile: str) -> list[protocol.StreamRun]:
+    """Every run of tasks B and C in ``profile`` (the notebooks' runs at the setups' seeds):
+    each solver at each budget K, and for task B the unscaled NAG step at the first K."""
+    runs: list[protocol.StreamRun] = []
+    cnf, lat = density.cnf_setup(profile), latent.latent_setup(profile)
+    for seed in cnf.seeds:
+        for budget in cnf.budgets:
+            choices = protocol.solver_choices(cnf.solvers, budget, cnf.beta)
+            if budget == cnf.budgets[0]:
+                choices.append(protocol.unscaled_choice(budget, cnf.beta))
+            runs += [density.CNFRun(cnf, choice, seed) for choice in choices]
+    for seed in lat.seeds:
+        for budget in lat.budgets:
+            runs += [latent.LatentRun(lat, choice, seed)
+                     for choice in protocol.solver_choices(lat.solvers, budget, lat.beta)]
+    return runs
+
+
 def _register_experiments() -> None:
-    """``python -m deqode train nag-cls-... --profile P`` trains any run of task A."""
+    """``python -m deqode train nag-cls-... | nag-cnf-... | nag-latent-... --profile P`` trains
+    any run of tasks A, B and C."""
     for profile in CLASSIFICATION:
         for run in classification_runs(profile):
             register_experiment(
                 run.config.name, profile,
                 lambda p=profile, n=run.config.name: _classification_config(p, n),
             )
+        for stream_run in stream_runs(profile):
+            register_experiment(  # a fresh run object per configuration
+                stream_run.name, profile,
+                lambda r=stream_run: type(r)(r.setup, r.solver, r.seed).train_config())
 
 
 def _classification_config(profile: str, name: str):
@@ -74,4 +97,5 @@ def _dataset_needs(profile: str) -> list[str]:
 
 
 __all__ = sorted({*classification.__all__, *density.__all__, *latent.__all__, *evidence.__all__,
-                  *protocol.__all__, *rules.__all__, "paper_setups", "setup_table"})
+                  *protocol.__all__, *rules.__all__, "paper_setups", "setup_table",
+                  "stream_runs"})

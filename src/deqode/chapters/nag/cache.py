@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from deqode import rehearsal
 from deqode.results import torch_load_record, torch_save_atomic
 
@@ -48,23 +46,4 @@ def cached(folder: str | Path | None, name: str, config: dict[str, Any],
     return {**record, "cached": False}
 
 
-def cached_model_run(folder: str | Path | None, name: str, config: dict[str, Any],
-                     train: Callable[[str], dict[str, Any]],
-                     build: Callable[[dict[str, Any]], torch.nn.Module]) -> dict[str, Any]:
-    """A training run's record with its trained model, read from ``folder`` when this ``config``
-    finished before. ``train(run_name)`` trains (its :func:`deqode.train.fit` records go under
-    ``run_name``, which carries the configuration's key) and returns a record whose ``"model"``
-    is the module; the cache keeps its state dict, and ``build(record)`` makes the module that
-    the state is loaded into."""
-
-    def compute() -> dict[str, Any]:
-        record = train(f"{name}-{config_key(config)}")
-        return {**record, "model": record["model"].state_dict()}
-
-    record = cached(folder, name, config, compute)
-    model = build(record)
-    model.load_state_dict(record["model"])
-    return {**record, "model": model}
-
-
-__all__ = ["CACHE_VERSION", "cached", "cached_model_run", "config_key"]
+__all__ = ["CACHE_VERSION", "cached", "config_key"]
