@@ -136,10 +136,9 @@ class CopyMemoryData:
     """The copy-memory splits of a setup whose sizes differ from the profile's (a dataset
     factory: split -> data set)."""
 
-    __name__ = __qualname__ = "copy_memory"
-
     def __init__(self, setup: CopyMemorySetup, data_root: str = "data") -> None:
         self.setup, self.data_root = setup, data_root
+        self.__name__ = self.__qualname__ = "copy_memory"  # as TrainConfig records a factory
 
     def __call__(self, split: str) -> Any:
         from deqode.data import load_dataset
