@@ -93,13 +93,28 @@ def test_an_unfinished_cli_run_is_resumed_by_the_notebook(tmp_path):
     assert record["history"][-1]["iteration"] == setup.iterations
 
 
-def test_a_finished_run_of_other_settings_is_never_retrained_in_place(tmp_path):
+def test_a_finished_run_of_other_settings_is_never_retrained_in_place(tmp_path, monkeypatch):
     from deqode import chapters
     from deqode.train import fit_or_reuse
 
     run_dir = _cli_train("nag-cnf-rk4-K12", "smoke", tmp_path)
-    before = _files(run_dir)
+    cpu_dir = tmp_path / "cpu" / "nag-cnf-rk4-K12"
+    cpu_dir.parent.mkdir()
+    run_dir.rename(cpu_dir)  # as if finished under the cpu profile
+    before = _files(cpu_dir)
     changed = chapters.get("nag-cnf-rk4-K12", "smoke").replace(lr=0.5)
     with pytest.raises(ValueError, match=r"finished run of other settings.*\['lr'\]"):
-        fit_or_reuse(changed, profile="smoke", results_dir=tmp_path)
-    assert _files(run_dir) == before
+        fit_or_reuse(changed, profile="cpu", results_dir=tmp_path)
+    assert _files(cpu_dir) == before
+
+
+def test_under_smoke_a_run_of_other_settings_is_replaced(tmp_path):
+    from deqode import chapters
+    from deqode.train import fit_or_reuse
+
+    run_dir = _cli_train("nag-cnf-rk4-K12", "smoke", tmp_path)
+    changed = chapters.get("nag-cnf-rk4-K12", "smoke").replace(lr=0.5)
+    result = fit_or_reuse(changed, profile="smoke", results_dir=tmp_path, quiet=True)
+    assert result.state == "completed" and not result.reused
+    assert (run_dir / "checkpoint.previous.pt").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["config"]["lr"] == 0.5
