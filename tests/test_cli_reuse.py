@@ -118,3 +118,24 @@ def test_under_smoke_a_run_of_other_settings_is_replaced(tmp_path):
     assert result.state == "completed" and not result.reused
     assert (run_dir / "checkpoint.previous.pt").is_file()
     assert json.loads((run_dir / "config.json").read_text())["config"]["lr"] == 0.5
+
+
+def test_the_search_command_stores_what_the_notebook_reads(tmp_path, monkeypatch, capsys):
+    from deqode.chapters.sim import search
+
+    def one_trial(objective, task, variant, **kwargs):
+        config = {"train_batch_size": 64, "epochs": 20, "max_lr": 0.01, "lr_mode": "step",
+                  "steplr_step": 10, "seed": 3}
+        return exp.SearchResult(config, 0.9, [exp.TrialRecord(config, [(1, 0.9)])],
+                                kwargs["backend"], exp.SEARCH_SETTINGS[task])
+
+    monkeypatch.setattr(search, "run_search", one_trial)
+    argv = ["search", "classification", "--dataset", "digits", "--variant", "two-tier",
+            "--profile", "smoke", "--backend", "random", "--results-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    path = exp.search_path(tmp_path, "smoke", "classification", "digits", "two-tier")
+    stored = exp.load_search(path)
+    assert stored["best_config"]["seed"] == 3 and stored["backend"] == "random"
+    assert str(path) in capsys.readouterr().out
+    assert cli.main([*argv[:5], "rff-only", *argv[6:]]) == 2
+    assert "valid choices: 'single-tier', 'two-tier'" in capsys.readouterr().err
