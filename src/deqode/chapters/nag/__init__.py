@@ -7,12 +7,16 @@ time-series modelling. Its architectures and settings are **not transcribed**; t
 settings follow the torchdiffeq examples (``odenet_mnist.py``, ``cnf.py``, ``latent_ode.py``) and
 are labelled [companion] in the book, never "the paper's setting".
 
-Modules: :mod:`.protocol` (solver choices at equal NFE, the training loop of tasks B and C,
-the equal-time view, aggregation), :mod:`.classification` (task A, ODE-Net vs ResNet on digits /
-MNIST-8k / MNIST, trained by :func:`deqode.train.fit`), :mod:`.density` (task B, 2-D CNF),
-:mod:`.latent` (task C, latent ODE on spirals), :mod:`.cache` (finished runs are read, not
-retrained), :mod:`.rules` (the decision rules of claims C9-C11). :func:`paper_setups` lists every
+Modules: :mod:`.protocol` (solver choices at equal NFE, the runs of tasks B and C as training
+configurations, the equal-time view, aggregation), :mod:`.classification` (task A, ODE-Net vs
+ResNet on digits / MNIST-8k / MNIST), :mod:`.density` (task B, 2-D CNF), :mod:`.latent` (task
+C, latent ODE on spirals), :mod:`.cache` (task A's records with their dopri5 re-evaluation),
+:mod:`.rules` (the decision rules of claims C9-C11). :func:`paper_setups` lists every
 paper-profile configuration (a test builds each model on the CPU).
+
+Every run of the three tasks is a CLI experiment (``python -m deqode train nag-cls-... |
+nag-cnf-... | nag-latent-... --profile P``), trained by :func:`deqode.train.fit`; the notebooks
+read a finished run and resume an unfinished one (:func:`deqode.train.fit_or_reuse`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Finished runs are read, not retrained: an atomic cache keyed by the full configuration.
+"""Task A's records (a run's numbers with its dopri5 re-evaluation) are read, not recomputed:
+an atomic cache keyed by the full configuration.
 
-A run's record (metrics, history, timings, and the trained model's state) is saved with
-:func:`deqode.results.torch_save_atomic` as ``<folder>/<name>-<hash>.pt``, where the hash covers
-every setting that changes the result (the task setup, the solver, the seed, dtype and device,
-the rehearsal step cap and :data:`CACHE_VERSION`). A rerun of the notebook finds the file and
-returns its record; an interrupted run left no file and is trained again from the start.
+A record is saved with :func:`deqode.results.torch_save_atomic` as ``<folder>/<name>-<hash>.pt``,
+where the hash covers every setting that changes it (the run's configuration, the profile, the
+device, the rehearsal step cap and :data:`CACHE_VERSION`). The training run itself is read or
+resumed by :func:`deqode.train.fit_or_reuse`.
 """
 
 from __future__ import annotations
