@@ -251,11 +251,11 @@ def test_adjoint_mode_counts_backward_evaluations():
 # ---- smoke runs (tiny) -------------------------------------------------------------------------
 
 
-def test_train_cnf_runs_and_records_history():
+def test_train_cnf_runs_and_records_history(tmp_path):
     setup = dataclasses.replace(tasks.cnf_setup("smoke"), iterations=3, eval_every=2,
                                 sample_points=50, grid_size=5)
     (choice,) = tasks.solver_choices(("nesterov",), 12)
-    record = tasks.train_cnf(setup, choice)
+    record = tasks.train_cnf(setup, choice, results_dir=tmp_path)
     history = record["history"]
     steps = [h for h in history if "loss" in h]
     assert [h["nfe"] for h in steps] == [12.0, 24.0, 36.0]
@@ -265,10 +265,10 @@ def test_train_cnf_runs_and_records_history():
     assert record["samples"].shape == (50, 2)
 
 
-def test_train_latent_ode_runs_and_records_history():
+def test_train_latent_ode_runs_and_records_history(tmp_path):
     setup = dataclasses.replace(tasks.latent_setup("smoke"), iterations=2, eval_every=2)
     (choice,) = tasks.solver_choices(("rk4",), 12)
-    record = tasks.train_latent_ode(setup, choice)
+    record = tasks.train_latent_ode(setup, choice, results_dir=tmp_path)
     assert record["nfe_per_iteration"] == 12.0
     for key in ("neg_elbo", "recon_mse", "extrap_mse", "neg_elbo_dopri5", "extrap_mse_dopri5"):
         assert math.isfinite(record[key]), key
@@ -308,23 +308,26 @@ def test_cache_reads_a_finished_run_and_keys_by_the_full_config(tmp_path, monkey
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_train_cnf_is_read_back_from_its_cache(tmp_path):
+def test_train_cnf_is_read_back_from_its_finished_run(tmp_path):
     setup = dataclasses.replace(tasks.cnf_setup("smoke"), iterations=2, eval_every=2)
     (choice,) = tasks.solver_choices(("euler",), 12)
-    first = tasks.train_cnf(setup, choice, panels=False, cache_dir=tmp_path)
-    again = tasks.train_cnf(setup, choice, panels=False, cache_dir=tmp_path)
-    assert not first["cached"] and again["cached"]
+    first = tasks.train_cnf(setup, choice, panels=False, results_dir=tmp_path)
+    checkpoint = tmp_path / "smoke" / "nag-cnf-euler-K12" / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    again = tasks.train_cnf(setup, choice, panels=False, results_dir=tmp_path)
+    assert not first["cached"] and again["cached"] and checkpoint.stat().st_mtime_ns == stamp
+    assert again["history"] == first["history"]
     assert again["nll_dopri5"] == first["nll_dopri5"]
     assert isinstance(again["model"], CNF)
     for a, b in zip(first["model"].parameters(), again["model"].parameters(), strict=True):
         assert torch.equal(a, b)
 
 
-def test_rehearsal_caps_the_task_loops(monkeypatch):
+def test_rehearsal_caps_the_task_loops(monkeypatch, tmp_path):
     monkeypatch.setenv("DEQODE_REHEARSAL_STEPS", "2")
     setup = dataclasses.replace(tasks.latent_setup("smoke"), eval_every=50)
     (choice,) = tasks.solver_choices(("nesterov",), 12)
-    record = tasks.train_latent_ode(setup, choice)
+    record = tasks.train_latent_ode(setup, choice, results_dir=tmp_path)
     assert [h["iteration"] for h in record["history"] if "neg_elbo" in h] == [0, 2]
     assert record["train_cpu_seconds"] > 0
 

@@ -507,26 +507,6 @@ def test_observed_contraction_rate_of_a_geometric_sequence() -> None:
     assert not exp.rates_match_spectral_radius(rates, torch.tensor([0.9, 0.3], dtype=F64))
 
 
-def test_cache_reads_a_finished_run_and_keys_on_the_full_config(tmp_path, monkeypatch) -> None:
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return {"value": len(calls), "tensor": torch.ones(2)}
-
-    first = exp.cached(tmp_path, "run", {"seed": 0, "lr": 0.1}, compute)
-    again = exp.cached(tmp_path, "run", {"lr": 0.1, "seed": 0}, compute)
-    assert len(calls) == 1 and again["value"] == first["value"] == 1
-    exp.cached(tmp_path, "run", {"seed": 1, "lr": 0.1}, compute)
-    assert len(calls) == 2
-    monkeypatch.setenv("DEQODE_REHEARSAL_STEPS", "2")
-    exp.cached(tmp_path, "run", {"seed": 0, "lr": 0.1}, compute)
-    assert len(calls) == 3  # a rehearsal never reads a real run
-    assert not list(tmp_path.glob(".*.tmp"))  # no half-written files left
-    exp.cached(None, "run", {"seed": 0}, compute)
-    assert len(calls) == 4  # no folder: no cache
-
-
 def test_sim_loops_honour_rehearsal(monkeypatch) -> None:
     monkeypatch.setenv("DEQODE_REHEARSAL_STEPS", "2")
     x = torch.randn(64, 1, 8, 8)
@@ -557,33 +537,75 @@ def test_cpu_profile_setups_run_three_seeds_on_mnist8k() -> None:
 def test_runs_go_through_fit_and_are_read_back_not_retrained(tmp_path, monkeypatch) -> None:
     import dataclasses
 
-    from deqode.chapters.sim import loops
-
     setup = dataclasses.replace(exp.copy_memory_setup("smoke"), n_train=20, n_test=10,
                                 models=exp.copy_memory_setup("smoke").models[:1])
-    first = exp.run_copy_memory(setup, epochs=2, cache_dir=tmp_path)
-    runs = list((tmp_path / "smoke").iterdir())  # fit's records of the run
-    assert len(runs) == 1 and (runs[0] / "checkpoint.pt").is_file()
-    status = json.loads((runs[0] / "status.json").read_text())
-    assert status["state"] == "completed"
-    for entry in tmp_path.glob("t3-*.pt"):  # without the chapter's cache entry, fit reads back
-        entry.unlink()
-    steps = []
-    original = loops._fit_in
-
-    def counting(*args, **kwargs):
-        result = original(*args, **kwargs)
-        steps.append(result.summary["iterations"])
-        return result
-
-    monkeypatch.setattr(loops, "_fit_in", counting)
+    first = exp.run_copy_memory(setup, epochs=2, results_dir=tmp_path)
+    (run,) = list((tmp_path / "smoke").iterdir())  # fit's records of the run
+    assert run.name == "sim-t3-single-tier-ep2-seed0"  # an override is named apart
+    assert json.loads((run / "status.json").read_text())["state"] == "completed"
+    stamp = (run / "checkpoint.pt").stat().st_mtime_ns
     monkeypatch.setattr("deqode.train.loop.Trainer.train_step",
                         lambda *a, **k: pytest.fail("a finished run was retrained"))
-    again = exp.run_copy_memory(setup, epochs=2, cache_dir=tmp_path)
+    again = exp.run_copy_memory(setup, epochs=2, results_dir=tmp_path)
     label = setup.models[0].label
-    assert steps == [4]
-    for key in ("steps", "epochs", "test_loss", "test_acc"):
-        if key == "steps":
-            assert [s["loss"] for s in again[label][key]] == [s["loss"] for s in first[label][key]]
-        else:
-            assert again[label][key] == first[label][key]
+    assert again[label]["cached"] and not first[label]["cached"]
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == stamp
+    for key in ("steps", "epochs", "test_loss", "test_acc", "position_accuracy", "params"):
+        assert again[label][key] == first[label][key], key
+    assert len(first[label]["epochs"]) == 2 and len(first[label]["steps"]) == 4
+
+
+def test_copy_memory_task_splits_the_test_accuracy_by_position() -> None:
+    from deqode.chapters.sim.experiments import CopyMemoryTask
+    from deqode.metrics import Accumulator
+
+    targets = torch.tensor([[0] * 12 + [3] * 5 + [0] * 5, [0] * 22])
+    acc = Accumulator()
+    CopyMemoryTask().evaluate(_ConstantPredictor(cls=0), (torch.zeros(2, 1, 22), targets), acc)
+    assert acc.mean("test_blank_acc") == 100.0 and acc.mean("test_digit_acc") == 75.0
+    assert acc.mean("test_digit_blank") == 100.0 and acc.mean("test_acc") == pytest.approx(
+        100 * 39 / 44)
+
+
+def test_every_run_of_the_three_tasks_is_a_cli_experiment() -> None:
+    from deqode import chapters
+
+    paper = [n for n in chapters.experiment_names("paper") if n.startswith("sim-")]
+    cls, reg, cpm = (exp.classification_setup("paper"), exp.regression_setup("paper"),
+                     exp.copy_memory_setup("paper"))
+    assert len(paper) == (sum(len(m) for m in cls.models.values()) * len(cls.seeds)
+                          + len(reg.images) * len(reg.models) + len(cpm.models))
+    config = chapters.get("sim-t1-mnist-mondeq-seed1555", "paper")
+    assert (config.model, config.epochs, config.seed, config.schedule, config.step_size) == (
+        "mondeq-conv-mnist", 40, 1555, "steplr", 10)
+    config = chapters.get("sim-t3-deq-tcn-seed1554", "paper")
+    assert (config.model_kwargs["levels"], config.adam_eps, config.data_order) == (
+        8, 1e-5, "in_order")
+    config = chapters.get("sim-t2-tancik-text-3-two-tier-seed2331", "paper")
+    assert (config.dataset_kwargs, config.epochs, config.lr) == ({"image": 3}, 2000, 1e-4)
+
+
+def test_a_stored_search_sets_the_final_runs_and_a_missing_one_says_how_to_run_it(
+        tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    from deqode.chapters.sim import search
+
+    def one_trial(objective, task, variant, **kwargs):
+        config = {"train_batch_size": 64, "epochs": 1, "max_lr": 0.01, "lr_mode": "constant",
+                  "steplr_step": 10, "seed": 5}
+        return exp.SearchResult(config, 0.5, [exp.TrialRecord(config, [(1, 0.5)])], "random",
+                                exp.SEARCH_SETTINGS[task])
+
+    monkeypatch.setattr(search, "run_search", one_trial)
+    setup = exp.classification_setup("smoke")
+    with pytest.raises(FileNotFoundError, match="python -m deqode search classification"):
+        exp.run_classification(setup, "digits", tune=True, results_dir=tmp_path)
+    path = exp.classification_search("digits", "single-tier", "smoke", results_dir=tmp_path)
+    assert exp.load_search(path)["best_config"]["seed"] == 5
+    single = dataclasses.replace(setup, models={"digits": setup.models["digits"][:1]})
+    res = exp.run_classification(single, "digits", tune=True, results_dir=tmp_path)
+    (record,) = res.values()
+    assert record["seeds"] == [5] and record["config"]["source"] == "searched"
+    assert len(record["histories"][0]["epochs"]) == 1
+    assert (tmp_path / "smoke" / "sim-t1-digits-single-tier-searched-seed5").is_dir()

@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--profile", required=True, metavar="P",
                        help=f"one of {', '.join(PROFILES)}")
     _add_download(commands)
+    _add_search_parser(commands)
     return parser
 
 
@@ -232,10 +233,68 @@ def _train(args: argparse.Namespace) -> int:
             print(f"deqode: run {config.name} failed: {result.reason}", file=sys.stderr)
         return 1
     s = result.summary
-    if main_rank and not args.quiet and s["best_test_acc"] is not None:
-        print(f"[{config.name}] {result.state}: best test acc {s['best_test_acc']:.4f} "
-              f"(epoch {s['best_epoch']}), last {s['last_test_acc']:.4f}, "
+    metric = next((k[5:] for k in s if k.startswith("best_") and k != "best_epoch"), None)
+    if main_rank and not args.quiet and metric and s[f"best_{metric}"] is not None:
+        label = metric.replace("_", " ")  # the task's selection metric, e.g. test acc
+        print(f"[{config.name}] {result.state}: best {label} {s[f'best_{metric}']:.4f} "
+              f"(epoch {s['best_epoch']}), last {s[f'last_{metric}']:.4f}, "
               f"{s['wall_time_s']:.1f}s -> {result.out_dir}")
+    return 0
+
+
+def _add_search_parser(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser(
+        "search", help="SIM's optional random search (Optuna), stored for the notebook",
+        description="Random search with ASHA-style early stopping of one SIM variant on one "
+        "dataset (the official Ray Tune protocol, with Optuna); every trial and the best "
+        "configuration go to RESULTS_DIR/PROFILE/sim-search/TASK-DATASET-VARIANT.json, "
+        "which notebook 15 reads with tune=True for its final runs.",
+        epilog="example:\n  python -m deqode search classification --dataset mnist "
+        "--variant single-tier --profile paper --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    search.add_argument("task", choices=["classification"],
+                        help="the SIM task searched (classification: T1)")
+    search.add_argument("--dataset", required=True, metavar="D",
+                        help="a dataset of the profile's T1 setup (paper: mnist, cifar10, svhn)")
+    search.add_argument("--variant", required=True, metavar="V",
+                        help="SIM variant: single-tier or two-tier")
+    search.add_argument("--profile", default="paper", metavar="P",
+                        help=f"one of {', '.join(PROFILES)} (default: %(default)s)")
+    search.add_argument("--n-trials", type=int, metavar="N",
+                        help="trials (default: the official 200)")
+    search.add_argument("--backend", default="optuna", metavar="B",
+                        help="optuna (random search with pruning; pip install 'deqode[tune]') or "
+                        "random (no early stopping, no dependency) (default: %(default)s)")
+    search.add_argument("--seed", type=int, default=777,
+                        help="the sampler's seed (default: the official %(default)s)")
+    search.add_argument("--device", default="auto", metavar="D",
+                        help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    search.add_argument("--results-dir", default="results", metavar="R",
+                        help="results root (default: %(default)s)")
+    search.add_argument("--data-root", default="data", metavar="R",
+                        help="dataset root (default: %(default)s)")
+
+
+def _search(args: argparse.Namespace) -> int:
+    from deqode.chapters import sim
+    from deqode.choices import check_profile
+    from deqode.devices import resolve_device
+
+    check_profile(args.profile)
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as err:
+        raise UnknownChoiceError(str(err)) from err
+    try:
+        path = sim.classification_search(
+            args.dataset, args.variant, args.profile, n_trials=args.n_trials,
+            backend=args.backend, seed=args.seed, device=device, data_root=args.data_root,
+            results_dir=args.results_dir)
+    except ImportError as err:  # the optuna backend without Optuna
+        print(f"deqode: error: {err}", file=sys.stderr)
+        return 2
+    print(f"search stored: {path}")
     return 0
 
 
@@ -253,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             chapters.preflight(args.profile)
             return 0
+        if args.command == "search":
+            return _search(args)
         return _train(args)
     except UnknownChoiceError as err:
         print(f"deqode: error: {err}", file=sys.stderr)

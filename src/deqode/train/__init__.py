@@ -20,8 +20,9 @@ e.g. HomoODE's shared initial point), :mod:`~deqode.train.schedules` (cosine, co
 monDEQ's ``steplr`` and ``1cycle``), :mod:`~deqode.train.batches` (in-order batches and
 streams), :mod:`~deqode.train.loop` (:func:`fit`, the trainer and its single step,
 :meth:`Trainer.train_step`, which timing probes call through
-:func:`~deqode.train.loop.probe_trainer`), :mod:`~deqode.train.checkpoints` and
-:mod:`~deqode.train.rng`.
+:func:`~deqode.train.loop.probe_trainer`), :mod:`~deqode.train.checkpoints`,
+:mod:`~deqode.train.rng` and :mod:`~deqode.train.reuse` (:func:`fit_or_reuse`: how notebooks
+read a finished run, resume an unfinished one, and never retrain a finished one).
 
 One iteration (HomoODE, Ding et al. 2023, §3.3–3.4 and the released ``train.py``):
 
@@ -71,7 +72,9 @@ round-off and their error estimates are unreliable, so every run is float32 or f
 from deqode.train.config import DTYPES, InitPointConfig, RunResult, TrainConfig
 from deqode.train.hooks import SeparateUpdate
 from deqode.train.loop import Trainer, fit, load_result
+from deqode.train.reuse import finished_run, fit_or_reuse, trained_model
 from deqode.train.tasks import TASKS, Task
 
 __all__ = ["DTYPES", "TASKS", "InitPointConfig", "RunResult", "SeparateUpdate", "Task",
-           "TrainConfig", "Trainer", "fit", "load_result"]
+           "TrainConfig", "Trainer", "finished_run", "fit", "fit_or_reuse", "load_result",
+           "trained_model"]

@@ -187,6 +187,7 @@ class RunResult:
     history: list[dict[str, Any]]
     summary: dict[str, Any]
     model: nn.Module | None = field(default=None, repr=False)  # the trained model (this rank's)
+    reused: bool = False  # read back from a finished run (deqode.train.reuse), not trained
 
     @property
     def failed(self) -> bool:

@@ -61,17 +61,17 @@ def train_runs(runs: Sequence[ChapterRun], profile: str, *, device: str = "auto"
                threads: int | None = None) -> list[dict[str, Any]]:
     """Train every run with :func:`deqode.train.fit`; one :func:`run_record` per run.
 
-    ``resume=True`` in the paper and cpu profiles (continue, or only read, a finished or
-    interrupted run), always a fresh run in smoke. A failed run is recorded
+    A finished run of the same configuration (e.g. of ``python -m deqode train``) is read, an
+    unfinished one resumed (:func:`deqode.train.fit_or_reuse`). A failed run is recorded
     (``state="failed"``, with the reason), not raised; a missing dataset raises
     :class:`~deqode.errors.DatasetMissingError` at once.
     """
-    from deqode.train import fit
+    from deqode.train import fit_or_reuse
 
     return [
-        run_record(run, fit(run.config, profile=profile, device=device, results_dir=results_dir,
-                            data_root=data_root, resume=profile in ("paper", "cpu"), quiet=True,
-                            progress=False, threads=threads))
+        run_record(run, fit_or_reuse(run.config, profile=profile, device=device,
+                                     results_dir=results_dir, data_root=data_root, quiet=True,
+                                     progress=False, threads=threads, load_model=False))
         for run in runs
     ]
 

@@ -1,8 +1,9 @@
 """Task A: classification, ODE-Net against a ResNet [companion], from torchdiffeq's
 ``examples/odenet_mnist.py``.
 
-Runs are trained by :func:`deqode.train.fit` (with ``resume``: a finished run is read, not
-retrained), then re-evaluated with dopri5; the whole record is cached under the run's folder,
+Runs are trained by :func:`deqode.train.fit` (through :func:`deqode.train.fit_or_reuse`: a
+finished run, e.g. of ``python -m deqode train``, is read, not retrained, an unfinished one
+resumed), then re-evaluated with dopri5; the whole record is cached under the run's folder,
 keyed by the full configuration (:mod:`deqode.chapters.nag.cache`).
 """
 
@@ -221,10 +222,11 @@ def run_classification(
     """Train one run with :func:`deqode.train.fit`, then (ODE-Nets) re-evaluate with dopri5.
 
     Finished runs are read, not retrained: the record is cached under
-    ``<results_dir>/<profile>/nag-cls-records`` keyed by the full configuration, and ``fit``
-    resumes an interrupted run from its checkpoint. The process CPU time of the ``fit`` call,
-    divided by the epochs it trained, gives the CPU seconds per epoch (the test evaluation of
-    each epoch included; on a resumed run only the epochs of this call are timed).
+    ``<results_dir>/<profile>/nag-cls-records`` keyed by the full configuration, and the run
+    itself is read, resumed or trained by :func:`deqode.train.fit_or_reuse`. The process CPU
+    time of the ``fit`` call, divided by the epochs it trained, gives the CPU seconds per epoch
+    (the test evaluation of each epoch included; on a resumed run only the epochs of this call
+    are timed).
 
     Returns the T2 row: params, test error, seconds and CPU seconds per epoch, NFE forward /
     backward per batch, the dopri5 test error, and the per-epoch history (cumulative seconds,
@@ -243,12 +245,12 @@ def run_classification(
 def _run_classification(run: ClassificationRun, profile: str, device: str, out: Path,
                         results_dir: str, data_root: str, transfer: bool) -> dict[str, Any]:
     from deqode import data
-    from deqode.train import fit
+    from deqode.train import fit_or_reuse
 
     before = _epochs_done(out / run.config.name / "checkpoint.pt")
     started = time.process_time()
-    result = fit(run.config, profile=profile, device=device, results_dir=results_dir,
-                 data_root=data_root, quiet=True, progress=False, resume=True)
+    result = fit_or_reuse(run.config, profile=profile, device=device, results_dir=results_dir,
+                          data_root=data_root, quiet=True, progress=False, load_model=False)
     cpu = time.process_time() - started
     if result.failed:
         raise RuntimeError(f"{run.config.name} failed: {result.reason}")

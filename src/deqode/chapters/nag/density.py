@@ -3,7 +3,7 @@ torchdiffeq's ``examples/cnf.py``."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +11,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deqode.chapters.nag.cache import cached_model_run
 from deqode.chapters.nag.protocol import (
     CPU_SOLVERS,
     PAPER_SOLVERS,
     SMOKE_SOLVERS,
     SolverChoice,
-    _train_and_evaluate,
+    StreamRun,
+    stream_history,
     transfer_solver,
 )
 from deqode.choices import check_profile
 from deqode.models.cnf import CNF
 from deqode.solvers.nesterov import DEFAULT_BETA
 from deqode.train.batches import Stream
+from deqode.train.config import DTYPES
 from deqode.train.tasks import density_task
 
 
@@ -102,60 +103,70 @@ def _seeded_points(setup: CNFSetup, n: int, seed: int, stream: int) -> Tensor:
     return points
 
 
+class CNFRun(StreamRun):
+    """One run of task B: the CNF with ``solver`` (Adam, a fresh batch per iteration, the same
+    data order for every solver given the seed); its held-out NLL under the training solver
+    and under dopri5 is evaluated at the start and every ``eval_every`` iterations."""
+
+    task = "cnf"
+
+    def cnf(self) -> CNF:
+        """The model factory: the seeded CNF on the solver's grid."""
+        torch.manual_seed(self.seed)
+        self.net = build_cnf(self.setup, self.solver)
+        self.held_out = _seeded_points(self.setup, self.setup.eval_points, self.seed, 1)
+        return self.net
+
+    def density_2d(self, split: str) -> Stream | None:
+        """The data factory: a stream of fresh batches of the 2-D density (train only)."""
+        from deqode.data import sample_2d_density
+
+        def fresh_batch(rng: np.random.Generator) -> Tensor:
+            x, _ = sample_2d_density(self.setup.dataset, self.setup.batch_size, rng)
+            return self.batch_place(x)
+
+        return Stream(fresh_batch, np.random.default_rng([self.seed, 0])) \
+            if split == "train" else None
+
+    def factories(self):
+        return self.cnf, self.density_2d
+
+    def function_task(self):
+        return density_task(self.evaluate)
+
+    def evaluate(self) -> dict[str, float]:
+        held_out = self.batch_place(self.held_out)
+        nll, _ = cnf_nll(self.net, held_out)
+        with transfer_solver(self.net):
+            nll_ref, nfe_ref = cnf_nll(self.net, held_out)
+        return {"nll": nll, "nll_dopri5": nll_ref, "nfe_dopri5": nfe_ref}
+
+
 def train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int = 0,
               dtype: torch.dtype = torch.float32, device: str = "cpu",
-              panels: bool = True, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train the CNF with ``solver`` (Adam, fresh batch per iteration, same data order for every
-    solver given the seed) and evaluate it.
+              panels: bool = True, results_dir: str | Path = "results") -> dict[str, Any]:
+    """Train the CNF with ``solver`` (:class:`CNFRun`), or read it back: a finished run of the
+    same configuration under ``<results_dir>/<profile>/<name>/`` (e.g. trained by ``python -m
+    deqode train``) is read, an unfinished one resumed (:func:`deqode.train.fit_or_reuse`).
 
     Returns: the history (iteration, cumulative train seconds and NFE, loss, and at every
     ``eval_every`` iterations the held-out NLL under the training solver and under dopri5), the
-    final NLLs, the median seconds per iteration, NFE per iteration, and the panel data
-    (samples and a log-density grid under the training solver). ``cache_dir``: a finished run
-    with the same setup, solver, seed, dtype and device is read from there, not retrained
-    (trained through :func:`deqode.train.fit`, whose records go under ``<cache_dir>/<profile>/``).
+    final NLLs, the median seconds per iteration, NFE per iteration, the trained ``model``,
+    ``cached`` (read back, not trained) and the panel data (samples and a log-density grid
+    under the training solver).
     """
-    config = {"setup": asdict(setup), "solver": asdict(solver), "seed": seed, "dtype": str(dtype),
-              "device": str(device), "panels": panels}
-    return cached_model_run(
-        cache_dir, f"nag-cnf-{solver.method}-K{solver.budget}-seed{seed}", config,
-        lambda run_name: _train_cnf(setup, solver, seed=seed, dtype=dtype, device=device,
-                                    panels=panels, results_dir=cache_dir, name=run_name),
-        lambda record: build_cnf(setup, solver).to(device, dtype))
-
-
-def _train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int, dtype: torch.dtype,
-               device: str, panels: bool, results_dir: str | Path | None = None,
-               name: str = "nag-cnf") -> dict[str, Any]:
-    torch.manual_seed(seed)
-    model = build_cnf(setup, solver).to(device, dtype)
-    held_out = _seeded_points(setup, setup.eval_points, seed, 1).to(device, dtype)
-    from deqode.data import sample_2d_density
-
-    def fresh_batch(rng: np.random.Generator) -> Tensor:
-        x, _ = sample_2d_density(setup.dataset, setup.batch_size, rng)
-        return x.to(device, dtype)
-
-    def evaluate() -> dict[str, float]:
-        nll, _ = cnf_nll(model, held_out)
-        with transfer_solver(model):
-            nll_ref, nfe_ref = cnf_nll(model, held_out)
-        return {"nll": nll, "nll_dopri5": nll_ref, "nfe_dopri5": nfe_ref}
-
-    history, timing = _train_and_evaluate(
-        model, setup.lr, setup.iterations, setup.eval_every,
-        Stream(fresh_batch, np.random.default_rng([seed, 0])), density_task(evaluate),
-        f"CNF with {solver.label}", schedule=setup.schedule, name=name,
-        results_dir=results_dir, profile=setup.profile)
+    dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
+    result = CNFRun(setup, solver, seed, dtype_name).run(device=device, results_dir=results_dir)
+    history, timing = stream_history(result)
     evals = [h for h in history if "nll_dopri5" in h]
     record = {
         "label": solver.label, "method": solver.method, "budget": solver.budget,
         "n_steps": solver.n_steps, "seed": seed, "nll": evals[-1]["nll"],
         "nll_dopri5": evals[-1]["nll_dopri5"], "nfe_dopri5": evals[-1]["nfe_dopri5"],
-        **timing, "history": history, "model": model,
+        **timing, "history": history, "model": result.model, "cached": result.reused,
     }
     if panels:
-        record.update(cnf_panels(model, setup, seed))
+        record.update(cnf_panels(result.model, setup, seed))
     return record
 
 
@@ -180,5 +191,5 @@ def cnf_target(setup: CNFSetup, n: int | None = None, seed: int = 0) -> np.ndarr
 
 
 
-__all__ = ["CNF_SETUPS", "CNFSetup", "build_cnf", "cnf_nll", "cnf_panels", "cnf_setup",
+__all__ = ["CNF_SETUPS", "CNFRun", "CNFSetup", "build_cnf", "cnf_nll", "cnf_panels", "cnf_setup",
            "cnf_target", "train_cnf"]

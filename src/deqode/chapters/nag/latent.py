@@ -3,26 +3,28 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from deqode.chapters.nag.cache import cached_model_run
 from deqode.chapters.nag.protocol import (
     CPU_SOLVERS,
     PAPER_SOLVERS,
     SMOKE_SOLVERS,
     SolverChoice,
-    _train_and_evaluate,
+    StreamRun,
+    stream_history,
     transfer_solver,
 )
 from deqode.choices import check_profile
 from deqode.models.latent_ode import LatentODE
 from deqode.solvers.nesterov import DEFAULT_BETA
 from deqode.train.batches import Stream
+from deqode.train.config import DTYPES
 from deqode.train.tasks import elbo_task
 
 
@@ -128,51 +130,73 @@ def latent_metrics(model: LatentODE, dataset, n_extra: int = 0, seed: int = 0
     return {"neg_elbo": neg_elbo, "recon_mse": recon, "extrap_mse": extrap}
 
 
-def train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int = 0,
-                     dtype: torch.dtype = torch.float32, device: str = "cpu",
-                     cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train the latent ODE with ``solver`` (Adam, the whole training set as one batch) and
-    evaluate it on held-out spirals under the training solver and under dopri5. ``cache_dir``:
-    a finished run with the same setup, solver, seed, dtype and device is read, not retrained
-    (trained through :func:`deqode.train.fit`, whose records go under ``<cache_dir>/<profile>/``).
-    """
-    config = {"setup": asdict(setup), "solver": asdict(solver), "seed": seed, "dtype": str(dtype),
-              "device": str(device)}
-    return cached_model_run(
-        cache_dir, f"nag-latent-{solver.method}-K{solver.budget}-seed{seed}", config,
-        lambda run_name: _train_latent_ode(setup, solver, seed=seed, dtype=dtype, device=device,
-                                           results_dir=cache_dir, name=run_name),
-        lambda record: build_latent_ode(setup, solver, record["interval"]).to(device, dtype))
+class LatentRun(StreamRun):
+    """One run of task C: the latent ODE with ``solver`` (Adam, the whole training set as one
+    batch); its held-out metrics under the training solver and under dopri5 are evaluated at
+    the start and every ``eval_every`` iterations."""
 
+    task = "latent"
 
-def _train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int,
-                      dtype: torch.dtype, device: str, results_dir: str | Path | None = None,
-                      name: str = "nag-latent") -> dict[str, Any]:
-    train, test = spiral_data(setup, "train", seed), spiral_data(setup, "test", seed)
-    interval = float(train.times[-1] - train.times[0])
-    torch.manual_seed(seed)
-    model = build_latent_ode(setup, solver, interval).to(device, dtype)
-    batch = (train.observed.to(device, dtype), train.times.to(device, dtype))
-    generator = torch.Generator().manual_seed(seed + 3)
+    def spirals(self, split: str) -> Stream | None:
+        """The data factory: the whole training set as one batch, every iteration."""
+        if split != "train":
+            return None
+        observed, times = self.train_set.observed, self.train_set.times
+        return Stream(lambda _: (self.batch_place(observed), self.batch_place(times)))
 
-    def evaluate() -> dict[str, float]:
-        metrics = latent_metrics(model, test, setup.n_extrapolate, seed)
+    @cached_property
+    def train_set(self) -> Any:
+        return spiral_data(self.setup, "train", self.seed)
+
+    @cached_property
+    def test_set(self) -> Any:
+        return spiral_data(self.setup, "test", self.seed)
+
+    @property
+    def interval(self) -> float:
+        times = self.train_set.times
+        return float(times[-1] - times[0])
+
+    def latent_ode(self) -> LatentODE:
+        """The model factory: the seeded latent ODE on the solver's grid over the window."""
+        torch.manual_seed(self.seed)
+        self.net = build_latent_ode(self.setup, self.solver, self.interval)
+        return self.net
+
+    def factories(self):
+        return self.latent_ode, self.spirals
+
+    def function_task(self):
+        return elbo_task(self.evaluate, torch.Generator().manual_seed(self.seed + 3))
+
+    def evaluate(self) -> dict[str, float]:
+        setup, model = self.setup, self.net
+        metrics = latent_metrics(model, self.test_set, setup.n_extrapolate, self.seed)
         with transfer_solver(model):
-            ref = latent_metrics(model, test, setup.n_extrapolate, seed)
+            ref = latent_metrics(model, self.test_set, setup.n_extrapolate, self.seed)
         return {**metrics, **{f"{k}_dopri5": v for k, v in ref.items()}}
 
-    history, timing = _train_and_evaluate(
-        model, setup.lr, setup.iterations, setup.eval_every,
-        Stream(lambda _: batch),  # the whole training set as one batch
-        elbo_task(evaluate, generator), f"latent ODE with {solver.label}",
-        schedule=setup.schedule, name=name, results_dir=results_dir, profile=setup.profile)
+
+def train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int = 0,
+                     dtype: torch.dtype = torch.float32, device: str = "cpu",
+                     results_dir: str | Path = "results") -> dict[str, Any]:
+    """Train the latent ODE with ``solver`` (:class:`LatentRun`), or read it back: a finished
+    run of the same configuration under ``<results_dir>/<profile>/<name>/`` (e.g. trained by
+    ``python -m deqode train``) is read, an unfinished one resumed
+    (:func:`deqode.train.fit_or_reuse`). Returns the final held-out metrics under both solvers,
+    the history, the timing, the trained ``model``, ``interval`` and ``cached`` (read back)."""
+    dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
+    run = LatentRun(setup, solver, seed, dtype_name)
+    result = run.run(device=device, results_dir=results_dir)
+    history, timing = stream_history(result)
     final = [h for h in history if "neg_elbo" in h][-1]
     return {
         "label": solver.label, "method": solver.method, "budget": solver.budget,
         "n_steps": solver.n_steps, "seed": seed,
         **{k: final[k] for k in ("neg_elbo", "recon_mse", "extrap_mse", "neg_elbo_dopri5",
                                  "recon_mse_dopri5", "extrap_mse_dopri5")},
-        **timing, "history": history, "model": model, "interval": interval,
+        **timing, "history": history, "model": result.model, "interval": run.interval,
+        "cached": result.reused,
     }
 
 
@@ -198,5 +222,5 @@ def latent_trajectory(model: LatentODE, dataset, index: int = 0,
 
 
 
-__all__ = ["LATENT_SETUPS", "LatentSetup", "build_latent_ode", "latent_metrics", "latent_setup",
-           "latent_trajectory", "spiral_data", "train_latent_ode"]
+__all__ = ["LATENT_SETUPS", "LatentRun", "LatentSetup", "build_latent_ode", "latent_metrics",
+           "latent_setup", "latent_trajectory", "spiral_data", "train_latent_ode"]

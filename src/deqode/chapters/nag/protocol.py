@@ -23,20 +23,16 @@ the third, matched-steps view of this protocol (the same h for every solver).
 from __future__ import annotations
 
 import statistics
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from deqode import rehearsal
 from deqode.choices import check_choice
 from deqode.solvers.nesterov import DEFAULT_BETA, register, step_grid
-from deqode.train.batches import Stream
-from deqode.train.loop import load_result
 from deqode.train.tasks import FunctionTask
 
 register()
@@ -197,44 +193,89 @@ def without_models(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in drop} for r in records]
 
 
-def _train_and_evaluate(
-    model: torch.nn.Module, lr: float, iterations: int, eval_every: int, stream: Stream,
-    task: FunctionTask, what: str, schedule: str = "constant", *, name: str,
-    results_dir: str | Path | None = None, profile: str = "smoke",
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Train tasks B and C through :func:`deqode.train.fit`: Adam at ``lr``, ``iterations``
-    steps on batches of ``stream``, the loss of ``task``, timed and counted.
+def run_name(task: str, solver: SolverChoice, seed: int, profile: str) -> str:
+    """The experiment name of a run of task B (``cnf``) or C (``latent``):
+    ``nag-<task>-<method>-K<K>`` (``nesterov-unscaled`` for the c = 1 step), with ``-seed<s>``
+    except for seed 0 in smoke (as task A's names)."""
+    method = solver.method
+    if method == "nesterov" and solver.kwargs.get("scale") is False:
+        method = "nesterov-unscaled"
+    suffix = "" if profile == "smoke" and seed == 0 else f"-seed{seed}"
+    return f"nag-{task}-{method}-K{solver.budget}{suffix}"
 
-    ``schedule``: ``"constant"`` learning rate, or ``"cosine"`` annealing to zero over the
-    iterations (so that the curve flattens by the end). The history holds per iteration the
-    cumulative training seconds and CPU seconds (forward, backward and update; evaluation
-    excluded), the cumulative forward + backward NFE and the loss; at iteration 0, every
-    ``eval_every`` iterations and after the last, also the task's evaluation. Under rehearsal
-    (:mod:`deqode.rehearsal`) at most ``N`` iterations run. A failed step (e.g. a non-finite
-    loss) raises ``FloatingPointError`` naming ``what``. The run is recorded under
-    ``<results_dir>/<profile>/<name>/`` (a temporary folder when ``results_dir`` is None) and a
-    finished one there is read back. Returns the history and the timing summary (median seconds
-    per iteration, NFE per iteration, total training seconds and CPU seconds).
-    """
-    from deqode.train import DTYPES, TrainConfig, fit
 
-    check_choice("learning-rate schedule", schedule, SCHEDULES)
-    iterations = rehearsal.steps(iterations)
-    first = next(model.parameters())
-    dtype = next(k for k, v in DTYPES.items() if v == first.dtype)
-    config = TrainConfig(
-        name=name, model=lambda: model, task=task, data_order="stream",
-        dataset=lambda split: stream if split == "train" else None, iterations=iterations,
-        batch_size=eval_every, epochs=-(-iterations // eval_every), lr=lr, schedule=schedule,
-        eta_min=0.0, seed=None, dtype=dtype, record_steps=True, measure_memory=False,
-        evaluate_at_start=True)
-    with tempfile.TemporaryDirectory(prefix="deqode-nag-") as scratch:
-        result = fit(config, profile=profile, device=str(first.device),
-                     results_dir=results_dir or scratch, resume=results_dir is not None,
-                     quiet=True, progress=False)
-        start = load_result(result.out_dir)["start"]
-    if result.failed:
-        raise FloatingPointError(f"{what}: {result.reason}")
+class StreamRun:
+    """One run of task B or C as a :class:`deqode.train.TrainConfig` (:meth:`train_config`)
+    whose model and data factories are methods of this object, so that ``python -m deqode
+    train`` and the notebook train the same thing. Subclasses give ``task`` (the name part),
+    the model factory (which seeds and sets ``self.net``), the data factory and the
+    :class:`~deqode.train.tasks.FunctionTask`; :meth:`batch_place` puts a batch where the model
+    is (its device and dtype are only known once ``fit`` has built and moved it)."""
+
+    task = ""
+
+    def __init__(self, setup: Any, solver: SolverChoice, seed: int = 0,
+                 dtype: str = "float32") -> None:
+        self.setup, self.solver, self.seed, self.dtype = setup, solver, seed, dtype
+        self.net: torch.nn.Module | None = None
+
+    @property
+    def name(self) -> str:
+        return run_name(self.task, self.solver, self.seed, self.setup.profile)
+
+    def batch_place(self, tensor: torch.Tensor) -> torch.Tensor:
+        first = next(self.net.parameters())
+        return tensor.to(first.device, first.dtype)
+
+    def factories(self) -> tuple[Callable[..., torch.nn.Module], Callable[[str], Any]]:
+        raise NotImplementedError
+
+    def function_task(self) -> FunctionTask:
+        raise NotImplementedError
+
+    def train_config(self) -> Any:
+        """Adam at the setup's lr and schedule (cosine anneals to zero), ``iterations`` steps in
+        epochs of ``eval_every`` with the task's evaluation at the start and after every epoch,
+        every step's time and NFE recorded. ``dataset_kwargs`` record the run's settings (the
+        factories read them from this object), so that the configuration check sees them."""
+        from deqode.train import TrainConfig
+
+        check_choice("learning-rate schedule", self.setup.schedule, SCHEDULES)
+        model, data = self.factories()
+        s = self.setup
+        return TrainConfig(
+            name=self.name, model=model, dataset=data, task=self.function_task(),
+            data_order="stream", iterations=s.iterations, batch_size=s.eval_every,
+            epochs=-(-s.iterations // s.eval_every), lr=s.lr, schedule=s.schedule, eta_min=0.0,
+            seed=None, dtype=self.dtype, record_steps=True, measure_memory=False,
+            evaluate_at_start=True,
+            dataset_kwargs={"setup": asdict(s), "solver": asdict(self.solver),
+                            "seed": self.seed},
+            description=f"NAG task {'B' if self.task == 'cnf' else 'C'} [companion]")
+
+    def run(self, *, device: str = "cpu", results_dir: str | Path = "results") -> Any:
+        """Read, resume or train this run under ``<results_dir>/<profile>/<name>/``
+        (:func:`deqode.train.fit_or_reuse`); a failed run raises ``FloatingPointError``. The
+        result's ``model`` is the trained model on ``device``, in training mode."""
+        from deqode.train import fit_or_reuse
+
+        result = fit_or_reuse(self.train_config(), profile=self.setup.profile, device=device,
+                              results_dir=results_dir, quiet=True, progress=False)
+        if result.failed:
+            raise FloatingPointError(f"{self.name}: {result.reason}")
+        result.model = result.model.to(device).train()
+        return result
+
+
+def stream_history(result: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The history of a task B or C run (:meth:`StreamRun.run`): per iteration the cumulative
+    training seconds and CPU seconds (forward, backward and update; evaluation excluded), the
+    cumulative forward + backward NFE and the loss; at iteration 0 and after every epoch also
+    the task's evaluation. And the timing summary: median seconds per iteration, NFE per
+    iteration, total training seconds and CPU seconds."""
+    from deqode.train.loop import load_result
+
+    start = load_result(result.out_dir)["start"]
     seconds, cpu_seconds, nfe, step_times, iteration = 0.0, 0.0, 0.0, [], 0
     history = [{"iteration": 0, "seconds": seconds, "cpu_seconds": cpu_seconds, "nfe": nfe,
                 **start}]
@@ -250,7 +291,7 @@ def _train_and_evaluate(
         history.append({"iteration": iteration, "seconds": seconds, "cpu_seconds": cpu_seconds,
                         "nfe": nfe, **{k: record[k] for k in start}})
     timing = {"seconds_per_iteration": median_step_seconds(step_times),
-              "nfe_per_iteration": nfe / iterations, "train_seconds": seconds,
+              "nfe_per_iteration": nfe / max(iteration, 1), "train_seconds": seconds,
               "train_cpu_seconds": cpu_seconds}
     return history, timing
 
@@ -265,11 +306,14 @@ __all__ = [
     "TRANSFER_METHOD",
     "TRANSFER_TOL",
     "SolverChoice",
+    "StreamRun",
     "aggregate",
     "equal_time_table",
     "median_step_seconds",
+    "run_name",
     "solver_choices",
     "steps_for_budget",
+    "stream_history",
     "transfer_solver",
     "unscaled_choice",
     "value_at_budget",

@@ -19,7 +19,12 @@ Profiles: ``smoke`` = CPU analogues (digits, 64×64 images, T = 10), non-tuned, 
 ``paper`` = the paper's data and sizes with the official *non-tuned defaults* (the defaults of
 ``run_imgcl.py``, ``run_imgreg.py`` and ``run_cpmem.py``; labelled "non-tuned defaults", not the
 tuned configurations of the paper, which are not in the repository) or, with ``tune=True`` in a
-notebook, the random search of :func:`run_search`.
+notebook, the best configuration of the stored random search of :func:`run_search`
+(``python -m deqode search classification ...``, :func:`classification_search`).
+
+Every run of the three tasks is a CLI experiment (:mod:`.experiments`: ``python -m deqode train
+sim-t1-mnist-single-tier-seed1554 --profile paper``); the notebooks read a finished one, resume
+an unfinished one (:func:`deqode.train.fit_or_reuse`).
 
 Search driver: Optuna (optional dependency ``deqode[tune]``), chosen over Ray Tune because the
 official Ray 1.3 API (``tune.report``, ``tune.run(local_dir=...)``) no longer exists in Ray 2.x,
@@ -32,8 +37,7 @@ stopping) serves tests and machines without Optuna.
 
 from __future__ import annotations
 
-from deqode.chapters.sim import cache, rules
-from deqode.chapters.sim.cache import cached
+from deqode.chapters.sim import experiments, rules
 from deqode.chapters.sim.configs import (
     CPU_SEEDS,
     LR_MODES,
@@ -75,6 +79,7 @@ from deqode.chapters.sim.loops import (
     train_regression,
 )
 from deqode.chapters.sim.runs import (
+    read_or_train,
     run_classification,
     run_copy_memory,
     run_regression,
@@ -89,9 +94,12 @@ from deqode.chapters.sim.search import (
     SearchResult,
     SearchSettings,
     TrialRecord,
+    classification_search,
+    load_search,
     run_search,
     sample_config,
     search_objective,
+    search_path,
     search_space,
     split_train_val,
     suggest_config,
@@ -127,8 +135,7 @@ __all__ = [
     "all_paper_cells_not_transcribed",
     "always_blank_accuracy",
     "build_model",
-    "cache",
-    "cached",
+    "classification_search",
     "classification_setup",
     "copy_memory_position_accuracy",
     "copy_memory_setup",
@@ -136,9 +143,11 @@ __all__ = [
     "digits_tensors",
     "draw_architecture",
     "evaluate_copy_memory",
+    "experiments",
     "final_run_seeds",
     "fit_sim_regressor",
     "hopf_readouts",
+    "load_search",
     "memoryless_loss",
     "needed_datasets",
     "observed_contraction_rates",
@@ -148,6 +157,7 @@ __all__ = [
     "psnr",
     "r_squared",
     "rates_match_spectral_radius",
+    "read_or_train",
     "regression_setup",
     "rules",
     "run_classification",
@@ -156,6 +166,7 @@ __all__ = [
     "run_search",
     "sample_config",
     "search_objective",
+    "search_path",
     "search_space",
     "smoke_threads",
     "split_train_val",

@@ -92,16 +92,20 @@ def train_classifier(
         lr=lr, schedule=schedule, step_size=steplr_step, gamma=0.1, seed=None,
         data_order="shuffle", shuffle_seed=shuffle_seed, record_steps=True, measure_memory=False)
     on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_acc"]))
-    history: dict[str, Any] = {"params": count_trainable(model)}
+    params = count_trainable(model)
     result = _fit_in(results_dir, config, profile, device, on_epoch)
     model.train()
-    history["epochs"] = [{k: h[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}
-                         for h in result.history]
-    history["steps"] = [{k: step[k] for k in ("time", "loss", "nfe_forward", "nfe_backward")}
-                        for h in result.history for step in h["steps"]]
-    history["test_loss"] = history["epochs"][-1]["test_loss"]
-    history["test_acc"] = history["epochs"][-1]["test_acc"]
-    return {k: history[k] for k in ("epochs", "steps", "params", "test_loss", "test_acc")}
+    return classifier_record(result, params)
+
+
+def classifier_record(result: Any, params: int) -> dict[str, Any]:
+    """What :func:`train_classifier` returns, from a run's :class:`~deqode.train.RunResult`."""
+    epochs = [{k: h[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}
+              for h in result.history]
+    steps = [{k: step[k] for k in ("time", "loss", "nfe_forward", "nfe_backward")}
+             for h in result.history for step in h["steps"]]
+    return {"epochs": epochs, "steps": steps, "params": params,
+            "test_loss": epochs[-1]["test_loss"], "test_acc": epochs[-1]["test_acc"]}
 
 
 def _fit_in(results_dir: str | os.PathLike | None, config: Any, profile: str,
@@ -165,8 +169,16 @@ def train_regression(
         record_steps=True, measure_memory=False, checkpoint_every=max(iterations // 10, 1))
     on_epoch = None if report is None else (lambda r: report(r["epoch"], r["test_psnr"]))
     params = count_trainable(model)
-    history = _fit_in(results_dir, config, profile, device, on_epoch).history
+    result = _fit_in(results_dir, config, profile, device, on_epoch)
     model.train()
+    return regression_record(result, model, test_set, params, device)
+
+
+def regression_record(result: Any, model: nn.Module, test_set: Dataset, params: int,
+                      device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What :func:`train_regression` returns, from a run's result and its trained ``model``
+    (which predicts the test grid here)."""
+    history = result.history
     x_te, y_te = test_set.inputs.to(device), test_set.targets.to(device)
     with torch.no_grad():
         prediction = model(x_te).reshape(*test_set.grid_shape, -1).cpu()
@@ -263,17 +275,24 @@ def train_copy_memory(
     params = count_trainable(model)
     result = _fit_in(results_dir, config, profile, device, on_epoch)
     model.train()
-    steps, elapsed = [], 0.0
-    for step in (s for h in result.history for s in h["steps"]):
-        elapsed += step["time"]
-        steps.append({"loss": step["loss"], "acc": step["acc"], "time_ms": 1e3 * elapsed,
-                      "nfe_forward": step["nfe_forward"], "nfe_backward": step["nfe_backward"]})
+    steps = copy_memory_steps(result.history)
     epochs_log = [{"epoch": h["epoch"], **h["positions"]} for h in result.history
                   if "positions" in h]
     x_te, y_te = (t.to(device) for t in _stack(test_set))
     test_loss, test_acc = evaluate_copy_memory(model, x_te, y_te, batch_size)
     return {"steps": steps, "epochs": epochs_log, "test_loss": test_loss, "test_acc": test_acc,
             "params": params}
+
+
+def copy_memory_steps(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per training batch of a copy-memory run: loss, accuracy (%), cumulative training time
+    (ms) and NFE."""
+    steps, elapsed = [], 0.0
+    for step in (s for h in history for s in h["steps"]):
+        elapsed += step["time"]
+        steps.append({"loss": step["loss"], "acc": step["acc"], "time_ms": 1e3 * elapsed,
+                      "nfe_forward": step["nfe_forward"], "nfe_backward": step["nfe_backward"]})
+    return steps
 
 
 @torch.no_grad()

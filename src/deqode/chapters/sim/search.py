@@ -6,8 +6,10 @@ Both stand in for the official code's Ray Tune random search with an ASHA schedu
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -321,3 +323,55 @@ def search_objective(
     return objective
 
 
+
+
+# --------------------------------------------------------------------------------------------------
+# stored searches (python -m deqode search)
+# --------------------------------------------------------------------------------------------------
+
+SEARCH_FOLDER = "sim-search"
+
+
+def search_path(results_dir: str | os.PathLike, profile: str, task: str, dataset: str,
+                variant: str) -> Path:
+    """``<results_dir>/<profile>/sim-search/<task>-<dataset>-<variant>.json``."""
+    from deqode.paths import resolve
+
+    return resolve(results_dir) / profile / SEARCH_FOLDER / f"{task}-{dataset}-{variant}.json"
+
+
+def load_search(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A stored search (``best_config``, ``best_value``, ``trials``, ...), or None if absent."""
+    from deqode.results import read_json
+
+    return read_json(path) if Path(path).is_file() else None
+
+
+def classification_search(dataset: str, variant: str, profile: str = "paper", *,
+                          n_trials: int | None = None, backend: str = "optuna", seed: int = 777,
+                          device: torch.device | str = "cpu", data_root: str = "data",
+                          results_dir: str | os.PathLike = "results") -> Path:
+    """The random search of T1 for the ``variant`` SIM of the profile's setup on ``dataset``
+    (the official 90/10 tuning split of the training set), stored with every trial at
+    :func:`search_path`, where ``run_classification(tune=True)`` reads it. Returns the path."""
+    from deqode.chapters.sim.configs import classification_setup
+    from deqode.data import load_dataset
+    from deqode.results import write_json_atomic
+
+    setup = classification_setup(profile)
+    check_choice(f"dataset of the {profile} profile", dataset, setup.datasets)
+    specs = {s.variant: s for s in setup.models[dataset] if s.kind == "sim"}
+    spec = specs[check_choice("SIM variant", variant, specs)]
+    train = load_dataset(dataset, root=data_root, split="train", profile=profile, recipe="sim",
+                         **setup.data_options)
+    fit_part, val_part = split_train_val(train)
+    result = run_search(search_objective("classification", spec, fit_part, val_part, device),
+                        "classification", variant, n_trials=n_trials, backend=backend, seed=seed)
+    path = search_path(results_dir, profile, "classification", dataset, variant)
+    write_json_atomic(path, {
+        "task": "classification", "dataset": dataset, "variant": variant, "profile": profile,
+        "backend": backend, "seed": seed, "settings": asdict(result.settings),
+        "best_config": result.best_config, "best_value": result.best_value,
+        "trials": [{"config": t.config, "values": [list(v) for v in t.values],
+                    "pruned": t.pruned, "truncated": t.truncated} for t in result.trials]})
+    return path
