@@ -14,9 +14,10 @@ from deqode.chapters import sim as exp
 
 
 def _files(run_dir):
-    """What must not change when a finished run is read: the checkpoint's mtime and the bytes
-    of its records."""
-    return {"checkpoint_mtime": (run_dir / "checkpoint.pt").stat().st_mtime_ns,
+    """What must not change when a finished run is read: the checkpoints' mtimes (the one it
+    replaced is kept beside it) and the bytes of its records."""
+    return {**{name: (run_dir / name).stat().st_mtime_ns if (run_dir / name).exists() else None
+               for name in ("checkpoint.pt", "checkpoint.previous.pt", "checkpoint.shelved.pt")},
             **{name: (run_dir / name).read_bytes()
                for name in ("metrics.json", "status.json", "config.json")}}
 
@@ -50,7 +51,6 @@ def test_sim_copy_memory_run_finished_by_the_cli_is_read_not_retrained(tmp_path,
     metrics = json.loads(before["metrics.json"])
     assert record["test_loss"] == metrics["history"][-1]["test_loss"]
     assert len(record["steps"]) == metrics["summary"]["iterations"] == 80
-    assert not (run_dir / "checkpoint.previous.pt").exists()
 
 
 def test_sim_classification_run_finished_by_the_cli_is_read_not_retrained(tmp_path,
@@ -83,13 +83,16 @@ def test_nag_cnf_run_finished_by_the_cli_is_read_not_retrained(tmp_path, no_trai
 def test_an_unfinished_cli_run_is_resumed_by_the_notebook(tmp_path):
     run_dir = _cli_train("nag-cnf-euler-K12", "smoke", tmp_path, "--max-epochs", "1")
     assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
+    first_epoch = json.loads((run_dir / "metrics.json").read_text())["history"][0]
     setup = nag.cnf_setup("smoke")
     choice = next(c for c in nag.solver_choices(setup.solvers, 12, setup.beta)
                   if c.method == "euler")
     record = nag.train_cnf(setup, choice, seed=0, results_dir=tmp_path, panels=False)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "completed" and not record["cached"]
-    assert not (run_dir / "checkpoint.previous.pt").exists()  # resumed, not restarted
+    # resumed, not restarted: the CLI's first epoch (and its timings) kept, no run set aside
+    assert json.loads((run_dir / "metrics.json").read_text())["history"][0] == first_epoch
+    assert not (run_dir / "checkpoint.shelved.pt").exists()
     assert record["history"][-1]["iteration"] == setup.iterations
 
 

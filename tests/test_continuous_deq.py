@@ -664,15 +664,18 @@ def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     import torch
 
     from deqode.chapters import continuous_deq as cd
+    from deqode.train.reuse import _checkpoint_matches
 
     row = cd.Row("T2", "vanilla", "continuous")
     config = cd.train_config(row, "cpu")
-    assert not cd.checkpoint_matches(config, "cpu", str(tmp_path))
-    folder = tmp_path / "cpu" / config.name
-    folder.mkdir(parents=True)
-    torch.save({"config": config.to_dict()}, folder / "checkpoint.pt")
-    assert cd.checkpoint_matches(config, "cpu", str(tmp_path))
-    assert not cd.checkpoint_matches(config.replace(epochs=4), "cpu", str(tmp_path))
+    checkpoint = tmp_path / "cpu" / config.name / "checkpoint.pt"
+    assert not _checkpoint_matches(config, checkpoint)
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"config": config.to_dict()}, checkpoint)
+    assert _checkpoint_matches(config, checkpoint)
+    assert not _checkpoint_matches(config.replace(epochs=4), checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:40])  # damaged: fit's resume decides
+    assert _checkpoint_matches(config.replace(epochs=4), checkpoint)
 
 
 def _summary(row, seed, acc, curve=(50.0, 60.0, 61.0)):

@@ -25,9 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from deqode.errors import CheckpointDamagedError
 from deqode.paths import resolve
 from deqode.results import read_json
-from deqode.train.checkpoints import DOCUMENTATION_FIELDS
+from deqode.train.checkpoints import DOCUMENTATION_FIELDS, damage_of, read_checkpoint
 from deqode.train.config import DTYPES, RunResult, TrainConfig
 
 
@@ -75,10 +76,13 @@ def finished_run(config: TrainConfig, profile: str, results_dir: str | os.PathLi
 
 
 def _checkpoint_matches(config: TrainConfig, checkpoint: Path) -> bool:
+    """Whether to resume from ``checkpoint``: it holds ``config``'s run, or it is damaged (then
+    ``fit(resume=True)`` falls back to ``checkpoint.previous.pt`` or says how to start afresh)."""
     if not checkpoint.is_file():
         return False
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["config"]
-    return not changed_fields(saved, config)
+    if damage_of(checkpoint) is not None:
+        return True
+    return not changed_fields(read_checkpoint(checkpoint, mmap=True)["config"], config)
 
 
 def fit_or_reuse(config: TrainConfig, *, profile: str, results_dir: str | os.PathLike = "results",
@@ -105,7 +109,14 @@ def trained_model(config: TrainConfig, out_dir: str | os.PathLike) -> nn.Module:
     inside a forked RNG so that reading a run draws nothing from the global generators."""
     from deqode.train.loop import _build_model
 
-    state = torch.load(Path(out_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    path = Path(out_dir) / "checkpoint.pt"
+    damage = damage_of(path)
+    if damage is not None:
+        raise CheckpointDamagedError(
+            f"the finished run in {out_dir} cannot be read: {path} is damaged ({damage}). Its "
+            "metrics.json still holds the run's numbers; to get the model back, move the run "
+            "folder away and train it again.")
+    state = read_checkpoint(path)
     with torch.random.fork_rng(devices=[]):
         model = _build_model(config).to(DTYPES[config.dtype])
     model.load_state_dict(state["model"])

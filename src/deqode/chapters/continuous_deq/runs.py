@@ -77,31 +77,17 @@ def summarize(row: Row, result: Any, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def checkpoint_matches(config: Any, profile: str, results_dir: str) -> bool:
-    """Whether ``results_dir`` holds a checkpoint of ``config.name`` trained with exactly
-    ``config`` (False when there is none, or when it was trained with other settings)."""
-    from deqode.paths import resolve
-
-    path = resolve(results_dir) / profile / config.name / "checkpoint.pt"
-    if not path.is_file():
-        return False
-    saved = torch.load(path, map_location="cpu", weights_only=True)["config"]
-    return saved == config.to_dict()
-
-
 def _train_row(row: Row, profile: str, seed: int, device: str, results_dir: str, data_root: str,
                threads: int | None, changes: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """Train one row (a top-level function, so that worker processes can run it). Outside smoke
-    a finished run with the same configuration is read back, not retrained
-    (``fit(resume=True)``); a run of other settings under the same name is retrained from
-    scratch (``fit`` keeps its checkpoint as ``checkpoint.previous.pt``)."""
-    from deqode.train import fit
+    """Train one row (a top-level function, so that worker processes can run it), by the one
+    rule of :func:`deqode.train.fit_or_reuse`: a finished run of the same configuration (from a
+    notebook or ``python -m deqode train``) is read back, an unfinished one resumed."""
+    from deqode.train import fit_or_reuse
 
     config = train_config(row, profile, seed=seed, **changes)
-    resume = profile != "smoke" and checkpoint_matches(config, profile, results_dir)
-    result = fit(config, profile=profile, device=device, results_dir=results_dir,
-                 data_root=data_root, quiet=True, progress=False, threads=threads,
-                 resume=resume)
+    result = fit_or_reuse(config, profile=profile, results_dir=results_dir, load_model=False,
+                          device=device, data_root=data_root, quiet=True, progress=False,
+                          threads=threads)
     if result.failed:
         raise RuntimeError(f"{config.name} failed: {result.reason}")
     return summarize(row, result, seed), float(result.summary["wall_time_s"])
@@ -231,7 +217,6 @@ __all__ = [
     "PLATEAU_EPOCHS",
     "PLATEAU_POINTS",
     "aggregate",
-    "checkpoint_matches",
     "load_trained",
     "plateau_check",
     "plateau_rule",
