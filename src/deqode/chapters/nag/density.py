@@ -11,20 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deqode.chapters.nag.protocol import (
-    CPU_SOLVERS,
-    PAPER_SOLVERS,
-    SMOKE_SOLVERS,
-    SolverChoice,
-    StreamRun,
-    stream_history,
-    transfer_solver,
-)
+from deqode.chapters.nag import protocol
+from deqode.chapters.nag.protocol import SolverChoice, StreamRun, stream_history, transfer_solver
 from deqode.choices import check_profile
 from deqode.models.cnf import CNF
 from deqode.solvers.nesterov import DEFAULT_BETA
 from deqode.train.batches import Stream
-from deqode.train.config import DTYPES
 from deqode.train.tasks import density_task
 
 
@@ -63,13 +55,13 @@ class CNFSetup:
 
 
 CNF_SETUPS = {
-    "smoke": CNFSetup("smoke", "circles", 8, 8, 64, 30, 1e-3, (12,), SMOKE_SOLVERS, 512, 2000,
-                      50, 10),
+    "smoke": CNFSetup("smoke", "circles", 8, 8, 64, 30, 1e-3, (12,), protocol.SMOKE_SOLVERS,
+                      512, 2000, 50, 10),
     # lr 1e-3 (was 5e-3): chosen after the 5e-3 cpu run's flows had not flattened
-    "cpu": CNFSetup("cpu", "circles", 16, 32, 128, 600, 1e-3, (12,), CPU_SOLVERS, 512, 2000,
-                    50, 60, seeds=(0, 1, 2), schedule="cosine"),
-    "paper": CNFSetup("paper", "circles", 32, 64, 512, 1000, 1e-3, (12, 24, 48), PAPER_SOLVERS,
-                      512, 30000, 100, 50, seeds=(0, 1, 2)),
+    "cpu": CNFSetup("cpu", "circles", 16, 32, 128, 600, 1e-3, (12,), protocol.CPU_SOLVERS,
+                    512, 2000, 50, 60, seeds=(0, 1, 2), schedule="cosine"),
+    "paper": CNFSetup("paper", "circles", 32, 64, 512, 1000, 1e-3, (12, 24, 48),
+                      protocol.PAPER_SOLVERS, 512, 30000, 100, 50, seeds=(0, 1, 2)),
 }
 
 
@@ -155,8 +147,7 @@ def train_cnf(setup: CNFSetup, solver: SolverChoice, *, seed: int = 0,
     ``cached`` (read back, not trained) and the panel data (samples and a log-density grid
     under the training solver).
     """
-    dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
-    result = CNFRun(setup, solver, seed, dtype_name).run(device=device, results_dir=results_dir)
+    result = CNFRun(setup, solver, seed, dtype).run(device=device, results_dir=results_dir)
     history, timing = stream_history(result)
     evals = [h for h in history if "nll_dopri5" in h]
     record = {

@@ -11,20 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from deqode.chapters.nag.protocol import (
-    CPU_SOLVERS,
-    PAPER_SOLVERS,
-    SMOKE_SOLVERS,
-    SolverChoice,
-    StreamRun,
-    stream_history,
-    transfer_solver,
-)
+from deqode.chapters.nag import protocol
+from deqode.chapters.nag.protocol import SolverChoice, StreamRun, stream_history, transfer_solver
 from deqode.choices import check_profile
 from deqode.models.latent_ode import LatentODE
 from deqode.solvers.nesterov import DEFAULT_BETA
 from deqode.train.batches import Stream
-from deqode.train.config import DTYPES
 from deqode.train.tasks import elbo_task
 
 
@@ -63,13 +55,13 @@ class LatentSetup:
 
 
 LATENT_SETUPS = {
-    "smoke": LatentSetup("smoke", 64, 200, 20, 4, 16, 16, 200, 0.01, (12,), SMOKE_SOLVERS, 40,
-                         10),
+    "smoke": LatentSetup("smoke", 64, 200, 20, 4, 16, 16, 200, 0.01, (12,),
+                         protocol.SMOKE_SOLVERS, 40, 10),
     # 1200 iterations (was 600): chosen after the 600-iteration cpu run had not flattened
-    "cpu": LatentSetup("cpu", 128, 300, 30, 4, 20, 25, 1200, 0.01, (12,), CPU_SOLVERS, 60, 15,
-                       seeds=(0, 1, 2), schedule="cosine"),
+    "cpu": LatentSetup("cpu", 128, 300, 30, 4, 20, 25, 1200, 0.01, (12,), protocol.CPU_SOLVERS,
+                       60, 15, seeds=(0, 1, 2), schedule="cosine"),
     "paper": LatentSetup("paper", 1000, 1000, 100, 4, 20, 25, 2000, 0.01, (12, 24, 48),
-                         PAPER_SOLVERS, 100, 50, seeds=(0, 1, 2)),
+                         protocol.PAPER_SOLVERS, 100, 50, seeds=(0, 1, 2)),
 }
 
 
@@ -185,8 +177,7 @@ def train_latent_ode(setup: LatentSetup, solver: SolverChoice, *, seed: int = 0,
     ``python -m deqode train``) is read, an unfinished one resumed
     (:func:`deqode.train.fit_or_reuse`). Returns the final held-out metrics under both solvers,
     the history, the timing, the trained ``model``, ``interval`` and ``cached`` (read back)."""
-    dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
-    run = LatentRun(setup, solver, seed, dtype_name)
+    run = LatentRun(setup, solver, seed, dtype)
     result = run.run(device=device, results_dir=results_dir)
     history, timing = stream_history(result)
     final = [h for h in history if "neg_elbo" in h][-1]

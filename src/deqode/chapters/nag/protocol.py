@@ -33,6 +33,7 @@ import torch
 
 from deqode.choices import check_choice
 from deqode.solvers.nesterov import DEFAULT_BETA, register, step_grid
+from deqode.train.config import DTYPES
 from deqode.train.tasks import FunctionTask
 
 register()
@@ -215,7 +216,9 @@ class StreamRun:
     task = ""
 
     def __init__(self, setup: Any, solver: SolverChoice, seed: int = 0,
-                 dtype: str = "float32") -> None:
+                 dtype: str | torch.dtype = "float32") -> None:
+        if isinstance(dtype, torch.dtype):  # recorded by name, as TrainConfig.dtype
+            dtype = next(name for name, kind in DTYPES.items() if kind == dtype)
         self.setup, self.solver, self.seed, self.dtype = setup, solver, seed, dtype
         self.net: torch.nn.Module | None = None
 
