@@ -3,6 +3,7 @@ chapter 10_nag_theory, section E1)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,14 +178,11 @@ def order_study(
 ) -> list[dict[str, Any]]:
     """E1: one record per (problem, β, start, n): h, the error at t1 (scaled solver, c = 1 - β)."""
     records = []
-    for name in problems:
+    for name, beta, start, n in itertools.product(problems, betas, starts, steps):
         prob = problem(name)
-        for beta in betas:
-            for start in starts:
-                for n in steps:
-                    err = final_error(prob, n, beta=beta, start=start)
-                    records.append({"problem": name, "beta": beta, "start": start, "n": n,
-                                    "h": (prob.t1 - prob.t0) / n, "error": err})
+        records.append({"problem": name, "beta": beta, "start": start, "n": n,
+                        "h": (prob.t1 - prob.t0) / n,
+                        "error": final_error(prob, n, beta=beta, start=start)})
     return records
 
 

@@ -3,6 +3,7 @@ gradients and the solver properties (book chapter 10_nag_theory, sections E3-E6)
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,16 +55,13 @@ def unscaled_study(
 ) -> list[dict[str, Any]]:
     """E3: c = 1 on f, error against ``x' = f`` (``target="f"``) and ``x' = f/(1-β)``."""
     records = []
-    for name in problems:
+    for name, beta, n, target in itertools.product(problems, betas, steps, ("f", "f/(1-beta)")):
         prob = problem(name)
-        for beta in betas:
-            for n in steps:
-                h = (prob.t1 - prob.t0) / n
-                for target, rate in (("f", 1.0), ("f/(1-beta)", 1.0 / (1.0 - beta))):
-                    err = final_error(prob, n, beta=beta, scale=False, start=start,
-                                      reference_rate=rate)
-                    records.append({"problem": name, "beta": beta, "target": target, "n": n,
-                                    "h": h, "error": err})
+        rate = 1.0 if target == "f" else 1.0 / (1.0 - beta)
+        records.append({"problem": name, "beta": beta, "target": target, "n": n,
+                        "h": (prob.t1 - prob.t0) / n,
+                        "error": final_error(prob, n, beta=beta, scale=False, start=start,
+                                             reference_rate=rate)})
     return records
 
 
