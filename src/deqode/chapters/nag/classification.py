@@ -33,6 +33,7 @@ from deqode.chapters.nag.protocol import (
 from deqode.choices import check_profile
 from deqode.models.odenet import ODENet, ResNet
 from deqode.solvers.nesterov import DEFAULT_BETA
+from deqode.train.checkpoints import damage_of, read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -205,9 +206,10 @@ def _history_rows(history: Sequence[dict[str, Any]],
 
 
 def _epochs_done(checkpoint: Path) -> int:
-    if not checkpoint.is_file():
+    """Epochs in ``checkpoint`` (0 when there is none or it is damaged: fit then says why)."""
+    if not checkpoint.is_file() or damage_of(checkpoint) is not None:
         return 0
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+    return int(read_checkpoint(checkpoint, mmap=True)["epoch"])
 
 
 def run_classification(
