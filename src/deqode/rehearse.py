@@ -62,7 +62,7 @@ def _train_one(job: tuple[str, str, str, str]) -> Outcome:
             code = cli.main(["train", name, "--profile", profile, "--results-dir", results,
                              "--data-root", data_root, "--device", "cpu", "--no-progress",
                              "--quiet", "--threads", "1"])
-        detail = "" if code == 0 else f"exit {code}: {err.getvalue().strip()[-600:]}"
+        detail = "" if code == 0 else f"exit {code}: {err.getvalue().strip()[:600]}"
     except Exception as exc:  # a crash in one run must not end the others
         code, detail = 1, f"{type(exc).__name__}: {exc}"
     return Outcome(name, code == 0, time.perf_counter() - started, detail)
