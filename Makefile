@@ -4,7 +4,8 @@
 #                              the site readers get in _build/html
 #   make book PROFILE=smoke    the quick check (minutes): does the code run? -> _build/smoke/_build/html
 #   make book PROFILE=paper    the papers' scale (GPU, datasets on disk) -> _build/paper/_build/html
-#   make book PROFILE=paper CHAPTERS="homoode nag"   only these chapters (their datasets only)
+#   make book PROFILE=paper CHAPTERS="homoode nag"   only these chapters (their datasets only);
+#                              DATA_ROOT=DIR reads the datasets from DIR instead of data/
 #   make rehearse              every paper experiment and notebook, 2 steps each, on stand-in data
 #   make test                  ruff, unit tests, the smoke book under nbval, both rehearsals
 #
@@ -62,7 +63,7 @@ endif
 	rehearse clean help
 
 help:
-	@sed -n '2,10p' Makefile
+	@sed -n '2,11p' Makefile
 
 setup: $(STAMP)
 
@@ -77,6 +78,7 @@ $(STAMP): pyproject.toml
 # book's front page, with the reason). A chapter is a package of src/deqode/chapters; its notebooks
 # are deqode.book.build.CHAPTER_NOTEBOOKS. Only the planned notebooks are executed.
 CHAPTERS ?=
+DATA_ROOT ?= data
 PLAN_DIR := _build/plan
 PLAN := $(PLAN_DIR)/$(PROFILE).json
 PLAN_TARGETS := $(PLAN_DIR)/$(PROFILE).targets
@@ -85,15 +87,18 @@ PLAN_PARAMS := $(PLAN_DIR)/$(PROFILE).mk
 
 results: $(STAMP)
 	$(PY) -m deqode.chapters plan --profile $(PROFILE) --chapters "$(CHAPTERS)" --out $(PLAN) \
-		--targets $(PLAN_TARGETS) --executed $(EXEC_DIR) --make-params $(PLAN_PARAMS)
-	@$(MAKE) --no-print-directory -j$(JOBS) $$(cat $(PLAN_TARGETS))
+		--targets $(PLAN_TARGETS) --executed $(EXEC_DIR) --make-params $(PLAN_PARAMS) \
+		--data-root $(DATA_ROOT)
+	@targets="$$(cat $(PLAN_TARGETS))"; test -z "$$targets" || \
+		$(MAKE) --no-print-directory -j$(JOBS) $$targets
 
 preflight: $(STAMP)
 	$(PY) -m deqode preflight --profile $(PROFILE)
 
 # PARAMS_<notebook> (from the plan): e.g. the datasets present when a chapter's are only in part.
 $(EXEC_DIR)/%.ipynb: notebooks/%.ipynb $(LIBRARY) $(STAMP) $(wildcard $(PLAN))
-	$(PY) -m deqode.book execute $< --profile $(PROFILE) --out $@ $(PARAMS_$*)
+	$(PY) -m deqode.book execute $< --profile $(PROFILE) --out $@ -p data_root $(DATA_ROOT) \
+		$(PARAMS_$*)
 
 # --- benchmarks ---------------------------------------------------------------------------------
 benchmarks: $(BENCH_RESULTS)
