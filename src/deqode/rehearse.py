@@ -292,8 +292,9 @@ def rehearse(profile: str, out: Path, workers: int, parts: list[str],
     for outcomes in groups.values():
         ok = ok and all(o.ok for o in outcomes)
     if "book" in parts:
-        failed = {o.name: "failed in this rehearsal" for o in groups.get("notebooks", [])
-                  if not o.ok}
+        failed = {nb.stem: "failed in this rehearsal"
+                  for nb in sorted((repo_root() / "notebooks").glob("*.ipynb"))
+                  if not (executed / f"{nb.stem}.ipynb").is_file()}
         book = build_book(profile, out, executed, results, failed)
         times["book"] = book.seconds
         groups["book"] = [book]
