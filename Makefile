@@ -111,6 +111,7 @@ book: results
 	@$(MAKE) --no-print-directory $(HTML_STAMP) SELECTED="$$(cat $(PLAN_TARGETS))"
 	@echo "book ($(PROFILE)): $(HTML)/index.html"
 
+SELECTED ?= $(EXECUTED)
 $(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BENCH_RESULTS) $(BOOK_SOURCES) $(STAMP)
 	$(PY) -m deqode.book assemble --profile $(PROFILE) --stage $(STAGE) --executed $(EXEC_DIR) \
 		--plan $(PLAN)
