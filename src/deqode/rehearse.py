@@ -88,6 +88,12 @@ def worker_main(profile: str, results: str, data_root: str) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    """One progress line, written at once (threads print side by side)."""
+    sys.stdout.write(f"[rehearse] {line}\n")
+    sys.stdout.flush()
+
+
 def _longest_first(names: list[str], costs: dict[str, float]) -> list[str]:
     """Known-expensive jobs first (the costs of a previous rehearsal), unknown ones after."""
     return sorted(names, key=lambda n: -costs.get(n, 0.0))
@@ -109,9 +115,8 @@ class _Progress:
             eta = elapsed / done * (self.total - done)
             first = (outcome.detail.splitlines() or [""])[0][:200]
             state = "ok" if outcome.ok else f"FAILED {first}"
-            print(f"[rehearse] experiment {done}/{self.total} {outcome.name}: {state} "
-                  f"({outcome.seconds:.1f} s; elapsed {elapsed:.0f} s, eta {eta:.0f} s)",
-                  flush=True)
+            _say(f"experiment {done}/{self.total} {outcome.name}: {state} "
+                 f"({outcome.seconds:.1f} s; elapsed {elapsed:.0f} s, eta {eta:.0f} s)")
 
 
 def _drive_worker(command: list[str], jobs: list[str], lock: threading.Lock,
@@ -170,7 +175,7 @@ def _execute_notebook(notebook: Path, profile: str, out_dir: Path, results: Path
                profile, "--out", str(out), "-p", "results_dir", str(results),
                "-p", "data_root", str(data_root), "-p", "device", "cpu"]
     started = time.perf_counter()
-    print(f"[rehearse] notebook {notebook.stem} started (log {log})", flush=True)
+    _say(f"notebook {notebook.stem} started (log {log})")
     with log.open("w") as handle:
         code = subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, cwd=repo_root())
     detail = ""
@@ -195,8 +200,8 @@ def run_notebooks(notebooks: list[Path], profile: str, out_dir: Path, results: P
             outcomes.append(outcome)
             state = "ok" if outcome.ok else f"FAILED (log {out_dir / outcome.name}.log):\n" + \
                 outcome.detail
-            print(f"[rehearse] notebook {len(outcomes)}/{len(order)} {outcome.name}: {state} "
-                  f"({outcome.seconds:.1f} s)", flush=True)
+            _say(f"notebook {len(outcomes)}/{len(order)} {outcome.name}: {state} "
+                 f"({outcome.seconds:.1f} s)")
     return outcomes
 
 
