@@ -4,7 +4,10 @@
 #                              the site readers get in _build/html
 #   make book PROFILE=smoke    the quick check (minutes): does the code run? -> _build/smoke/_build/html
 #   make book PROFILE=paper    the papers' scale (GPU, datasets on disk) -> _build/paper/_build/html
-#   make test                  ruff, unit tests, the smoke book under nbval, the cpu-config rehearsal
+#   make book PROFILE=paper CHAPTERS="homoode nag"   only these chapters (their datasets only);
+#                              DATA_ROOT=DIR reads the datasets from DIR instead of data/
+#   make rehearse              every paper experiment and notebook, 2 steps each, on stand-in data
+#   make test                  ruff, unit tests, the smoke book under nbval, both rehearsals
 #
 # Setup (a .venv with the pinned dependencies) is part of every target.
 
@@ -57,10 +60,10 @@ JOBS ?= 1
 endif
 
 .PHONY: preflight setup book results benchmarks test lint unit nbval pipeline-test rehearse-cpu \
-	clean help
+	rehearse clean help
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,11p' Makefile
 
 setup: $(STAMP)
 
@@ -70,21 +73,32 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # --- notebooks ----------------------------------------------------------------------------------
-results: $(STAMP)
-	@$(MAKE) --no-print-directory -j$(JOBS) $(EXECUTED)
+# The plan (python -m deqode.chapters plan) picks the chapters: those of CHAPTERS, whose datasets
+# must be on disk, or by default every chapter whose datasets are (the others are listed on the
+# book's front page, with the reason). A chapter is a package of src/deqode/chapters; its notebooks
+# are deqode.book.build.CHAPTER_NOTEBOOKS. Only the planned notebooks are executed.
+CHAPTERS ?=
+DATA_ROOT ?= data
+PLAN_DIR := _build/plan
+PLAN := $(PLAN_DIR)/$(PROFILE).json
+PLAN_TARGETS := $(PLAN_DIR)/$(PROFILE).targets
+PLAN_PARAMS := $(PLAN_DIR)/$(PROFILE).mk
+-include $(PLAN_PARAMS)
 
-# The paper profile first checks that every dataset is on disk, so that no partial book is built.
-ifneq ($(PROFILE),paper)
-PREFLIGHT :=
-else
-PREFLIGHT := preflight
-endif
+results: $(STAMP)
+	$(PY) -m deqode.chapters plan --profile $(PROFILE) --chapters "$(CHAPTERS)" --out $(PLAN) \
+		--targets $(PLAN_TARGETS) --executed $(EXEC_DIR) --make-params $(PLAN_PARAMS) \
+		--data-root $(DATA_ROOT)
+	@targets="$$(cat $(PLAN_TARGETS))"; test -z "$$targets" || \
+		$(MAKE) --no-print-directory -j$(JOBS) $$targets
 
 preflight: $(STAMP)
 	$(PY) -m deqode preflight --profile $(PROFILE)
 
-$(EXEC_DIR)/%.ipynb: notebooks/%.ipynb $(LIBRARY) $(STAMP) | $(PREFLIGHT)
-	$(PY) -m deqode.book execute $< --profile $(PROFILE) --out $@
+# PARAMS_<notebook> (from the plan): e.g. the datasets present when a chapter's are only in part.
+$(EXEC_DIR)/%.ipynb: notebooks/%.ipynb $(LIBRARY) $(STAMP) $(wildcard $(PLAN))
+	$(PY) -m deqode.book execute $< --profile $(PROFILE) --out $@ -p data_root $(DATA_ROOT) \
+		$(PARAMS_$*)
 
 # --- benchmarks ---------------------------------------------------------------------------------
 benchmarks: $(BENCH_RESULTS)
@@ -94,11 +108,13 @@ $(BENCH_DIR)/%.md: benchmarks/bench_%.py $(LIBRARY) $(STAMP)
 
 # --- the book -----------------------------------------------------------------------------------
 book: results
-	@$(MAKE) --no-print-directory $(HTML_STAMP)
+	@$(MAKE) --no-print-directory $(HTML_STAMP) SELECTED="$$(cat $(PLAN_TARGETS))"
 	@echo "book ($(PROFILE)): $(HTML)/index.html"
 
-$(HTML_STAMP): $(EXECUTED) $(BENCH_RESULTS) $(BOOK_SOURCES) $(STAMP)
-	$(PY) -m deqode.book assemble --profile $(PROFILE) --stage $(STAGE) --executed $(EXEC_DIR)
+SELECTED ?= $(EXECUTED)
+$(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BENCH_RESULTS) $(BOOK_SOURCES) $(STAMP)
+	$(PY) -m deqode.book assemble --profile $(PROFILE) --stage $(STAGE) --executed $(EXEC_DIR) \
+		--plan $(PLAN)
 	$(VENV)/bin/jupyter-book build $(STAGE) --toc $(abspath $(STAGE))/book/_toc.yml \
 		--config $(abspath $(STAGE))/_config.yml --path-output $(OUTPUT) $(JB_FLAGS)
 	@touch $@
@@ -133,7 +149,22 @@ $(REHEARSAL)/cpu/%.ipynb: notebooks/%.ipynb $(STAMP)
 	DEQODE_REHEARSAL_STEPS=2 DEQODE_THREADS=1 $(PY) -m deqode.book execute $< --profile cpu \
 		--out $@ -p results_dir $(REHEARSAL)/results
 
-# make test always checks the smoke book (minutes); the cpu profile is rehearsed for a few steps.
+# --- rehearsal of the paper profile ---------------------------------------------------------------
+# Stand-in datasets (random pixels in each set's real on-disk format) in $(REHEARSAL_PAPER)/data;
+# every experiment of `python -m deqode list --profile paper` at its paper configuration, capped
+# only in optimiser steps and evaluation batches (2) and batch size (2: a paper-size model on a
+# batch of 128 takes minutes per step on a CPU core), two worker processes running many
+# experiments each; then every notebook under --profile paper reading those runs, and the book,
+# labelled "rehearsal: not results". Runtimes: $(REHEARSAL_PAPER)/timings.md.
+REHEARSAL_PAPER := _build/rehearsal-paper
+REHEARSAL_WORKERS ?= 2
+
+rehearse: $(STAMP)
+	@rm -rf $(REHEARSAL_PAPER)
+	DEQODE_REHEARSAL_STEPS=2 DEQODE_REHEARSAL_BATCH=2 DEQODE_THREADS=1 $(PY) -m deqode.rehearse \
+		--profile paper --out $(REHEARSAL_PAPER) --workers $(REHEARSAL_WORKERS)
+
+# make test always checks the smoke book (minutes); the cpu and paper profiles are rehearsed.
 test: $(STAMP)
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
@@ -141,7 +172,8 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory nbval PROFILE=smoke
 	@$(MAKE) --no-print-directory pipeline-test PROFILE=smoke
 	@$(MAKE) --no-print-directory rehearse-cpu
-	@echo "make test: all checks passed (smoke book, cpu rehearsal)"
+	@$(MAKE) --no-print-directory rehearse
+	@echo "make test: all checks passed (smoke book, cpu and paper rehearsals)"
 
 clean:
 	rm -rf _build results

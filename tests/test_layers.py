@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "deqode"
-ENTRY_POINTS = {"deqode", "deqode.__main__", "deqode.cli"}  # the application: may import anything
+# the application: may import anything
+ENTRY_POINTS = {"deqode", "deqode.__main__", "deqode.cli", "deqode.rehearse"}
 
 
 def module_name(path: Path) -> str:

@@ -6,6 +6,11 @@ batches per epoch and at most :data:`REHEARSAL_EPOCHS` epochs, so that a broken 
 in minutes; the numbers it produces are not results (figures and tables are labelled so, and the
 outputs go to a separate results folder). Loops outside :func:`deqode.train.fit` use
 :func:`capped` and :func:`epochs` the same way.
+
+``DEQODE_REHEARSAL_BATCH=B`` (only together with the step cap) also caps the batches that
+:func:`deqode.train.fit` feeds, training and evaluation, at ``B`` items: ``make rehearse`` runs
+the paper profile's full-size models on 2 CPU cores, where one batch of 128 images takes minutes
+through a large DEQ. The configuration itself is unchanged (a notebook finds the CLI's run).
 """
 
 from __future__ import annotations
@@ -16,22 +21,35 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 ENV = "DEQODE_REHEARSAL_STEPS"
+BATCH_ENV = "DEQODE_REHEARSAL_BATCH"
 REHEARSAL_EPOCHS = 1
 T = TypeVar("T")
 
 
-def step_cap() -> int | None:
-    """``N`` when rehearsing (``DEQODE_REHEARSAL_STEPS=N``, N ≥ 1), else None."""
-    raw = os.environ.get(ENV, "").strip()
+def _positive(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return None
     try:
-        steps = int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"{ENV} must be a positive integer, got {raw!r}") from None
-    if steps < 1:
-        raise ValueError(f"{ENV} must be a positive integer, got {raw!r}")
-    return steps
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def step_cap() -> int | None:
+    """``N`` when rehearsing (``DEQODE_REHEARSAL_STEPS=N``, N ≥ 1), else None."""
+    return _positive(ENV)
+
+
+def batch_cap() -> int | None:
+    """``B`` when rehearsing with ``DEQODE_REHEARSAL_BATCH=B`` (B ≥ 1), else None."""
+    cap = _positive(BATCH_ENV)
+    if cap is not None and step_cap() is None:
+        raise ValueError(f"{BATCH_ENV} caps batches only in a rehearsal: set {ENV} as well")
+    return cap
 
 
 def active() -> bool:
@@ -52,4 +70,10 @@ def epochs(n: int) -> int:
 def steps(n: int) -> int:
     """A step budget ``n``, or at most ``N`` when rehearsing."""
     cap = step_cap()
+    return n if cap is None else min(n, cap)
+
+
+def batch_size(n: int) -> int:
+    """A batch size ``n``, or at most ``B`` when rehearsing with a batch cap."""
+    cap = batch_cap()
     return n if cap is None else min(n, cap)

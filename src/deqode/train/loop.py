@@ -129,7 +129,7 @@ class Trainer:
     def _make_loaders(self, train_set: Dataset, test_set: Dataset) -> None:
         cfg, ctx = self.config, self.ctx
         pin = self.device.type == "cuda"
-        per_rank = cfg.batch_size // ctx.world
+        per_rank = rehearsal.batch_size(cfg.batch_size // ctx.world)
         self.sampler = self.generator = self.stream = None
         if cfg.data_order == "stream":
             self.stream = train_set
@@ -159,11 +159,12 @@ class Trainer:
             )
         shard = Subset(test_set, range(ctx.rank, len(test_set), ctx.world))  # no padding
         self.test_loader = DataLoader(
-            shard, batch_size=max(cfg.test_batch_size // ctx.world, 1), shuffle=False,
+            shard, batch_size=rehearsal.batch_size(max(cfg.test_batch_size // ctx.world, 1)),
+            shuffle=False,
             num_workers=cfg.num_workers, pin_memory=pin,
         )
         if cfg.data_order in ("in_order", "full_batch"):  # no DataLoader: no draw from the RNG
-            self.test_loader = TensorBatches(test_set, cfg.test_batch_size)
+            self.test_loader = TensorBatches(test_set, rehearsal.batch_size(cfg.test_batch_size))
         self.iters_per_epoch = len(self.train_loader)
         if self.iters_per_epoch == 0:
             raise ValueError(

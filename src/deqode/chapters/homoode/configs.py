@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from typing import Any
 
-from deqode.chapters import register_dataset_needs, register_experiment
+from deqode.chapters import register_dataset_needs, register_experiment, register_partial_data
 from deqode.choices import GRAD_MODES, check_choice, check_profile
 from deqode.models.zoo import DATASETS as HOMONET_ARCHS
 from deqode.models.zoo import DatasetArch
@@ -200,6 +200,13 @@ def needed_datasets(profile: str) -> list[str]:
     if profile == "paper":
         return sorted(script.dataset for script in PAPER_SCRIPTS.values())
     return [CPU_DATASET] if profile == "cpu" else ["digits"]
+
+
+@register_partial_data
+def present_datasets_parameters(profile: str, present: list[str]) -> dict[str, Any] | None:
+    """The notebooks' ``datasets`` (keys of :data:`PAPER_SCRIPTS`) for the paper sets present."""
+    keys = [key for key, script in PAPER_SCRIPTS.items() if script.dataset in present]
+    return {"datasets": keys} if profile == "paper" and keys else None
 
 
 def hyperparameters(profile: str) -> list[dict[str, Any]]:
