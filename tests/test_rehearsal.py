@@ -48,10 +48,12 @@ def test_batch_cap_needs_the_step_cap_and_caps_fit_batches(monkeypatch, tmp_path
         rehearsal.batch_size(32)
     monkeypatch.setenv(rehearsal.ENV, "2")
     assert rehearsal.batch_size(32) == 4 and rehearsal.batch_size(3) == 3
+    assert rehearsal.loader_workers(8) == 1 and rehearsal.loader_workers(0) == 0
     result = run(tmp_path, config(epochs=3))  # 240 points, batch 32 -> 4: 60 steps per epoch
     assert result.summary["iterations_per_epoch"] == 60 and result.history[-1]["iterations"] == 2
     monkeypatch.delenv(rehearsal.BATCH_ENV)
     assert rehearsal.batch_cap() is None and rehearsal.batch_size(32) == 32
+    assert rehearsal.loader_workers(8) == 8
 
 
 def test_the_runner_trains_experiments_in_worker_processes(monkeypatch, tmp_path):

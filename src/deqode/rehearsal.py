@@ -11,6 +11,9 @@ outputs go to a separate results folder). Loops outside :func:`deqode.train.fit`
 :func:`deqode.train.fit` feeds, training and evaluation, at ``B`` items: ``make rehearse`` runs
 the paper profile's full-size models on 2 CPU cores, where one batch of 128 images takes minutes
 through a large DEQ. The configuration itself is unchanged (a notebook finds the CLI's run).
+With the batch cap, a loader's worker processes are capped at one (:func:`loader_workers`): the
+multi-process loading path still runs, without starting eight processes per loader for two
+batches on two cores.
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ def steps(n: int) -> int:
     """A step budget ``n``, or at most ``N`` when rehearsing."""
     cap = step_cap()
     return n if cap is None else min(n, cap)
+
+
+def loader_workers(n: int) -> int:
+    """``n`` data-loader worker processes, or at most one when rehearsing with a batch cap."""
+    return n if batch_cap() is None else min(n, 1)
 
 
 def batch_size(n: int) -> int:

@@ -130,6 +130,7 @@ class Trainer:
         cfg, ctx = self.config, self.ctx
         pin = self.device.type == "cuda"
         per_rank = rehearsal.batch_size(cfg.batch_size // ctx.world)
+        workers = rehearsal.loader_workers(cfg.num_workers)
         self.sampler = self.generator = self.stream = None
         if cfg.data_order == "stream":
             self.stream = train_set
@@ -155,13 +156,13 @@ class Trainer:
         else:
             self.train_loader = DataLoader(
                 train_set, batch_size=per_rank, drop_last=cfg.drop_last,
-                num_workers=cfg.num_workers, pin_memory=pin, **order,
+                num_workers=workers, pin_memory=pin, **order,
             )
         shard = Subset(test_set, range(ctx.rank, len(test_set), ctx.world))  # no padding
         self.test_loader = DataLoader(
             shard, batch_size=rehearsal.batch_size(max(cfg.test_batch_size // ctx.world, 1)),
             shuffle=False,
-            num_workers=cfg.num_workers, pin_memory=pin,
+            num_workers=workers, pin_memory=pin,
         )
         if cfg.data_order in ("in_order", "full_batch"):  # no DataLoader: no draw from the RNG
             self.test_loader = TensorBatches(test_set, rehearsal.batch_size(cfg.test_batch_size))
