@@ -151,7 +151,8 @@ class Trainer:
             self.generator = torch.Generator().manual_seed(cfg.shuffle_seed)
             order = {"shuffle": True, "generator": self.generator}
         if cfg.data_order in ("in_order", "full_batch"):
-            size = len(train_set) if cfg.data_order == "full_batch" else per_rank
+            size = rehearsal.batch_size(len(train_set)) if cfg.data_order == "full_batch" \
+                else per_rank
             self.train_loader = TensorBatches(train_set, size, cfg.drop_last)
         else:
             self.train_loader = DataLoader(
