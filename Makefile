@@ -108,7 +108,7 @@ $(BENCH_DIR)/%.md: benchmarks/bench_%.py $(LIBRARY) $(STAMP)
 
 # --- the book -----------------------------------------------------------------------------------
 book: results
-	@$(MAKE) --no-print-directory $(HTML_STAMP) SELECTED="$$(cat $(PLAN_TARGETS))"
+	@$(MAKE) --no-print-directory $(HTML_STAMP) SELECTED="$$(tr '\n' ' ' < $(PLAN_TARGETS))"
 	@echo "book ($(PROFILE)): $(HTML)/index.html"
 
 SELECTED ?= $(EXECUTED)
