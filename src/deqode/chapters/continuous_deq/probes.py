@@ -96,14 +96,16 @@ def solve_outcomes(model: nn.Module, x: Tensor, batch_size: int) -> dict[str, An
 def topk_accuracy(model: nn.Module, dataset: Any, k: int = 5, batch_size: int = 180,
                   device: str | torch.device = "cpu", num_workers: int = 0) -> float:
     """Top-k test accuracy (%) of ``model`` (on ``device``) on ``dataset`` in batches of
-    ``batch_size`` (when rehearsing: the first few batches, :mod:`deqode.rehearsal`)."""
+    ``batch_size`` (when rehearsing: the first few batches, of at most the rehearsal batch cap;
+    :mod:`deqode.rehearsal`)."""
     from torch.utils.data import DataLoader
 
     from deqode import rehearsal
 
     model.eval()
     hits, total = 0, 0
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=rehearsal.batch_size(batch_size), shuffle=False,
+                        num_workers=num_workers)
     for x, y in rehearsal.capped(loader):
         x, y = x.to(device), y.to(device)
         top = model(x).topk(k, dim=1).indices
