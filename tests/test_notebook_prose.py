@@ -139,3 +139,13 @@ def test_execute_tags_the_injected_cell(tmp_path: Path, monkeypatch) -> None:
                   overrides={"results_dir": str(tmp_path)})
     tags = [c.metadata.get("tags", []) for c in nbformat.read(str(out), as_version=4).cells]
     assert ["injected-parameters", "remove-cell"] in tags
+
+
+def test_compare_outputs_reads_the_glued_values() -> None:
+    from deqode.book.compare import cell_outputs
+
+    cell = nbformat.v4.new_code_cell("notebook.glue_values(values)")
+    cell.outputs = [nbformat.v4.new_output(
+        "display_data", data={"application/papermill.record/text/plain": "65.8"},
+        metadata={"scrapbook": {"name": "acc", "mime_prefix": "application/papermill.record/"}})]
+    assert cell_outputs(cell) == [("text/plain", "65.8")]
