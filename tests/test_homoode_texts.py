@@ -1,11 +1,12 @@
-"""Chapter 03's tables and texts (chapters.homoode.tables): per-seed columns, histories, pairs."""
+"""Chapters 02-04's tables and texts (chapters.homoode.tables and .prose): per-seed columns,
+histories, the pair summaries and the numbers glued into the prose."""
 
 from __future__ import annotations
 
 import pytest
 
 from deqode.chapters import homoode as chapter
-from deqode.chapters.homoode import tables
+from deqode.chapters.homoode import prose, tables
 
 
 def _record(init: bool, seed: int, nfe: float, best: float, last: float) -> dict:
@@ -40,7 +41,7 @@ def test_pair_and_smoke_texts_follow_the_verdicts() -> None:
     ends = {r["experiment"]: {"mean_gap": 0.2 if r["init_params"] else 2.0, "init_loss": 0.1}
             for r in records}
     drift = {"homoode-s0": {"max_change": 0.5}}
-    text = tables.ablation_pair_text(verdict, ends, drift, 1e-3, 0.10)
+    text = prose.ablation_pair_text(verdict, ends, drift, 1e-3, 0.10)
     assert text.startswith("**digits, seed 0, 2 epochs at 0.001.**")
     assert "27.0 with the learned start, 30.0 with the fixed one (-10%)" in text
     assert "**In this pair the learned start lowered the forward NFE at equal accuracy**" in text
@@ -48,11 +49,15 @@ def test_pair_and_smoke_texts_follow_the_verdicts() -> None:
              for label, nfe in (("HomoODE, learned z0", 20), ("learned field, zero start", 26),
                                 ("HomoODE without shared init (±1)", 21))
              for tol in (1e-3, 1e-6)]
-    starts = {"HomoODE, learned z0": 0, "learned field, zero start": 0}
-    others = tables.other_starts_text(sweep, starts, "HomoODE, learned z0", 0, 1e-6)
-    assert "zero start: 26 evaluations (mean gap 0.10, accuracy 90.0 %), against 20" in others
+    with pytest.raises(KeyError, match="learned field, ±1 start"):  # the sweep lacks that row
+        prose.other_starts_values(sweep, "HomoODE, learned z0", 0, 1e-6)
+    sweep += [{**row, "label": label} for row in sweep if row["label"].startswith("learned field")
+              for label in ("learned field, ±1 start", "learned field, end-point mean start")]
+    others = prose.other_starts_values(sweep, "HomoODE, learned z0", 0, 1e-6)
+    assert others["starts_zero_nfe"] == 26 and others["starts_own_nfe"] == 20
+    assert others["starts_zero_acc"] == pytest.approx(90.0) and others["starts_tol"] == "1e-06"
     released = {"C": 4, "lr_init": 0.01, "freq": 1, "reach": 0.02, "iterations": 10}
-    smoke = tables.smoke_scale_text(
+    smoke = prose.init_point_smoke_text(
         sweep=sweep, verdicts=[verdict], ends=ends, released=released, cifar10_reach=3.0,
         learned="HomoODE, learned z0", fixed="HomoODE without shared init (±1)", loosest=1e-3,
         tol=1e-3, nfe_drop=0.10, acc_margin=0.02)
@@ -62,7 +67,7 @@ def test_pair_and_smoke_texts_follow_the_verdicts() -> None:
 
 
 def test_thresholds_text_counts_test_images() -> None:
-    text = tables.ablation_thresholds_text("digits", 180, 0.10, 0.02)
+    text = prose.ablation_thresholds_text("digits", 180, 0.10, 0.02)
     assert text == ("*Thresholds:* NFE lower by at least 10%; accuracy margin 2 points, 3.6 of "
                     "the 180 digits test images.")
 

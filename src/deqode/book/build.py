@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from deqode.book.notebook_tags import stage_executed, tag_executed
 from deqode.choices import PROFILES, UnknownChoiceError, check_choice, check_profile
 from deqode.paths import repo_root
 from deqode.results import read_json, write_json_atomic, write_text_atomic
@@ -113,6 +114,7 @@ def execute(
         raise
     wall = time.time() - started
     _log_line(log, f"=== done in {wall:.1f} s")
+    tag_executed(tmp)  # the page drops papermill's injected-parameters cell
     tmp.replace(out)
     name = notebook.stem
     results_root = Path(str(overrides.get("results_dir", "results")))
@@ -347,7 +349,7 @@ def assemble(profile: str, stage: str | Path, executed_dir: str | Path, *,
         src = executed_dir / f"{name}.ipynb"
         if not src.is_file():
             raise FileNotFoundError(f"executed notebook {src} is missing; run `make book` first")
-        shutil.copy2(src, stage / "notebooks" / f"{name}.ipynb")
+        stage_executed(src, stage / "notebooks" / f"{name}.ipynb")
     bench_dir = root / "results" / profile / "benchmarks"
     if bench_dir.is_dir():
         shutil.copytree(bench_dir, stage / "figures" / "benchmarks")

@@ -2,8 +2,9 @@
 
 Used to show that a refactor leaves the book's results unchanged: per notebook, the outputs of
 the cells marked ``NBVAL_CHECK_OUTPUT`` (what nbval checks) and, separately, every text output
-(stream text, the text of rich outputs, errors), with wall times and memory addresses sanitised
-as ``tests/nbval_sanitize.cfg`` does and split stream chunks joined. Figures are counted, not
+(stream text, the text of rich outputs and of the values glued into the prose, errors), with
+wall times and memory addresses sanitised as ``tests/nbval_sanitize.cfg`` does and split stream
+chunks joined. Figures are counted, not
 compared. Timing tables are not sanitised, so "all text outputs" differs between any two runs
 that print measured times.
 """
@@ -19,6 +20,8 @@ from typing import Any
 SANITISE = ((re.compile(r"0x[0-9a-fA-F]+"), "0xADDRESS"),
             (re.compile(r"\d+(\.\d+)?\s?(ms|s|sec|seconds)\b"), "TIME"))
 RICH_TEXT = ("text/markdown", "text/html", "text/plain", "text/latex")
+#: The MIME prefix of values glued (myst-nb) without being shown: numbers and text of the prose.
+GLUE_PREFIX = "application/papermill.record/"
 CHECK_MARK = "NBVAL_CHECK_OUTPUT"
 
 Output = tuple[str, str]
@@ -48,7 +51,7 @@ def cell_outputs(cell: dict[str, Any]) -> list[Output]:
         if kind == "stream" and output.get("name") != "stderr":
             out.append(("stream", sanitise("".join(output["text"]))))
         elif kind in ("execute_result", "display_data"):
-            data = output["data"]
+            data = {k.removeprefix(GLUE_PREFIX): v for k, v in output["data"].items()}
             key = next((k for k in RICH_TEXT if k in data), None)
             if key is not None:
                 out.append((key, sanitise("".join(data[key]))))

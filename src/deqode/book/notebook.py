@@ -194,6 +194,35 @@ class Run:
         return write_json_atomic(self.out / f"{name}.json", record)
 
 
+def _plain(value: Any) -> Any:
+    """A Python scalar for a NumPy or torch scalar (whose repr myst-nb could not format)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def glue_values(values: dict[str, Any]) -> None:
+    """Glue each value under its name for the page's ``{glue:text}`name:.1f``` roles (myst-nb),
+    without showing it in the notebook. Values are strings or numbers."""
+    from myst_nb import glue
+
+    for name, value in values.items():
+        value = _plain(value)
+        if not isinstance(value, str | int | float):
+            raise TypeError(f"glue value {name!r} must be a str, int or float, got "
+                            f"{type(value).__name__}")
+        glue(name, value, display=False)
+
+
+def glue_markdown(name: str, text: str) -> None:
+    """Glue the Markdown ``text`` under ``name`` for a ``{glue:md}`` directive (an empty text
+    renders nothing: a paragraph for one profile only)."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    glue(name, Markdown(text), display=False)
+
+
 def start(
     name: str,
     *,
