@@ -239,9 +239,9 @@ def hyperparameters(profile: str) -> list[dict[str, Any]]:
 #   ``torchrun`` (same results folder) is continued or, once complete, only read.
 # * ``smoke``: the registered smoke experiments on digits, shortened to
 #   :data:`CHAPTER_SMOKE_EPOCHS` epochs (every model gets the same iterations), renamed
-#   ``<experiment>-<tag>`` so that two notebooks never share a results folder, and always trained
-#   afresh (``resume=False``: a smoke number is never read from an older run). The smoke DEQ's
-#   Broyden/GMRES caps are cut from MDEQ's 30/30 to :data:`SMOKE_DEQ_THRESHOLDS`.
+#   ``<experiment>-<tag>`` so that two notebooks never share a results folder; like every profile,
+#   a finished run of the same configuration is read (:func:`deqode.train.fit_or_reuse`). The
+#   smoke DEQ's Broyden/GMRES caps are cut from MDEQ's 30/30 to :data:`SMOKE_DEQ_THRESHOLDS`.
 # * the smoke init-point ablation (:func:`ablation_runs`) also changes the solver tolerance and the
 #   init optimiser, for both of its runs alike (:func:`smoke_ablation_config`).
 
