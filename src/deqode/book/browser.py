@@ -194,8 +194,7 @@ class Chromium:
         for method in ("Page.enable", "Runtime.enable", "Log.enable"):
             self.call(method)
         self.call("Fetch.enable", {"patterns": [{"urlPattern": "*"}]})
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        self._window(HEIGHT)
 
     # ---- events -----------------------------------------------------------------------------
     def _on_request(self, params: dict[str, Any]) -> None:
@@ -246,14 +245,22 @@ class Chromium:
         return result.get("result", {}).get("value")
 
     def screenshot(self, path: str | Path) -> Path:
-        """A PNG of the whole page (cut at :data:`MAX_SHOT_HEIGHT` CSS pixels) at ``path``."""
+        """A PNG of the whole page (cut at :data:`MAX_SHOT_HEIGHT` CSS pixels) at ``path``: the
+        window is made as tall as the page for the shot (a capture beyond the window shifts
+        this theme's article sideways)."""
         metrics = self.call("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         height = min(int(size["height"]) + 1, MAX_SHOT_HEIGHT)
-        shot = self.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True, "optimizeForSpeed": True,
-            "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}})
+        self._window(height)
+        try:
+            shot = self.call("Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True})
+        finally:
+            self._window(HEIGHT)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
+
+    def _window(self, height: int) -> None:
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False})
