@@ -146,7 +146,9 @@ class Chromium:
             return False
         chunk = os.read(self._read, 1 << 20)
         if not chunk:
-            raise BrowserError(f"Chromium closed its pipe (exit code {self._proc.poll()})")
+            raise BrowserError(
+                f"Chromium closed its pipe (exit code {self._proc.poll()}); "
+                f"`{self.executable} --headless --no-sandbox --dump-dom about:blank` shows why")
         self._buffer += chunk
         *messages, self._buffer = self._buffer.split(b"\0")
         for raw in messages:

@@ -255,7 +255,7 @@ def check_pages(html_dir: str | Path, screenshots: str | Path | None = None,
     in folders: ``notebooks/`` and ``book/``), named after the page. ``browser``: an open
     :class:`deqode.book.browser.Chromium` (default: one started for these pages).
     """
-    from deqode.book.browser import Chromium
+    from deqode.book.browser import BrowserError, Chromium
 
     if browser is None:
         with Chromium() as started:
@@ -267,7 +267,10 @@ def check_pages(html_dir: str | Path, screenshots: str | Path | None = None,
         shot = None
         if screenshots is not None and "/" in page:
             shot = Path(screenshots) / (page.removesuffix(".html").replace("/", "__") + ".png")
-        reports.append(check_page(browser, path, page, shot))
+        try:
+            reports.append(check_page(browser, path, page, shot))
+        except BrowserError as err:  # a page that hangs or breaks the tab; the next one may not
+            reports.append(PageReport(page, problems=[f"the browser failed on it: {err}"]))
     return reports
 
 
