@@ -7,7 +7,7 @@
 #   make book PROFILE=paper CHAPTERS="homoode nag"   only these chapters (their datasets only);
 #                              DATA_ROOT=DIR reads the datasets from DIR instead of data/
 #   make rehearse              every paper experiment and notebook, 2 steps each, on stand-in data
-#   make test                  ruff, unit tests, the smoke book under nbval, both rehearsals
+#   make test                  ruff, unit tests, the smoke book under nbval and in Chromium, rehearsals
 #
 # Setup (a .venv with the pinned dependencies) is part of every target.
 
@@ -60,7 +60,7 @@ JOBS ?= 1
 endif
 
 .PHONY: preflight setup book results benchmarks test lint unit nbval pipeline-test rehearse-cpu \
-	rehearse clean help
+	rehearse clean help site-test chromium
 
 help:
 	@sed -n '2,11p' Makefile
@@ -107,12 +107,21 @@ $(BENCH_DIR)/%.md: benchmarks/bench_%.py $(LIBRARY) $(STAMP)
 	$(PY) $< --profile $(PROFILE) --out $(BENCH_DIR)
 
 # --- the book -----------------------------------------------------------------------------------
+# The site carries its own MathJax: the pinned npm release, its hash checked, unpacked into
+# book/_static/mathjax (not in git). MATHJAX_TARBALL=FILE uses a local mathjax-<version>.tgz.
+MATHJAX_DIR := book/_static/mathjax
+MATHJAX := $(MATHJAX_DIR)/VERSION
+MATHJAX_TARBALL ?=
+
+$(MATHJAX): src/deqode/book/mathjax.py | $(STAMP)
+	$(PY) -m deqode.book.mathjax --out $(MATHJAX_DIR) $(if $(MATHJAX_TARBALL),--tarball $(MATHJAX_TARBALL))
+
 book: results
 	@$(MAKE) --no-print-directory $(HTML_STAMP) SELECTED="$$(tr '\n' ' ' < $(PLAN_TARGETS))"
 	@echo "book ($(PROFILE)): $(HTML)/index.html"
 
 SELECTED ?= $(EXECUTED)
-$(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BENCH_RESULTS) $(BOOK_SOURCES) $(STAMP)
+$(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BENCH_RESULTS) $(BOOK_SOURCES) $(MATHJAX) $(STAMP)
 	$(PY) -m deqode.book assemble --profile $(PROFILE) --stage $(STAGE) --executed $(EXEC_DIR) \
 		--plan $(PLAN)
 	$(VENV)/bin/jupyter-book build $(STAGE) --toc $(abspath $(STAGE))/book/_toc.yml \
@@ -132,6 +141,23 @@ nbval: results
 
 pipeline-test: book
 	DEQODE_BUILT_PROFILE=$(PROFILE) $(VENV)/bin/pytest -q tests/test_build.py
+
+# Every page of the built site in headless Chromium with the network off (typeset math, images,
+# console, links); one full-page screenshot per chapter in _build/screenshots.
+CHROMIUM ?= /usr/bin/chromium
+SCREENSHOTS := _build/screenshots
+
+site-test: book chromium
+	DEQODE_SITE_HTML=$(HTML) DEQODE_SCREENSHOTS=$(SCREENSHOTS) DEQODE_CHROMIUM=$(CHROMIUM) \
+		$(VENV)/bin/pytest -q -p no:cacheprovider -s tests/test_site_browser.py
+
+# Installed with apt-get when missing and make runs as root; otherwise it says how.
+chromium:
+	@command -v $(CHROMIUM) >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq chromium; } || { echo "$(CHROMIUM_HINT)" >&2; \
+		exit 1; }
+CHROMIUM_HINT := make site-test needs Chromium at $(CHROMIUM): sudo apt-get install -y chromium \
+	(Debian), or make site-test CHROMIUM=/path/to/chromium
 
 # --- rehearsal of the cpu profile -----------------------------------------------------------------
 # Every notebook with profile cpu, every training loop capped at 2 steps (DEQODE_REHEARSAL_STEPS), in
@@ -159,7 +185,7 @@ $(REHEARSAL)/cpu/%.ipynb: notebooks/%.ipynb $(STAMP)
 REHEARSAL_PAPER := _build/rehearsal-paper
 REHEARSAL_WORKERS ?= 2
 
-rehearse: $(STAMP)
+rehearse: $(STAMP) $(MATHJAX)
 	@rm -rf $(REHEARSAL_PAPER)
 	DEQODE_REHEARSAL_STEPS=2 DEQODE_REHEARSAL_BATCH=2 DEQODE_THREADS=1 $(PY) -m deqode.rehearse \
 		--profile paper --out $(REHEARSAL_PAPER) --workers $(REHEARSAL_WORKERS)
@@ -171,6 +197,7 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory book PROFILE=smoke
 	@$(MAKE) --no-print-directory nbval PROFILE=smoke
 	@$(MAKE) --no-print-directory pipeline-test PROFILE=smoke
+	@$(MAKE) --no-print-directory site-test PROFILE=smoke
 	@$(MAKE) --no-print-directory rehearse-cpu
 	@$(MAKE) --no-print-directory rehearse
 	@echo "make test: all checks passed (smoke book, cpu and paper rehearsals)"
