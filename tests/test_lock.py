@@ -128,3 +128,16 @@ def test_the_install_section_reads_the_measurement(tmp_path):
     text = lock.install_section(tmp_path)
     assert "**2.5 min**" in text and "**3.0 GiB**" in text and "(140 packages)" in text
     assert "`make measure-install`" in text and "2026-12-03" in text
+    assert "load average" not in text  # not recorded by the first measurement
+    record["load_average"] = 7.5
+    (tmp_path / lock.MEASUREMENT).write_text(json.dumps(record))
+    assert "2 CPU cores, load average 7.5 at the start" in lock.install_section(tmp_path)
+
+
+def test_the_reproducibility_page_shows_the_measured_install():
+    from deqode.book import build
+
+    page = (ROOT / "book" / "reproducibility.md").read_text()
+    assert build.INSTALL_MARKER in page and "make lock" in page
+    assert (ROOT / lock.MEASUREMENT).is_file(), "run `make measure-install`"
+    assert "has not been measured" not in lock.install_section(ROOT)

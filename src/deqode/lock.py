@@ -209,6 +209,7 @@ def measure(target: str, root: Path = ROOT, python: str | None = None) -> dict:
                        check=True)
         command = ["make", "--no-print-directory", target]
         command += [f"PYTHON={python}"] if python else []
+        load = os.getloadavg()[0]  # other work on the machine slows the install
         started = time.monotonic()  # without pip's cache: every package fetched or read anew
         subprocess.run(command, cwd=clone, check=True, env={**os.environ, "PIP_NO_CACHE_DIR": "1"})
         seconds = time.monotonic() - started
@@ -226,6 +227,7 @@ def measure(target: str, root: Path = ROOT, python: str | None = None) -> dict:
         "measured_on": _dt.date.today().isoformat(),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
         "python": platform.python_version(),
+        "load_average": round(load, 1),
         "command": f"make measure-install ({' '.join(command)} in a fresh clone)",
     }
 
@@ -236,10 +238,11 @@ def install_section(root: Path = ROOT) -> str:
     if not path.is_file():
         return f"The install has not been measured ({MEASUREMENT} is missing).\n"
     m = json.loads(path.read_text(encoding="utf-8"))
+    load = f", load average {m['load_average']} at the start" if "load_average" in m else ""
     return (
         f"`make {m['target']}` in a fresh clone took **{m['seconds'] / 60:.1f} min** and made a "
         f"venv of **{m['venv_bytes'] / 2**30:.1f} GiB** ({m['packages']} packages), measured "
-        f"on {m['measured_on']} on {m['machine']} (Python {m['python']}, commit "
+        f"on {m['measured_on']} on {m['machine']}{load} (Python {m['python']}, commit "
         f"`{m['commit']}`), without pip's cache. "
         f"To measure again: `{m['command'].split(' (')[0]}` writes `{MEASUREMENT}`.\n"
     )
