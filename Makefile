@@ -8,8 +8,10 @@
 #                              DATA_ROOT=DIR reads the datasets from DIR instead of data/
 #   make rehearse              every paper experiment and notebook, 2 steps each, on stand-in data
 #   make test                  ruff, unit tests, the smoke book under nbval and in Chromium, rehearsals
+#   make lock                  after changing pyproject.toml's dependencies: write requirements/*.txt
 #
-# Setup (a .venv with the pinned dependencies) is part of every target.
+# Setup (a .venv from the lock: book targets the book's, test targets the dev one) is part of every
+# target.
 
 PROFILES := smoke cpu paper
 PROFILE ?= cpu
@@ -59,18 +61,50 @@ else
 JOBS ?= 1
 endif
 
-.PHONY: preflight setup book results benchmarks test lint unit nbval pipeline-test rehearse-cpu \
-	rehearse clean help site-test chromium
+.PHONY: preflight setup setup-book install-book-lock lock measure-install book results benchmarks \
+	test lint unit nbval pipeline-test rehearse-cpu rehearse clean help site-test chromium
 
 help:
-	@sed -n '2,11p' Makefile
+	@sed -n '2,15p' Makefile
+
+# The venv installs a lock (requirements/, written by `make lock` from pyproject.toml's ranges):
+# every package pinned and hashed, then deqode itself as an editable install. `make setup` installs
+# the dev lock (everything), `make setup-book` only what the book needs (no test tools): the book's
+# targets need only that, the test targets the dev lock. `make measure-install` times the book's
+# install in a fresh clone and measures its venv, for the reproducibility page.
+BOOK_STAMP := $(VENV)/.deqode-book-installed
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
 setup: $(STAMP)
+setup-book: $(BOOK_STAMP)
 
-$(STAMP): pyproject.toml
+define install_lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PIP_INSTALL) --require-hashes -r requirements/$(1).txt
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+endef
+
+$(STAMP): requirements/dev.txt pyproject.toml
+	$(call install_lock,dev)
 	@touch $@
+
+# the dev lock holds the book's at the same versions: a venv set up for dev is set up for the book
+$(BOOK_STAMP): requirements/book.txt pyproject.toml
+	@if test $(STAMP) -nt requirements/dev.txt -a $(STAMP) -nt pyproject.toml; then :; else \
+		$(MAKE) --no-print-directory install-book-lock; fi
+	@touch $@
+
+install-book-lock:
+	$(call install_lock,book)
+
+LOCK_TOOLS := _build/lock-tools
+lock:
+	@test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && \
+		$(LOCK_TOOLS)/bin/pip install --quiet --disable-pip-version-check pip-tools==7.6.2; }
+	$(LOCK_TOOLS)/bin/python src/deqode/lock.py compile --pip-compile $(LOCK_TOOLS)/bin/pip-compile
+
+measure-install:
+	nice $(PYTHON) src/deqode/lock.py measure --target setup-book --python $(PYTHON)
 
 # --- notebooks ----------------------------------------------------------------------------------
 # The plan (python -m deqode.chapters plan) picks the chapters: those of CHAPTERS, whose datasets
@@ -85,25 +119,25 @@ PLAN_TARGETS := $(PLAN_DIR)/$(PROFILE).targets
 PLAN_PARAMS := $(PLAN_DIR)/$(PROFILE).mk
 -include $(PLAN_PARAMS)
 
-results: $(STAMP)
+results: $(BOOK_STAMP)
 	$(PY) -m deqode.chapters plan --profile $(PROFILE) --chapters "$(CHAPTERS)" --out $(PLAN) \
 		--targets $(PLAN_TARGETS) --executed $(EXEC_DIR) --make-params $(PLAN_PARAMS) \
 		--data-root $(DATA_ROOT)
 	@targets="$$(cat $(PLAN_TARGETS))"; test -z "$$targets" || \
 		$(MAKE) --no-print-directory -j$(JOBS) $$targets
 
-preflight: $(STAMP)
+preflight: $(BOOK_STAMP)
 	$(PY) -m deqode preflight --profile $(PROFILE)
 
 # PARAMS_<notebook> (from the plan): e.g. the datasets present when a chapter's are only in part.
-$(EXEC_DIR)/%.ipynb: notebooks/%.ipynb $(LIBRARY) $(STAMP) $(wildcard $(PLAN))
+$(EXEC_DIR)/%.ipynb: notebooks/%.ipynb $(LIBRARY) $(BOOK_STAMP) $(wildcard $(PLAN))
 	$(PY) -m deqode.book execute $< --profile $(PROFILE) --out $@ -p data_root $(DATA_ROOT) \
 		$(PARAMS_$*)
 
 # --- benchmarks ---------------------------------------------------------------------------------
 benchmarks: $(BENCH_RESULTS)
 
-$(BENCH_DIR)/%.md: benchmarks/bench_%.py $(LIBRARY) $(STAMP)
+$(BENCH_DIR)/%.md: benchmarks/bench_%.py $(LIBRARY) $(BOOK_STAMP)
 	$(PY) $< --profile $(PROFILE) --out $(BENCH_DIR)
 
 # --- the book -----------------------------------------------------------------------------------
@@ -113,7 +147,7 @@ MATHJAX_DIR := book/_static/mathjax
 MATHJAX := $(MATHJAX_DIR)/VERSION
 MATHJAX_TARBALL ?=
 
-$(MATHJAX): src/deqode/book/mathjax.py | $(STAMP)
+$(MATHJAX): src/deqode/book/mathjax.py | $(BOOK_STAMP)
 	$(PY) -m deqode.book.mathjax --out $(MATHJAX_DIR) $(if $(MATHJAX_TARBALL),--tarball $(MATHJAX_TARBALL))
 
 book: results
@@ -121,7 +155,7 @@ book: results
 	@echo "book ($(PROFILE)): $(HTML)/index.html"
 
 SELECTED ?= $(EXECUTED)
-$(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BENCH_RESULTS) $(BOOK_SOURCES) $(MATHJAX) $(STAMP)
+$(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BENCH_RESULTS) $(BOOK_SOURCES) $(MATHJAX) $(BOOK_STAMP)
 	$(PY) -m deqode.book assemble --profile $(PROFILE) --stage $(STAGE) --executed $(EXEC_DIR) \
 		--plan $(PLAN)
 	$(VENV)/bin/jupyter-book build $(STAGE) --toc $(abspath $(STAGE))/book/_toc.yml \
@@ -135,11 +169,11 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests -q -n $(JOBS) --dist loadfile
 
-nbval: results
+nbval: results $(STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(JOBS) --dist loadfile --nbval-lax \
 		--nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(EXECUTED)
 
-pipeline-test: book
+pipeline-test: book $(STAMP)
 	DEQODE_BUILT_PROFILE=$(PROFILE) $(VENV)/bin/pytest -q tests/test_build.py
 
 # Every page of the built site in headless Chromium with the network off (typeset math, images,
@@ -165,13 +199,13 @@ CHROMIUM_HINT := make site-test needs Chromium at $(CHROMIUM): sudo apt-get inst
 REHEARSAL := _build/rehearsal
 REHEARSED := $(patsubst notebooks/%.ipynb,$(REHEARSAL)/cpu/%.ipynb,$(NOTEBOOKS))
 
-rehearse-cpu: $(STAMP)
+rehearse-cpu: $(BOOK_STAMP)
 	@rm -rf $(REHEARSAL)
 	@$(MAKE) --no-print-directory -j$(JOBS) $(REHEARSED)
 	$(PY) -m deqode.book check-claims --profile cpu --executed $(REHEARSAL)/cpu \
 		--results $(REHEARSAL)/results
 
-$(REHEARSAL)/cpu/%.ipynb: notebooks/%.ipynb $(STAMP)
+$(REHEARSAL)/cpu/%.ipynb: notebooks/%.ipynb $(BOOK_STAMP)
 	DEQODE_REHEARSAL_STEPS=2 DEQODE_THREADS=1 $(PY) -m deqode.book execute $< --profile cpu \
 		--out $@ -p results_dir $(REHEARSAL)/results
 
@@ -185,7 +219,7 @@ $(REHEARSAL)/cpu/%.ipynb: notebooks/%.ipynb $(STAMP)
 REHEARSAL_PAPER := _build/rehearsal-paper
 REHEARSAL_WORKERS ?= 2
 
-rehearse: $(STAMP) $(MATHJAX)
+rehearse: $(BOOK_STAMP) $(MATHJAX)
 	@rm -rf $(REHEARSAL_PAPER)
 	DEQODE_REHEARSAL_STEPS=2 DEQODE_REHEARSAL_BATCH=2 DEQODE_THREADS=1 $(PY) -m deqode.rehearse \
 		--profile paper --out $(REHEARSAL_PAPER) --workers $(REHEARSAL_WORKERS)

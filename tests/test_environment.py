@@ -3,7 +3,10 @@ the package list, on the CPU and (with torch.cuda faked) on GPUs."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import sys
+import types
 from importlib import metadata
 
 import pytest
@@ -108,3 +111,53 @@ def test_fit_writes_the_package_list_beside_its_records(tmp_path):
     recorded = json.loads((out / "config.json").read_text())["environment"]
     assert recorded["gpu_name"] == environment.NO_GPU and recorded["amp"] == "off"
     assert not list(out.glob(".*.tmp"))
+
+
+def test_imported_packages_names_distributions_not_modules():
+    found = environment.imported_packages(["numpy.linalg", "torch", "PIL.Image", "os", "json"])
+    assert found["numpy"] == metadata.version("numpy")
+    assert found["torch"] == metadata.version("torch")
+    assert found["pillow"] == metadata.version("pillow")  # module PIL, distribution pillow
+    assert set(found) == {"numpy", "torch", "pillow"}  # the standard library is no package
+    assert list(found) == sorted(found, key=str.lower)
+
+
+@pytest.fixture
+def fresh_tracker(monkeypatch):
+    monkeypatch.setattr(environment, "_tracker", None)
+    monkeypatch.setattr(atexit, "register", lambda func: func)
+
+
+def test_the_run_record_gains_each_package_imported_later(tmp_path, monkeypatch, fresh_tracker):
+    """A notebook imports as it goes: the record is rewritten after each cell that imported
+    something (a fake IPython shell's post_run_cell event here)."""
+    hooks = []
+    shell = types.SimpleNamespace(events=types.SimpleNamespace(
+        register=lambda event, func: hooks.append((event, func))))
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: shell))
+    owners = {"torch": ["torch"]}  # module -> distributions, as packages_distributions()
+    monkeypatch.setattr(environment, "_module_owners", lambda: owners)
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"notebook": "x"}))
+    environment.track_imported_packages(record)
+    first = json.loads(record.read_text())
+    assert first == {"notebook": "x",
+                     environment.IMPORTED_KEY: {"torch": metadata.version("torch")}}
+    assert [event for event, _ in hooks] == ["post_run_cell"]
+    # a cell imports a module of a distribution not imported before
+    owners["deqode_fake_module"] = ["pytest"]
+    monkeypatch.setitem(sys.modules, "deqode_fake_module", types.ModuleType("deqode_fake_module"))
+    hooks[0][1](None)
+    after = json.loads(record.read_text())[environment.IMPORTED_KEY]
+    assert after == {"pytest": metadata.version("pytest"), "torch": metadata.version("torch")}
+
+
+def test_notebook_start_tracks_the_imports_in_run_json(tmp_path, fresh_tracker):
+    from deqode.book import notebook
+
+    run = notebook.start("env_nb", profile="smoke", device="cpu", results_dir=tmp_path)
+    environment._tracker.update()  # as at the end of the cell that called start()
+    imported = json.loads((run.out / "run.json").read_text())[environment.IMPORTED_KEY]
+    assert imported["torch"] == metadata.version("torch")
+    assert imported["matplotlib"] == metadata.version("matplotlib")  # the book's plot style

@@ -1,12 +1,16 @@
 """What a run depends on: the checkout's commit and the versions and hardware of this process,
-the GPU settings that change its numbers, and the installed packages (:data:`PACKAGES_FILE`)."""
+the GPU settings that change its numbers, the installed packages (:data:`PACKAGES_FILE`) and the
+versions of the packages a notebook imported (:func:`track_imported_packages`)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import json
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ import torch
 
 from deqode.devices import describe_device
 from deqode.paths import repo_root
-from deqode.results import write_text_atomic
+from deqode.results import write_json_atomic, write_text_atomic
 
 #: The ``pip freeze``-like list of installed packages written beside each run's records.
 PACKAGES_FILE = "packages.txt"
@@ -24,6 +28,8 @@ PACKAGES_FILE = "packages.txt"
 #: ``TrainConfig.dtype`` throughout.
 AMP = "off"
 NO_GPU = "no GPU"
+#: The entry of a run record that lists the distributions its process imported.
+IMPORTED_KEY = "imported_packages"
 
 
 def _git(*args: str) -> str:
@@ -104,3 +110,58 @@ def environment_record(device: torch.device) -> dict[str, Any]:
         **gpu_record(device),
         "packages": PACKAGES_FILE,
     }
+
+
+@functools.cache
+def _module_owners() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+def imported_packages(modules: list[str] | None = None) -> dict[str, str]:
+    """``{distribution: version}`` of every installed distribution that provides one of
+    ``modules`` (default: every module this process has imported), sorted by name; the standard
+    library and modules no distribution provides (the editable ``deqode``) are left out."""
+    names = list(sys.modules) if modules is None else modules
+    owners = _module_owners()
+    found = {}
+    for top in {name.partition(".")[0] for name in names}:
+        for dist in owners.get(top, ()):
+            try:
+                found[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:  # a stale entry of packages_distributions
+                continue
+    return dict(sorted(found.items(), key=lambda item: item[0].lower()))
+
+
+class _ImportTracker:
+    """Keeps ``record[IMPORTED_KEY]`` (a JSON file) current: rewritten whenever the number of
+    imported modules has changed, checked after every IPython cell and at exit."""
+
+    def __init__(self, record: Path) -> None:
+        self.record, self.seen = record, -1
+
+    def update(self, *_: Any) -> None:
+        if len(sys.modules) == self.seen or not self.record.is_file():
+            return
+        self.seen = len(sys.modules)
+        data = json.loads(self.record.read_text(encoding="utf-8"))
+        data[IMPORTED_KEY] = imported_packages()
+        write_json_atomic(self.record, data)
+
+
+_tracker: _ImportTracker | None = None
+
+
+def track_imported_packages(record: str | os.PathLike) -> None:
+    """List in the JSON run record ``record`` (under :data:`IMPORTED_KEY`) the exact version of
+    every package the process imported: now, after each cell when run in IPython (a notebook's
+    kernel), and at exit. A later call moves the tracking to its record."""
+    global _tracker
+    first = _tracker is None
+    if first:
+        atexit.register(lambda: _tracker and _tracker.update())
+    _tracker = _ImportTracker(Path(record))
+    _tracker.update()
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    if shell is not None and first:
+        shell.events.register("post_run_cell", lambda *args: _tracker.update(*args))

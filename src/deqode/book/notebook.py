@@ -27,7 +27,7 @@ import torch
 
 from deqode.choices import ONE_THREAD_PROFILES, check_profile
 from deqode.devices import resolve_device
-from deqode.environment import environment_record, write_package_list
+from deqode.environment import environment_record, track_imported_packages, write_package_list
 from deqode.paths import resolve
 from deqode.paths import results_dir as _results_dir
 from deqode.results import write_json_atomic
@@ -268,6 +268,7 @@ def start(
         },
     )
     write_package_list(out)
+    track_imported_packages(out / "run.json")  # the versions of what the notebook imports
     log = progress_log(profile, out)
     if log is not None:
         progress.log_to_file(log)
