@@ -25,6 +25,7 @@ for tests.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tempfile
 import time
@@ -160,15 +161,14 @@ def run_bare(case: Case, device: torch.device, seed: int) -> Stamped:
 
 def step_times(model: Stamped, warmup: int) -> tuple[float, float]:
     """Median (CPU, wall) seconds between consecutive training forwards after ``warmup``."""
-    stamps = model.stamps[warmup:]
-    cpu = statistics.median(b[0] - a[0] for a, b in zip(stamps, stamps[1:]))
-    wall = statistics.median(b[1] - a[1] for a, b in zip(stamps, stamps[1:]))
-    return cpu, wall
+    steps = list(itertools.pairwise(model.stamps[warmup:]))
+    return (statistics.median(b[0] - a[0] for a, b in steps),
+            statistics.median(b[1] - a[1] for a, b in steps))
 
 
 def same_parameters(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p.detach().cpu(), q.detach().cpu())
-               for p, q in zip(a.parameters(), b.parameters()))
+               for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def measure(setting: dict, device: torch.device, seed: int) -> list[dict[str, object]]:
@@ -243,13 +243,15 @@ def figure(rows: list[dict[str, object]], profile: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     run = benchmarking.start(argv, __doc__.splitlines()[0], SETTINGS, smoke_time="< 1 min")
-    started = time.perf_counter()
+    clock_started = time.perf_counter()
     rows = measure(run.setting, run.device, run.seed)
-    seconds = time.perf_counter() - started
-    record = {"profile": run.profile, "setting": run.setting,
-              "machine": benchmarking.machine(run.device), "rows": rows, "seconds": seconds}
-    text = markdown(rows, run.setting, run.profile, run.device, seconds)
-    benchmarking.write_report(run.out, NAME, record, text, figure(rows, run.profile), seconds)
+    took = time.perf_counter() - clock_started
+    benchmarking.write_report(
+        run.out, NAME,
+        {"profile": run.profile, "setting": run.setting, "rows": rows, "seconds": took,
+         "machine": benchmarking.machine(run.device)},
+        markdown(rows, run.setting, run.profile, run.device, took), figure(rows, run.profile),
+        took)
     return 0
 
 

@@ -35,6 +35,7 @@ from deqode.train.rng import seed_everything, setup
 from deqode.train.schedules import Schedule, initial_lr
 from deqode.train.tasks import make_task
 
+
 class RunFailed(Exception):
     """A training or evaluation step went bad; the message is the reason."""
 
