@@ -30,10 +30,21 @@ from deqode.models.nfe import CountsNFE
 MB = 1024.0**2
 
 
+def _attribute(obj: object, name: str) -> object:
+    """``getattr(obj, name, None)``, without the ``AttributeError`` that a module's
+    ``__getattr__`` raises (and this returns ``None`` for) on a name it does not have: every
+    place a module attribute can live is looked up first (once per training step, so cheaply)."""
+    if isinstance(obj, nn.Module) and name not in obj.__dict__ and not hasattr(type(obj), name) \
+            and name not in obj._parameters and name not in obj._buffers \
+            and name not in obj._modules:
+        return None
+    return getattr(obj, name, None)
+
+
 def reset_nfe(model: nn.Module) -> None:
     """Zero the model's NFE counters (:class:`deqode.models.nfe.CountsNFE`); a module outside
     the protocol is reset if it has a ``reset_nfe`` method."""
-    reset = getattr(model, "reset_nfe", None)
+    reset = _attribute(model, "reset_nfe")
     if callable(reset):
         reset()
 
@@ -46,8 +57,8 @@ def read_nfe(model: nn.Module) -> tuple[float | None, float | None]:
     if isinstance(model, CountsNFE):
         forward, backward = model.nfe_counts()
     else:
-        forward = getattr(model, "nfe_forward", None)
-        backward = getattr(model, "nfe_backward", None)
+        forward = _attribute(model, "nfe_forward")
+        backward = _attribute(model, "nfe_backward")
     return (
         None if forward is None else float(forward),
         None if backward is None else float(backward),
