@@ -105,7 +105,7 @@ def run(tmp_path, cfg: TrainConfig, **kwargs):
 
 
 def test_fit_learns_and_writes_atomic_records(tmp_path):
-    result = run(tmp_path, config(epochs=3))
+    result = run(tmp_path, config(epochs=3, measure_memory=True))
     assert result.state == "completed" and not result.failed
     out = tmp_path / "smoke" / "tiny"
     assert result.out_dir == out

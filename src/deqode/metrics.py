@@ -30,10 +30,21 @@ from deqode.models.nfe import CountsNFE
 MB = 1024.0**2
 
 
+def _attribute(obj: object, name: str) -> object:
+    """``getattr(obj, name, None)``, without the ``AttributeError`` that a module's
+    ``__getattr__`` raises (and this returns ``None`` for) on a name it does not have: every
+    place a module attribute can live is looked up first (once per training step, so cheaply)."""
+    if isinstance(obj, nn.Module) and name not in obj.__dict__ and not hasattr(type(obj), name) \
+            and name not in obj._parameters and name not in obj._buffers \
+            and name not in obj._modules:
+        return None
+    return getattr(obj, name, None)
+
+
 def reset_nfe(model: nn.Module) -> None:
     """Zero the model's NFE counters (:class:`deqode.models.nfe.CountsNFE`); a module outside
     the protocol is reset if it has a ``reset_nfe`` method."""
-    reset = getattr(model, "reset_nfe", None)
+    reset = _attribute(model, "reset_nfe")
     if callable(reset):
         reset()
 
@@ -46,8 +57,8 @@ def read_nfe(model: nn.Module) -> tuple[float | None, float | None]:
     if isinstance(model, CountsNFE):
         forward, backward = model.nfe_counts()
     else:
-        forward = getattr(model, "nfe_forward", None)
-        backward = getattr(model, "nfe_backward", None)
+        forward = _attribute(model, "nfe_forward")
+        backward = _attribute(model, "nfe_backward")
     return (
         None if forward is None else float(forward),
         None if backward is None else float(backward),
@@ -82,17 +93,26 @@ class PhaseTimer:
         self.seconds: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The clock (after a CUDA synchronisation on a CUDA device)."""
         return clock(self.device) if self.device is not None else time.perf_counter()
+
+    def add(self, name: str, started: float) -> float:
+        """Charge phase ``name`` with the time since ``started`` (a :meth:`now` reading);
+        returns the new reading (the start of the next phase). The hot loop's form of
+        :meth:`phase`, without a context manager per phase."""
+        now = self.now()
+        self.seconds[name] += now - started
+        self.counts[name] += 1
+        return now
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start = self._now()
+        start = self.now()
         try:
             yield
         finally:
-            self.seconds[name] += self._now() - start
-            self.counts[name] += 1
+            self.add(name, start)
 
     def record(self) -> dict[str, float]:
         """``time_<phase>_s`` (total) and ``time_<phase>_per_batch_s`` (mean) for every phase."""

@@ -63,7 +63,8 @@ process group times out; forward-time failures are agreed on every iteration.
 
 Memory: ``cuda_peak_mb`` is ``torch.cuda.max_memory_allocated`` over the epoch's training phase
 (reset every epoch; ``None`` on the CPU); ``saved_tensor_peak_mb`` is the autograd saved-tensor
-peak of :class:`deqode.metrics.SavedTensorMeter`, the device-independent measure used on the CPU.
+peak of :class:`deqode.metrics.SavedTensorMeter`, the device-independent measure used on the CPU,
+recorded with ``TrainConfig(measure_memory=True)`` (``None`` otherwise: its hooks cost time).
 
 Mixed precision is deliberately not offered: adaptive ODE solvers in fp16 reject steps on
 round-off and their error estimates are unreliable, so every run is float32 or float64.

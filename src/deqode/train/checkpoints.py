@@ -180,9 +180,10 @@ def _fallback_problem(trainer: Any, previous: Path) -> str | None:
     return None
 
 
-#: Configuration fields that document a run without changing it: a checkpoint resumes across
-#: an edit of these (e.g. a reworded description), never across any other change.
-DOCUMENTATION_FIELDS = ("description",)
+#: Configuration fields that document or measure a run without changing what it trains: a
+#: checkpoint resumes across an edit of these (a reworded description, the saved-tensor meter
+#: switched on or off), never across any other change.
+DOCUMENTATION_FIELDS = ("description", "measure_memory")
 
 
 def _changed_fields(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -35,8 +35,6 @@ from deqode.train.rng import seed_everything, setup
 from deqode.train.schedules import Schedule, initial_lr
 from deqode.train.tasks import make_task
 
-_STEP_PHASES = ("forward", "backward", "step")
-
 
 class RunFailed(Exception):
     """A training or evaluation step went bad; the message is the reason."""
@@ -118,6 +116,12 @@ class Trainer:
         self.best: dict[str, Any] = {self.task.selection: None, "epoch": None}
         self.meter = metrics.SavedTensorMeter()
         self.params = list(self.net.parameters())
+        first = self.params[0] if self.params else None
+        self.uniform_params = first is not None and first.device.type in ("cpu", "cuda") and all(
+            type(p.data) is torch.Tensor and p.device == first.device and p.dtype == first.dtype
+            for p in self.params)
+        sync = getattr(self.net, "sync_nfe", None)
+        self.sync_nfe = sync if callable(sync) else None
         self._held: Any = None
         self.start: dict[str, Any] | None = None  # TrainConfig.evaluate_at_start
         self.batch_in_epoch = 0
@@ -240,7 +244,7 @@ class Trainer:
         cfg, net, task = self.config, self.net, self.task
         batch = task.prepare(batch, self.device, self.dtype)
         self.schedule.before_step(self.epoch, self.batch_in_epoch)
-        timed, cpu_started = sum(timer.seconds[p] for p in _STEP_PHASES), time.process_time()
+        cpu_started = time.process_time() if self.steps is not None else 0.0
         self.optimizer.zero_grad(set_to_none=True)
         if self.update_optimizer is not None:
             self.update_optimizer.zero_grad(set_to_none=True)
@@ -248,40 +252,41 @@ class Trainer:
         failure = None
         meter = self.meter.track(exclude=self.params) if cfg.measure_memory else nullcontext()
         with meter:
+            started = timer.now()
             try:
-                with timer.phase("forward"):
-                    loss, outputs = task.loss(self.model, batch, cfg)
+                loss, outputs = task.loss(self.model, batch, cfg)
+                seconds = timer.add("forward", started) - started
                 self._held = None
                 failure = task.check(loss, outputs, cfg)
             except SolverFailure as err:
                 failure = f"solver failure in forward: {err}"
             self.agree(failure)
             nfe_forward, _ = metrics.read_nfe(net)
-            loss_value = loss.detach().item()
+            loss_value = loss.item()
             try:
-                with timer.phase("backward"):
-                    loss.backward()
-                    if callable(sync := getattr(net, "sync_nfe", None)):
-                        sync()  # counters that only the model can settle after backward
+                started = timer.now()
+                loss.backward()
+                if self.sync_nfe is not None:
+                    self.sync_nfe()  # counters that only the model can settle after backward
+                seconds += timer.add("backward", started) - started
             except SolverFailure as err:
                 raise RunFailed(f"solver failure in backward: {err}") from err
         _, nfe_backward = metrics.read_nfe(net)
-        grads = [p.grad for p in self.params if p.grad is not None]
-        grad_norm = float(nn.utils.get_total_norm(grads)) if grads else 0.0
+        grad_norm = self._grad_norm()
         if not math.isfinite(grad_norm):
             raise RunFailed(f"non-finite gradient norm ({grad_norm})")
-        with timer.phase("step"):
-            self.apply_update()
-            if self.update is not None and self.iteration % self.update.every == 0:
-                self._separate_step(acc)
+        task.train_metrics(acc, batch, outputs, loss_value)  # outputs: no parameter, unchanged
+        started = timer.now()
+        self.apply_update()
+        if self.update is not None and self.iteration % self.update.every == 0:
+            self._separate_step(acc)
+        seconds += timer.add("step", started) - started
         if self.steps is not None:  # time: forward + backward + update, without the checks
-            elapsed = sum(timer.seconds[p] for p in _STEP_PHASES) - timed
             nfe = [int(v or 0) for v in metrics.read_nfe(net)]
-            self.steps.append({"time": elapsed, "cpu_time": time.process_time() - cpu_started,
+            self.steps.append({"time": seconds, "cpu_time": time.process_time() - cpu_started,
                                "loss": loss_value,
                                **task.step_record(batch, outputs), "nfe_forward": nfe[0],
                                "nfe_backward": nfe[1]})
-        task.train_metrics(acc, batch, outputs, loss_value)
         acc.add("grad_norm", grad_norm)
         if nfe_forward is not None:
             acc.add("nfe_forward", nfe_forward)
@@ -295,6 +300,19 @@ class Trainer:
         # when the epoch was one function; released at the end of the epoch.
         self._held = (loss, outputs)
         return loss_value
+
+    def _grad_norm(self) -> float:
+        """The 2-norm of all gradients, as ``nn.utils.get_total_norm`` computes it; when every
+        parameter has one device and dtype (:attr:`uniform_params`), its single foreach group
+        directly, without the per-step grouping."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return 0.0
+        if not self.uniform_params:
+            return float(nn.utils.get_total_norm(grads))
+        with torch.no_grad():
+            return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)),
+                                                  2.0))
 
     def apply_update(self) -> None:
         """The main optimiser's step on the current gradients and the schedule's step."""

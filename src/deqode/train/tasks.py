@@ -41,9 +41,8 @@ class Task:
 
     def check(self, loss: Tensor, outputs: Any, config: Any) -> str | None:
         """Why this step must not be applied (None when it is fine)."""
-        if not torch.isfinite(loss):
-            return f"non-finite loss ({loss.detach().item()})"
-        return None
+        value = loss.item()
+        return None if math.isfinite(value) else f"non-finite loss ({value})"
 
     def train_metrics(self, acc: Accumulator, batch: Any, outputs: Any, loss: float) -> None:
         """Add the step's training metrics (``loss`` is the batch mean) to ``acc``."""
@@ -93,16 +92,19 @@ class Classification(Task):
     def loss(self, model: nn.Module, batch: Any, config: Any) -> tuple[Tensor, Tensor]:
         x, y = batch
         logits = model(x)
-        loss = (F.cross_entropy(logits, y) - config.flood_level).abs() + config.flood_level
+        loss = F.cross_entropy(logits, y)
+        # |CE - b| + b; with b = 0 the same bits, forward and backward, in one operation
+        flood = config.flood_level
+        loss = (loss - flood).abs() + flood if flood else loss.abs()
         if config.entropy_weight:
             log_p = F.log_softmax(logits, dim=1)
             loss = loss + config.entropy_weight * (log_p.exp() * log_p).sum(dim=1).mean()
         return loss, logits
 
     def check(self, loss: Tensor, outputs: Tensor, config: Any) -> str | None:
-        if not torch.isfinite(outputs).all():
+        largest = float(outputs.detach().abs().max())  # NaN or inf if any logit is
+        if not math.isfinite(largest):
             return "non-finite logits (exploding or NaN state)"
-        largest = float(outputs.detach().abs().max())
         if largest > config.max_abs_logit:
             return (f"exploding state: max |logit| = {largest:.3e} > max_abs_logit = "
                     f"{config.max_abs_logit:g}")

@@ -121,7 +121,8 @@ def _config(model: str, key: str, *, init_layer: bool, settings: dict[str, Any],
         name=name, model=f"{model}-{key}", dataset=dataset, model_kwargs=kwargs, seed=seed,
         optimizer="adam", schedule="cosine",
         init_point=InitPointConfig(lr=lr_init, freq=freq, scheduler_divisor=1, eta_min=1e-6),
-        description=description, **settings,
+        description=description, measure_memory=True,  # the chapter's saved-tensor tables
+        **settings,
     )
 
 
