@@ -239,6 +239,8 @@ def install_section(root: Path = ROOT) -> str:
         return f"The install has not been measured ({MEASUREMENT} is missing).\n"
     m = json.loads(path.read_text(encoding="utf-8"))
     load = f", load average {m['load_average']} at the start" if "load_average" in m else ""
+    if "conditions" in m:  # what was seen during a run whose machine was busy
+        load += f" ({m['conditions']})"
     return (
         f"`make {m['target']}` in a fresh clone took **{m['seconds'] / 60:.1f} min** and made a "
         f"venv of **{m['venv_bytes'] / 2**30:.1f} GiB** ({m['packages']} packages), measured "
