@@ -87,7 +87,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchdiffeq._impl.misc import Perturb
+from torchdiffeq._impl.misc import Perturb, _PerturbFunc
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from deqode.choices import UnknownChoiceError, check_choice
@@ -231,10 +231,52 @@ class NesterovODE(FixedGridODESolver):
         self._velocity: Tensor | None = None  # u_k, velocity per unit time
         self._reference_dt: Tensor | None = None  # H, the first step's length
         self._prev_beta = 0.0  # β_{k-1}
+        self._buffer: Tensor | None = None  # the velocity tensor owned (updated in place)
 
     def integrate(self, t: Tensor) -> Tensor:
+        """torchdiffeq's fixed-grid loop (same calls, callbacks and interpolation), with the steps
+        of equal length after the first taken by :meth:`_momentum_step` where the times need no
+        gradient: step lengths and scale factors are computed once per solve instead of per step,
+        and the momentum buffer is updated in place without autograd. Values are bitwise those
+        of :meth:`_step_func` (tested)."""
         self.reset()
-        return super().integrate(t)
+        grid = self.grid_constructor(self.func, self.y0, t)
+        values, outputs = grid.detach().tolist(), t.detach().tolist()
+        assert values[0] == outputs[0] and values[-1] == outputs[-1]  # torchdiffeq's own check
+        fast = (self.schedule == "const" and self.beta != 0.0 and not _differentiated(grid)
+                and not self.perturb)
+        points = grid.unbind()
+        if fast:  # the step lengths t1 - t0, their scaled copies and the look-ahead scale β H
+            lengths = grid[1:] - grid[:-1]
+            steps = lengths.unbind()
+            scaled = steps if self.coefficients(1)[1] == 1.0 else (
+                self.coefficients(1)[1] * lengths).unbind()
+            scale = self.beta * steps[0]
+            field, times = _unwrapped(self.func, self.y0, grid)
+        solution = torch.empty(len(t), *self.y0.shape, dtype=self.y0.dtype, device=self.y0.device)
+        solution[0] = self.y0
+        j, y0 = 1, self.y0
+        for k in range(len(values) - 1):
+            t0, t1 = points[k], points[k + 1]
+            dt = steps[k] if fast else t1 - t0
+            self.func.callback_step(t0, y0, dt)
+            if fast and k > 0 and values[k + 1] - values[k] == values[1] - values[0]:
+                f0 = field(times[k], y0)
+                dy = self._momentum_step(f0, scaled[k], scale)
+            else:
+                dy, f0 = self._step_func(self.func, t0, dt, t1, y0)
+            y1 = y0 + dy
+            while j < len(outputs) and values[k + 1] >= outputs[j]:
+                if self.interp == "linear":
+                    solution[j] = (y0 if outputs[j] == values[k] else y1
+                                   if outputs[j] == values[k + 1]
+                                   else self._linear_interp(t0, t1, y0, y1, t[j]))
+                else:
+                    f1 = self.func(t1, y1)
+                    solution[j] = self._cubic_hermite_interp(t0, y0, f0, t1, y1, f1, t[j])
+                j += 1
+            y0 = y1
+        return solution
 
     def integrate_until_event(self, t0: Tensor, event_fn: Any):
         self.reset()
@@ -246,6 +288,21 @@ class NesterovODE(FixedGridODESolver):
         return beta, (1.0 - beta) if self.scale else 1.0
 
     # ---- one step --------------------------------------------------------------------------
+    def _momentum_step(self, f0: Tensor, scaled_dt: Tensor, scale: Tensor) -> Tensor:
+        """dy of a step of length H after the first, constant β ≠ 0 and times without gradient:
+        the ops of :meth:`_step_func` on that path, the velocity kept in one buffer updated in
+        place when autograd does not record."""
+        beta, c = self.beta, self.coefficients(1)[1]
+        velocity = self._velocity
+        if torch.is_grad_enabled() or velocity is not self._buffer:
+            velocity = (beta * velocity).add_(f0, alpha=c)
+            self._buffer = None if torch.is_grad_enabled() else velocity
+        else:
+            velocity.mul_(beta).add_(f0, alpha=c)
+        self._velocity = velocity
+        self.steps_taken += 1
+        return torch.mul(f0, scaled_dt).addcmul_(velocity, scale)
+
     def _step_func(self, func: Any, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor):
         beta, c = self.coefficients(self.steps_taken)
         if self.steps_taken == 0:
@@ -283,6 +340,16 @@ class NesterovODE(FixedGridODESolver):
         self._velocity, self._prev_beta = velocity, beta
         self.steps_taken += 1
         return dy, f0
+
+
+def _unwrapped(func: Any, y0: Tensor, grid: Tensor) -> tuple[Callable, tuple[Tensor, ...]]:
+    """The user's field below torchdiffeq's ``_PerturbFunc`` wrapper and the grid times as that
+    wrapper would hand them to it (cast to the state's real dtype), so that a step skips the
+    wrapper's per-call ``y.abs()``; any other ``func`` is called as it is."""
+    base = getattr(func, "base_func", None)
+    if type(func) is not _PerturbFunc or base is None:
+        return func, grid.unbind()
+    return base, grid.to(y0.abs().dtype).unbind()
 
 
 def _differentiated(*times: Any) -> bool:
