@@ -163,7 +163,9 @@ def _anderson(trace: _Trace, z: Tensor, max_iter: int, m: int, lam: float, beta:
             alpha = torch.where(ok[:, None], alpha, last)
         mixed = fs[:, :n] if beta == 1.0 else beta * fs[:, :n] + (1 - beta) * xs[:, :n]
         slot = k % m
-        z = torch.bmm(alpha[:, None, :], mixed).squeeze(1)
+        # alpha comes out of the solve column-major; a row-major copy keeps bmm off its slow
+        # per-sample path (same values)
+        z = torch.bmm(alpha.contiguous()[:, None, :], mixed).squeeze(1)
         xs[:, slot], fs[:, slot] = z, trace.step(z)
         torch.sub(fs[:, slot], xs[:, slot], out=gs[:, slot])
 
