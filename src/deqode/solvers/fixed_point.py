@@ -83,10 +83,11 @@ class _Trace:
             raise ValueError(f"f returned shape {tuple(fz.shape)} for input {tuple(self.shape)}")
         return batch_view(fz)
 
-    def record(self, z: Tensor, fz: Tensor) -> None:
-        """Append the residuals of iterate ``z`` and keep it where it beats a sample's best."""
+    def record(self, z: Tensor, fz: Tensor, diff: Tensor | None = None) -> None:
+        """Append the residuals of iterate ``z`` and keep it where it beats a sample's best
+        (``diff``: ``fz - z`` if the caller already has it)."""
         info = self.info
-        abs_res = (fz - z).norm(dim=1)
+        abs_res = (fz - z if diff is None else diff).norm(dim=1)
         fz_norm = fz.norm(dim=1)
         rel_res = abs_res / (fz_norm + REL_EPS)
         # finite norms imply finite z and f(z), so the elementwise scan runs only when they are not
@@ -140,9 +141,9 @@ def _anderson(trace: _Trace, z: Tensor, max_iter: int, m: int, lam: float, beta:
     """
     batch, dim = z.shape
     # ring buffers of the last m iterates, their images and residuals (slot k % m holds iterate k)
-    xs, fs, gs = (z.new_zeros(batch, m, dim) for _ in range(3))
-    xs[:, 0], fs[:, 0] = z, trace.step(z)
-    torch.sub(fs[:, 0], xs[:, 0], out=gs[:, 0])
+    xs, fs, gs, unit = (z.new_zeros(batch, m, dim) for _ in range(4))  # unit: gs normalised
+    xs[:, 0], fs[:, 0] = z, trace.evaluate(z)
+    trace.record(z, fs[:, 0], torch.sub(fs[:, 0], xs[:, 0], out=gs[:, 0]))
     tiny = torch.finfo(z.dtype).tiny
     ridge = lam * torch.eye(m, dtype=z.dtype, device=z.device)
     ones = z.new_ones(batch, m)
@@ -150,8 +151,8 @@ def _anderson(trace: _Trace, z: Tensor, max_iter: int, m: int, lam: float, beta:
         if trace.stop:
             break
         n = min(k, m)
-        g = gs[:, :n]
-        g = g / g.flatten(1).norm(dim=1).clamp_min(tiny)[:, None, None]
+        scale = gs[:, :n].flatten(1).norm(dim=1).clamp_min(tiny)[:, None, None]
+        g = torch.div(gs[:, :n], scale, out=unit[:, :n])
         gram = torch.baddbmm(ridge[:n, :n], g, g.transpose(1, 2))
         y, status = torch.linalg.solve_ex(gram, ones[:, :n])
         total = y.sum(1)
@@ -166,8 +167,8 @@ def _anderson(trace: _Trace, z: Tensor, max_iter: int, m: int, lam: float, beta:
         # alpha comes out of the solve column-major; a row-major copy keeps bmm off its slow
         # per-sample path (same values)
         z = torch.bmm(alpha.contiguous()[:, None, :], mixed).squeeze(1)
-        xs[:, slot], fs[:, slot] = z, trace.step(z)
-        torch.sub(fs[:, slot], xs[:, slot], out=gs[:, slot])
+        xs[:, slot], fs[:, slot] = z, trace.evaluate(z)
+        trace.record(z, fs[:, slot], torch.sub(fs[:, slot], xs[:, slot], out=gs[:, slot]))
 
 
 def _lowrank(u: Tensor, v: Tensor, x: Tensor, transpose: bool = False) -> Tensor:
