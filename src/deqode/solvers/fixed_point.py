@@ -90,8 +90,9 @@ class _Trace:
         abs_res = (fz - z if diff is None else diff).norm(dim=1)
         fz_norm = fz.norm(dim=1)
         rel_res = abs_res / (fz_norm + REL_EPS)
-        # finite norms imply finite z and f(z), so the elementwise scan runs only when they are not
-        all_finite = bool((torch.isfinite(abs_res) & torch.isfinite(fz_norm)).all())
+        # a finite sum of the norms implies finite z and f(z) (torch.isfinite is four kernels),
+        # so the elementwise scan runs only when it is not
+        all_finite = math.isfinite((abs_res + fz_norm).sum().item())
         if not all_finite:
             finite = torch.isfinite(z).all(1) & torch.isfinite(fz).all(1)
             abs_res, rel_res = (torch.where(finite, r, math.inf) for r in (abs_res, rel_res))
@@ -157,8 +158,11 @@ def _anderson(trace: _Trace, z: Tensor, max_iter: int, m: int, lam: float, beta:
         y, status = torch.linalg.solve_ex(gram, ones[:, :n])
         total = y.sum(1)
         alpha = y / total[:, None]
-        ok = (status == 0) & torch.isfinite(alpha).all(1) & (total > 0)
-        if not bool(ok.all()):  # fall back to the latest iterate's Picard step
+        worst_status, least_total, weight_sum = torch.stack(
+            (status.max().to(alpha.dtype), total.min(), alpha.sum())).tolist()
+        if worst_status != 0 or not least_total > 0 or not math.isfinite(weight_sum):
+            # some sample failed: those fall back to the latest iterate's Picard step
+            ok = (status == 0) & torch.isfinite(alpha).all(1) & (total > 0)
             last = torch.zeros_like(alpha[0])
             last[(k - 1) % m] = 1.0
             alpha = torch.where(ok[:, None], alpha, last)
