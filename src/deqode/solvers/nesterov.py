@@ -248,10 +248,12 @@ class NesterovODE(FixedGridODESolver):
         points = grid.unbind()
         if fast:  # the step lengths t1 - t0, their scaled copies and the look-ahead scale β H
             lengths = grid[1:] - grid[:-1]
-            steps = lengths.unbind()
+            steps, sizes = lengths.unbind(), lengths.tolist()
+            equal = [h == sizes[0] for h in sizes]  # dt == H as the tensors compare
             scaled = steps if self.coefficients(1)[1] == 1.0 else (
                 self.coefficients(1)[1] * lengths).unbind()
             scale = self.beta * steps[0]
+            factors = (self.beta * (lengths - lengths[0])).unbind()  # β_{k-1} (h_k - H)
             field, times = _unwrapped(self.func, self.y0, grid)
         solution = torch.empty(len(t), *self.y0.shape, dtype=self.y0.dtype, device=self.y0.device)
         solution[0] = self.y0
@@ -260,9 +262,9 @@ class NesterovODE(FixedGridODESolver):
             t0, t1 = points[k], points[k + 1]
             dt = steps[k] if fast else t1 - t0
             self.func.callback_step(t0, y0, dt)
-            if fast and k > 0 and values[k + 1] - values[k] == values[1] - values[0]:
-                f0 = field(times[k], y0)
-                dy = self._momentum_step(f0, scaled[k], scale)
+            if fast and k > 0:
+                dy, f0 = self._momentum_step(field, times[k], y0, scaled[k], scale,
+                                             None if equal[k] else factors[k])
             else:
                 dy, f0 = self._step_func(self.func, t0, dt, t1, y0)
             y1 = y0 + dy
@@ -288,12 +290,16 @@ class NesterovODE(FixedGridODESolver):
         return beta, (1.0 - beta) if self.scale else 1.0
 
     # ---- one step --------------------------------------------------------------------------
-    def _momentum_step(self, f0: Tensor, scaled_dt: Tensor, scale: Tensor) -> Tensor:
-        """dy of a step of length H after the first, constant β ≠ 0 and times without gradient:
-        the ops of :meth:`_step_func` on that path, the velocity kept in one buffer updated in
-        place when autograd does not record."""
+    def _momentum_step(self, field: Callable, time: Tensor, y0: Tensor, scaled_dt: Tensor,
+                       scale: Tensor, factor: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(dy, f0) of a step after the first with constant β ≠ 0 and times without gradient:
+        the ops of :meth:`_step_func` on that path (``factor`` = β (h_k - H), None on an equal
+        step), with the per-step scalars precomputed and the velocity kept in one buffer updated
+        in place when autograd does not record."""
         beta, c = self.beta, self.coefficients(1)[1]
         velocity = self._velocity
+        shift = None if factor is None else factor * velocity
+        f0 = field(time, y0 if shift is None else y0 + shift)
         if torch.is_grad_enabled() or velocity is not self._buffer:
             velocity = (beta * velocity).add_(f0, alpha=c)
             self._buffer = None if torch.is_grad_enabled() else velocity
@@ -301,7 +307,10 @@ class NesterovODE(FixedGridODESolver):
             velocity.mul_(beta).add_(f0, alpha=c)
         self._velocity = velocity
         self.steps_taken += 1
-        return torch.mul(f0, scaled_dt).addcmul_(velocity, scale)
+        dy = torch.mul(f0, scaled_dt)
+        if shift is not None:
+            dy = shift.add_(dy)
+        return dy.addcmul_(velocity, scale), f0
 
     def _step_func(self, func: Any, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor):
         beta, c = self.coefficients(self.steps_taken)
