@@ -297,18 +297,28 @@ class NesterovODE(FixedGridODESolver):
         the ops of :meth:`_step_func` on that path (``factor`` = β (h_k - H), None on an equal
         step) and torchdiffeq's ``y0 + dy``, with the per-step scalars precomputed. Without
         autograd every intermediate, the velocity and the state go to buffers reused by the
-        next steps (the state alternates between two); with it the update is one graph node
-        (:class:`_MomentumUpdate`) instead of six."""
+        next steps (the state alternates between two). With autograd the graph is the general
+        step's, node for node, so that the gradients stay bitwise the same."""
+        graph = torch.is_grad_enabled()
+        into = (lambda name: None) if graph else (lambda name: self._scratch(name, y0))
+        beta, c = self.beta, self.coefficients(1)[1]
         velocity = self._velocity
+        shift = None if factor is None else torch.mul(velocity, factor, out=into("shift"))
+        f0 = field(time, y0 if shift is None else torch.add(y0, shift, out=into("ahead")))
+        if not graph and velocity is self._buffers.get("velocity"):
+            velocity.mul_(beta).add_(f0, alpha=c)
+        else:
+            velocity = torch.mul(velocity, beta, out=into("velocity")).add_(f0, alpha=c)
+        dy = torch.mul(f0, scaled_dt, out=into("dy"))
+        if shift is not None:
+            dy = shift.add_(dy)
+        dy.addcmul_(velocity, scale)
+        state = into("state")
+        if state is not None and state is y0:
+            state = into("other state")
+        self._velocity = velocity
         self.steps_taken += 1
-        if torch.is_grad_enabled():
-            z = y0 if factor is None else y0 + velocity * factor
-            f0 = field(time, z)
-            y1, self._velocity = _MomentumUpdate.apply(
-                y0, velocity, f0, self.beta, self.coefficients(1)[1], scaled_dt, scale, factor)
-            return y1, f0
-        return _momentum_update(y0, velocity, None, self.beta, self.coefficients(1)[1],
-                                scaled_dt, scale, factor, self, field, time)
+        return torch.add(y0, dy, out=state), f0
 
     def _scratch(self, name: str, like: Tensor) -> Tensor:
         """The buffer ``name`` (shaped like the state), allocated on first use in a solve."""
@@ -354,59 +364,6 @@ class NesterovODE(FixedGridODESolver):
         self._velocity, self._prev_beta = velocity, beta
         self.steps_taken += 1
         return dy, f0
-
-
-def _momentum_update(y0: Tensor, velocity: Tensor, f0: Tensor | None, beta: float, c: float,
-                     scaled_dt: Tensor, scale: Tensor, factor: Tensor | None,
-                     solver: NesterovODE | None = None, field: Callable | None = None,
-                     time: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The ops of :meth:`NesterovODE._step_func` after the first step, then ``y0 + dy``:
-    returns (y1, f0) and leaves the new velocity on ``solver``, reusing its buffers (f0 is
-    evaluated here at the look-ahead); without ``solver`` returns (y1, new velocity) for the
-    given ``f0``, in new tensors."""
-    into = (lambda name: None) if solver is None else (lambda name: solver._scratch(name, y0))
-    shift = None if factor is None else torch.mul(velocity, factor, out=into("shift"))
-    if solver is not None:
-        f0 = field(time, y0 if shift is None else torch.add(y0, shift, out=into("ahead")))
-    if solver is not None and velocity is solver._buffers.get("velocity"):
-        new_velocity = velocity.mul_(beta).add_(f0, alpha=c)
-    else:
-        new_velocity = torch.mul(velocity, beta, out=into("velocity")).add_(f0, alpha=c)
-    dy = torch.mul(f0, scaled_dt, out=into("dy"))
-    if shift is not None:
-        dy = shift.add_(dy)
-    dy.addcmul_(new_velocity, scale)
-    state = into("state")
-    if state is not None and state is y0:
-        state = into("other state")
-    y1 = torch.add(y0, dy, out=state)
-    if solver is None:
-        return y1, new_velocity
-    solver._velocity = new_velocity
-    return y1, f0
-
-
-class _MomentumUpdate(torch.autograd.Function):
-    """(y0, u_k, f_k) -> (y_{k+1}, u_{k+1}) of a step after the first as one graph node: the
-    forward values are :func:`_momentum_update`'s (bitwise those of the step-by-step ops), the
-    backward applies the transposed linear map in four passes (the step-by-step graph took
-    about a dozen); its gradients agree with that graph's to rounding (tested)."""
-
-    @staticmethod
-    def forward(ctx, y0, velocity, f0, beta, c, scaled_dt, scale, factor):
-        ctx.coefficients = (beta, c, scaled_dt.item(), scale.item(),
-                            None if factor is None else factor.item())
-        return _momentum_update(y0, velocity, f0, beta, c, scaled_dt, scale, factor)
-
-    @staticmethod
-    def backward(ctx, grad_y1, grad_velocity):
-        beta, c, scaled_dt, scale, factor = ctx.coefficients
-        grad_new_velocity = torch.add(grad_velocity, grad_y1, alpha=scale)
-        grad_f0 = torch.mul(grad_y1, scaled_dt).add_(grad_new_velocity, alpha=c)
-        grad_u = grad_new_velocity.mul_(beta)
-        if factor is not None:
-            grad_u.add_(grad_y1, alpha=factor)
-        return grad_y1, grad_u, grad_f0, None, None, None, None, None
 
 
 def _unwrapped(func: Any, y0: Tensor, grid: Tensor) -> tuple[Callable, tuple[Tensor, ...]]:
