@@ -74,6 +74,11 @@ numbers only to choose its number of steps. The values are bit-identical either 
 that of the discrete pass: every output depends on the first step H through the look-ahead
 distance β H u, which has no continuous counterpart (the adjoint's time gradient has none).
 
+Speed: the solver runs its own copy of torchdiffeq's fixed-grid loop; where the times need no
+gradient the steps after the first skip the per-step scalar tensor arithmetic and torchdiffeq's
+per-call wrapper of the field, and without autograd they write into reused buffers. The values
+(and, under autograd, the graph) are the general step's, so the results are bitwise the same.
+
 Registration: :func:`register` adds ``"nesterov"`` to torchdiffeq's private ``SOLVERS`` table,
 which ``odeint`` and ``odeint_adjoint`` share; ``import deqode`` calls it.
 """
@@ -234,11 +239,12 @@ class NesterovODE(FixedGridODESolver):
         self._buffers: dict[str, Tensor] = {}  # scratch tensors of the steps without autograd
 
     def integrate(self, t: Tensor) -> Tensor:
-        """torchdiffeq's fixed-grid loop (same calls, callbacks and interpolation), with the steps
-        of equal length after the first taken by :meth:`_momentum_step` where the times need no
-        gradient: step lengths and scale factors are computed once per solve instead of per step,
-        and the momentum buffer is updated in place without autograd. Values are bitwise those
-        of :meth:`_step_func` (tested)."""
+        """torchdiffeq's fixed-grid loop (same calls, callbacks and interpolation). Where the
+        times need no gradient (and with constant β ≠ 0, no perturbation) every step after the
+        first is taken by :meth:`_momentum_step`: step lengths and scale factors computed once
+        per solve, the field called below torchdiffeq's per-call wrapper, buffers reused without
+        autograd. Values and gradients are bitwise those of :meth:`_step_func`
+        (``tests/test_nesterov_fast_path.py``)."""
         self.reset()
         grid = self.grid_constructor(self.func, self.y0, t)
         values, outputs = grid.detach().tolist(), t.detach().tolist()
