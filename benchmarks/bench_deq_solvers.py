@@ -64,7 +64,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "smoke": {
         "cases": (("tanh", 256, 64, 1e-5, 100), ("cell", "deq-digits", 64, 1e-3, 30),
                   ("cell", "deq-cifar10", 8, 1e-3, 30)),
-        "repeats": 3, "threads": 1, "device": "cpu",
+        "repeats": 5, "threads": 1, "device": "cpu",
     },
     "paper": {
         "cases": (("tanh", 4096, 64, 1e-5, 100), ("cell", "deq-digits", 64, 1e-3, 30),

@@ -72,6 +72,7 @@ class _Trace:
         self.best_z = batch_view(z0).clone()
         self.best_res = z0.new_full((batch,), math.inf)
         self.best_iter = torch.zeros(batch, dtype=torch.long, device=z0.device)
+        self._best_max = math.inf  # best_res.max(), kept by record
         info.residuals = info.rel_residuals if info.stop_mode == "rel" else info.abs_residuals
 
     def evaluate(self, z: Tensor) -> Tensor:
@@ -82,21 +83,30 @@ class _Trace:
             raise ValueError(f"f returned shape {tuple(fz.shape)} for input {tuple(self.shape)}")
         return batch_view(fz)
 
-    def record(self, z: Tensor, fz: Tensor) -> None:
-        """Append the residuals of iterate ``z`` and keep it where it beats a sample's best."""
+    def record(self, z: Tensor, fz: Tensor, diff: Tensor | None = None) -> None:
+        """Append the residuals of iterate ``z`` and keep it where it beats a sample's best
+        (``diff``: ``fz - z`` if the caller already has it)."""
         info = self.info
-        finite = torch.isfinite(z).all(1) & torch.isfinite(fz).all(1)
-        abs_res = (fz - z).norm(dim=1)
-        rel_res = abs_res / (fz.norm(dim=1) + REL_EPS)
-        abs_res, rel_res = (torch.where(finite, r, math.inf) for r in (abs_res, rel_res))
+        abs_res = (fz - z if diff is None else diff).norm(dim=1)
+        fz_norm = fz.norm(dim=1)
+        rel_res = abs_res / (fz_norm + REL_EPS)
+        # a finite sum of the norms implies finite z and f(z) (torch.isfinite is four kernels),
+        # so the elementwise scan runs only when it is not
+        all_finite = math.isfinite((abs_res + fz_norm).sum().item())
+        if not all_finite:
+            finite = torch.isfinite(z).all(1) & torch.isfinite(fz).all(1)
+            abs_res, rel_res = (torch.where(finite, r, math.inf) for r in (abs_res, rel_res))
+            all_finite = bool(finite.all())
         res = rel_res if info.stop_mode == "rel" else abs_res
         better = res < self.best_res
-        self.best_z = torch.where(better[:, None], z, self.best_z)
-        self.best_res = torch.where(better, res, self.best_res)
-        self.best_iter = torch.where(better, len(info.residuals), self.best_iter)
-        for trace, r in ((info.abs_residuals, abs_res), (info.rel_residuals, rel_res)):
-            trace.append(r.max().item())
-        info.diverged = info.diverged or not bool(finite.all())
+        torch.where(better[:, None], z, self.best_z, out=self.best_z)
+        torch.where(better, res, self.best_res, out=self.best_res)
+        self.best_iter.masked_fill_(better, len(info.residuals))
+        abs_max, rel_max, self._best_max = torch.stack(
+            (abs_res.max(), rel_res.max(), self.best_res.max())).tolist()
+        info.abs_residuals.append(abs_max)
+        info.rel_residuals.append(rel_max)
+        info.diverged = info.diverged or not all_finite
 
     def step(self, z: Tensor) -> Tensor:
         """Evaluate and record iterate ``z``; returns ``f(z)`` flattened."""
@@ -107,7 +117,7 @@ class _Trace:
     @property
     def stop(self) -> bool:
         """Non-finite values appeared, or every sample's best iterate meets the tolerance."""
-        return self.info.diverged or self.best_res.max().item() <= self.tol
+        return self.info.diverged or self._best_max <= self.tol
 
 
 def _picard(trace: _Trace, z: Tensor, max_iter: int, beta: float) -> None:
@@ -131,23 +141,38 @@ def _anderson(trace: _Trace, z: Tensor, max_iter: int, m: int, lam: float, beta:
     The next iterate mixes ``beta * sum alpha_i f(z_i) + (1 - beta) * sum alpha_i z_i``.
     """
     batch, dim = z.shape
-    xs, fs = z.new_zeros(batch, m, dim), z.new_zeros(batch, m, dim)
-    xs[:, 0], fs[:, 0] = z, trace.step(z)
+    # ring buffers of the last m iterates, their images and residuals (slot k % m holds iterate k)
+    xs, fs, gs, unit = (z.new_zeros(batch, m, dim) for _ in range(4))  # unit: gs normalised
+    xs[:, 0], fs[:, 0] = z, trace.evaluate(z)
+    trace.record(z, fs[:, 0], torch.sub(fs[:, 0], xs[:, 0], out=gs[:, 0]))
+    tiny = torch.finfo(z.dtype).tiny
+    ridge = lam * torch.eye(m, dtype=z.dtype, device=z.device)
+    ones = z.new_ones(batch, m)
     for k in range(1, max_iter + 1):
         if trace.stop:
             break
         n = min(k, m)
-        g = fs[:, :n] - xs[:, :n]
-        g = g / g.flatten(1).norm(dim=1).clamp_min(torch.finfo(z.dtype).tiny)[:, None, None]
-        gram = g @ g.transpose(1, 2) + lam * torch.eye(n, dtype=z.dtype, device=z.device)
-        y, status = torch.linalg.solve_ex(gram, torch.ones_like(g[..., 0]))
-        alpha = y / y.sum(1, keepdim=True)
-        ok = (status == 0) & torch.isfinite(alpha).all(1) & (y.sum(1) > 0)
-        last = torch.zeros_like(alpha[0])
-        last[(k - 1) % m] = 1.0
-        alpha = torch.where(ok[:, None], alpha, last)
-        z = torch.einsum("bi,bid->bd", alpha, beta * fs[:, :n] + (1 - beta) * xs[:, :n])
-        xs[:, k % m], fs[:, k % m] = z, trace.step(z)
+        scale = gs[:, :n].flatten(1).norm(dim=1).clamp_min(tiny)[:, None, None]
+        g = torch.div(gs[:, :n], scale, out=unit[:, :n])
+        gram = torch.baddbmm(ridge[:n, :n], g, g.transpose(1, 2))
+        y, status = torch.linalg.solve_ex(gram, ones[:, :n])
+        total = y.sum(1)
+        alpha = y / total[:, None]
+        worst_status, least_total, weight_sum = torch.stack(
+            (status.max().to(alpha.dtype), total.min(), alpha.sum())).tolist()
+        if worst_status != 0 or not least_total > 0 or not math.isfinite(weight_sum):
+            # some sample failed: those fall back to the latest iterate's Picard step
+            ok = (status == 0) & torch.isfinite(alpha).all(1) & (total > 0)
+            last = torch.zeros_like(alpha[0])
+            last[(k - 1) % m] = 1.0
+            alpha = torch.where(ok[:, None], alpha, last)
+        mixed = fs[:, :n] if beta == 1.0 else beta * fs[:, :n] + (1 - beta) * xs[:, :n]
+        slot = k % m
+        # alpha comes out of the solve column-major; a row-major copy keeps bmm off its slow
+        # per-sample path (same values)
+        z = torch.bmm(alpha.contiguous()[:, None, :], mixed).squeeze(1)
+        xs[:, slot], fs[:, slot] = z, trace.evaluate(z)
+        trace.record(z, fs[:, slot], torch.sub(fs[:, slot], xs[:, slot], out=gs[:, slot]))
 
 
 def _lowrank(u: Tensor, v: Tensor, x: Tensor, transpose: bool = False) -> Tensor:

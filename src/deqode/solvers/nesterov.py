@@ -74,6 +74,11 @@ numbers only to choose its number of steps. The values are bit-identical either 
 that of the discrete pass: every output depends on the first step H through the look-ahead
 distance β H u, which has no continuous counterpart (the adjoint's time gradient has none).
 
+Speed: the solver runs its own copy of torchdiffeq's fixed-grid loop; where the times need no
+gradient the steps after the first skip the per-step scalar tensor arithmetic and torchdiffeq's
+per-call wrapper of the field, and without autograd they write into reused buffers. The values
+(and, under autograd, the graph) are the general step's, so the results are bitwise the same.
+
 Registration: :func:`register` adds ``"nesterov"`` to torchdiffeq's private ``SOLVERS`` table,
 which ``odeint`` and ``odeint_adjoint`` share; ``import deqode`` calls it.
 """
@@ -87,7 +92,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchdiffeq._impl.misc import Perturb
+from torchdiffeq._impl.misc import Perturb, _PerturbFunc
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from deqode.choices import UnknownChoiceError, check_choice
@@ -231,10 +236,56 @@ class NesterovODE(FixedGridODESolver):
         self._velocity: Tensor | None = None  # u_k, velocity per unit time
         self._reference_dt: Tensor | None = None  # H, the first step's length
         self._prev_beta = 0.0  # β_{k-1}
+        self._buffers: dict[str, Tensor] = {}  # scratch tensors of the steps without autograd
 
     def integrate(self, t: Tensor) -> Tensor:
+        """torchdiffeq's fixed-grid loop (same calls, callbacks and interpolation). Where the
+        times need no gradient (and with constant β ≠ 0, no perturbation) every step after the
+        first is taken by :meth:`_momentum_step`: step lengths and scale factors computed once
+        per solve, the field called below torchdiffeq's per-call wrapper, buffers reused without
+        autograd. Values and gradients are bitwise those of :meth:`_step_func`
+        (``tests/test_nesterov_fast_path.py``)."""
         self.reset()
-        return super().integrate(t)
+        grid = self.grid_constructor(self.func, self.y0, t)
+        values, outputs = grid.detach().tolist(), t.detach().tolist()
+        assert values[0] == outputs[0] and values[-1] == outputs[-1]  # torchdiffeq's own check
+        fast = (self.schedule == "const" and self.beta != 0.0 and not _differentiated(grid)
+                and not self.perturb)
+        points = grid.unbind()
+        if fast:  # the step lengths t1 - t0, their scaled copies and the look-ahead scale β H
+            lengths = grid[1:] - grid[:-1]
+            steps, sizes = lengths.unbind(), lengths.tolist()
+            equal = [h == sizes[0] for h in sizes]  # dt == H as the tensors compare
+            scaled = steps if self.coefficients(1)[1] == 1.0 else (
+                self.coefficients(1)[1] * lengths).unbind()
+            scale = self.beta * steps[0]
+            factors = (self.beta * (lengths - lengths[0])).unbind()  # β_{k-1} (h_k - H)
+            field, times = _unwrapped(self.func, self.y0, grid)
+        solution = torch.empty(len(t), *self.y0.shape, dtype=self.y0.dtype, device=self.y0.device)
+        solution[0] = self.y0
+        j, y0 = 1, self.y0
+        for k in range(len(values) - 1):
+            t0, t1 = points[k], points[k + 1]
+            dt = steps[k] if fast else t1 - t0
+            self.func.callback_step(t0, y0, dt)
+            if fast and k > 0:
+                y1, f0 = self._momentum_step(field, times[k], y0, scaled[k], scale,
+                                             None if equal[k] else factors[k])
+            else:
+                dy, f0 = self._step_func(self.func, t0, dt, t1, y0)
+                y1 = y0 + dy
+            while j < len(outputs) and values[k + 1] >= outputs[j]:
+                if self.interp == "linear":
+                    solution[j] = (y0 if outputs[j] == values[k] else y1
+                                   if outputs[j] == values[k + 1]
+                                   else self._linear_interp(t0, t1, y0, y1, t[j]))
+                else:
+                    f1 = self.func(t1, y1)
+                    solution[j] = self._cubic_hermite_interp(t0, y0, f0, t1, y1, f1, t[j])
+                j += 1
+            y0 = y1
+        self._buffers = {}
+        return solution
 
     def integrate_until_event(self, t0: Tensor, event_fn: Any):
         self.reset()
@@ -246,6 +297,42 @@ class NesterovODE(FixedGridODESolver):
         return beta, (1.0 - beta) if self.scale else 1.0
 
     # ---- one step --------------------------------------------------------------------------
+    def _momentum_step(self, field: Callable, time: Tensor, y0: Tensor, scaled_dt: Tensor,
+                       scale: Tensor, factor: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(y1, f0) of a step after the first with constant β ≠ 0 and times without gradient:
+        the ops of :meth:`_step_func` on that path (``factor`` = β (h_k - H), None on an equal
+        step) and torchdiffeq's ``y0 + dy``, with the per-step scalars precomputed. Without
+        autograd every intermediate, the velocity and the state go to buffers reused by the
+        next steps (the state alternates between two). With autograd the graph is the general
+        step's, node for node, so that the gradients stay bitwise the same."""
+        graph = torch.is_grad_enabled()
+        into = (lambda name: None) if graph else (lambda name: self._scratch(name, y0))
+        beta, c = self.beta, self.coefficients(1)[1]
+        velocity = self._velocity
+        shift = None if factor is None else torch.mul(velocity, factor, out=into("shift"))
+        f0 = field(time, y0 if shift is None else torch.add(y0, shift, out=into("ahead")))
+        if not graph and velocity is self._buffers.get("velocity"):
+            velocity.mul_(beta).add_(f0, alpha=c)
+        else:
+            velocity = torch.mul(velocity, beta, out=into("velocity")).add_(f0, alpha=c)
+        dy = torch.mul(f0, scaled_dt, out=into("dy"))
+        if shift is not None:
+            dy = shift.add_(dy)
+        dy.addcmul_(velocity, scale)
+        state = into("state")
+        if state is not None and state is y0:
+            state = into("other state")
+        self._velocity = velocity
+        self.steps_taken += 1
+        return torch.add(y0, dy, out=state), f0
+
+    def _scratch(self, name: str, like: Tensor) -> Tensor:
+        """The buffer ``name`` (shaped like the state), allocated on first use in a solve."""
+        buffer = self._buffers.get(name)
+        if buffer is None:
+            buffer = self._buffers[name] = torch.empty_like(like)
+        return buffer
+
     def _step_func(self, func: Any, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor):
         beta, c = self.coefficients(self.steps_taken)
         if self.steps_taken == 0:
@@ -283,6 +370,16 @@ class NesterovODE(FixedGridODESolver):
         self._velocity, self._prev_beta = velocity, beta
         self.steps_taken += 1
         return dy, f0
+
+
+def _unwrapped(func: Any, y0: Tensor, grid: Tensor) -> tuple[Callable, tuple[Tensor, ...]]:
+    """The user's field below torchdiffeq's ``_PerturbFunc`` wrapper and the grid times as that
+    wrapper would hand them to it (cast to the state's real dtype), so that a step skips the
+    wrapper's per-call ``y.abs()``; any other ``func`` is called as it is."""
+    base = getattr(func, "base_func", None)
+    if type(func) is not _PerturbFunc or base is None:
+        return func, grid.unbind()
+    return base, grid.to(y0.abs().dtype).unbind()
 
 
 def _differentiated(*times: Any) -> bool:
