@@ -4,6 +4,7 @@ reads it back or resumes it as if it were its own unfinished run."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,30 @@ def test_a_finished_rehearsal_run_is_replaced_not_read_by_a_real_run(monkeypatch
     with pytest.raises(ValueError, match=r"other settings.*rehearsal"):
         fit_or_reuse(cfg, profile="cpu", device="cpu", results_dir=tmp_path, quiet=True,
                      progress=False)
+
+
+def test_a_rehearsed_notebook_logs_its_progress_once(monkeypatch, tmp_path):
+    """The console of ``deqode.book execute`` (which echoes the progress log) goes to a file of
+    its own: were it the progress log, every line would come back with one more prefix."""
+    import contextlib
+    import time
+
+    from deqode import rehearse
+    from deqode.book.notebook import follow_progress
+
+    def execute(command, stdout, **kwargs):  # what deqode.book execute does with its log
+        out = Path(command[command.index("--out") + 1])
+        with contextlib.redirect_stdout(stdout), \
+                follow_progress(out.with_suffix(".log"), out.stem, every_s=0.01) as log:
+            with open(log, "a") as handle:
+                handle.write("12:00:00 [run] epoch 1/1\n")
+            time.sleep(0.2)
+        return 0
+
+    monkeypatch.setattr(rehearse.subprocess, "call", execute)
+    outcome = rehearse._execute_notebook(Path("notebooks/nb.ipynb"), "paper", tmp_path,
+                                         tmp_path / "results", tmp_path / "data")
+    assert outcome.ok
+    assert (tmp_path / "nb.log").read_text() == "12:00:00 [run] epoch 1/1\n"
+    assert rehearse.console_log(tmp_path / "nb.ipynb").read_text() == \
+        "[nb] 12:00:00 [run] epoch 1/1\n"
