@@ -120,3 +120,27 @@ def test_assemble_stages_the_chapter_alone_and_labels_it(cifar_only, tmp_path):
 def test_assemble_without_a_plan_still_wants_every_notebook(tmp_path):
     with pytest.raises(FileNotFoundError, match="01_homotopy_link"):
         build.assemble("paper", tmp_path / "stage", tmp_path / "none")
+
+
+def test_a_book_of_some_chapters_runs_no_benchmark_but_the_whole_book_does():
+    import subprocess
+
+    def planned(*args):
+        stamp = "_build/paper/_build/html/.deqode-built"
+        proc = subprocess.run(["make", "-C", str(repo_root()), "-n", "-B", stamp, "PROFILE=paper",
+                               "SELECTED=", *args], capture_output=True, text=True, check=True)
+        return proc.stdout
+
+    assert "benchmarks/bench_" not in planned("CHAPTERS=homoode")
+    assert "benchmarks/bench_nesterov.py --profile paper" in planned()
+
+
+def test_the_benchmarks_not_run_are_named(tmp_path):
+    (tmp_path / "nesterov.md").write_text("| nesterov table |")
+    text = build.benchmarks_section("paper", tmp_path)
+    assert "| nesterov table |" in text
+    scripts = sorted((repo_root() / "benchmarks").glob("bench_*.py"))
+    missing = [f"`benchmarks/{p.name}`" for p in scripts if p.name != "bench_nesterov.py"]
+    assert f"Not run for this build** ({len(missing)} of {len(scripts)}): " \
+        f"{', '.join(missing)}." in text
+    assert "bench_nesterov.py`" not in text

@@ -220,15 +220,26 @@ def toc_notebooks(toc_path: Path) -> list[str]:
     return found
 
 
-def benchmarks_section(profile: str) -> str:
-    """Benchmark tables written by ``benchmarks/*.py`` into results/<profile>/benchmarks/."""
-    bench_dir = repo_root() / "results" / profile / "benchmarks"
+def benchmarks_section(profile: str, bench_dir: Path | None = None) -> str:
+    """Benchmark tables written by ``benchmarks/bench_*.py`` into ``bench_dir``
+    (results/<profile>/benchmarks/), and the benchmarks that have none: a book of some chapters
+    (``make book CHAPTERS=...``) runs no benchmark, it shows the tables there are."""
+    root = repo_root()
+    bench_dir = bench_dir or root / "results" / profile / "benchmarks"
     parts = []
     for md in sorted(bench_dir.glob("*.md")) if bench_dir.is_dir() else []:
         parts.append(md.read_text(encoding="utf-8").strip())
         png = md.with_suffix(".png")
         if png.is_file():
             parts.append(f"```{{figure}} ../figures/benchmarks/{png.name}\n:width: 80%\n```")
+    names = [p.stem.removeprefix("bench_")
+             for p in sorted((root / "benchmarks").glob("bench_*.py"))]
+    missing = [n for n in names if not (bench_dir / f"{n}.md").is_file()]
+    if missing:
+        parts.append(f"**Not run for this build** ({len(missing)} of {len(names)}): "
+                     f"{', '.join(f'`benchmarks/bench_{n}.py`' for n in missing)}. `make book "
+                     f"PROFILE={profile}` without `CHAPTERS` runs every benchmark; `make "
+                     f"benchmarks PROFILE={profile}` runs them alone.")
     if not parts:
         return "No benchmark results have been generated for this profile yet.\n"
     return "\n\n".join(parts) + "\n"
