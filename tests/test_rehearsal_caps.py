@@ -15,16 +15,24 @@ from torch.utils.data import TensorDataset
 from deqode import rehearsal
 
 
+def _rehearse(monkeypatch, rehearsing: bool) -> None:
+    """A rehearsal of 2 steps with batches of at most 3, or no rehearsal."""
+    if rehearsing:
+        monkeypatch.setenv(rehearsal.ENV, "2")
+        monkeypatch.setenv(rehearsal.BATCH_ENV, "3")
+    else:
+        monkeypatch.delenv(rehearsal.ENV, raising=False)
+        monkeypatch.delenv(rehearsal.BATCH_ENV, raising=False)
+
+
 @pytest.fixture
 def capped(monkeypatch):
-    monkeypatch.setenv(rehearsal.ENV, "2")
-    monkeypatch.setenv(rehearsal.BATCH_ENV, "3")
+    _rehearse(monkeypatch, True)
 
 
 @pytest.fixture
 def uncapped(monkeypatch):
-    monkeypatch.delenv(rehearsal.ENV, raising=False)
-    monkeypatch.delenv(rehearsal.BATCH_ENV, raising=False)
+    _rehearse(monkeypatch, False)
 
 
 class Recorder(nn.Module):
@@ -75,12 +83,7 @@ def test_continuous_deq_probes_use_everything_otherwise(uncapped):
 def test_nag_dopri5_evaluation_batches(monkeypatch, rehearsing):
     from deqode.chapters.nag.classification import evaluate_classifier
 
-    if rehearsing:
-        monkeypatch.setenv(rehearsal.ENV, "2")
-        monkeypatch.setenv(rehearsal.BATCH_ENV, "3")
-    else:
-        monkeypatch.delenv(rehearsal.ENV, raising=False)
-        monkeypatch.delenv(rehearsal.BATCH_ENV, raising=False)
+    _rehearse(monkeypatch, rehearsing)
     model = Recorder()
     evaluate_classifier(model, TensorDataset(*_batch(1200)), batch_size=500)
     assert model.seen == ([3, 3] if rehearsing else [500, 500, 200])
@@ -91,12 +94,7 @@ def test_sim_regression_predicts_the_first_grid_rows_when_rehearsing(monkeypatch
     from deqode.chapters.sim.loops import regression_record
     from deqode.data.images import PixelRegressionDataset
 
-    if rehearsing:
-        monkeypatch.setenv(rehearsal.ENV, "2")
-        monkeypatch.setenv(rehearsal.BATCH_ENV, "3")
-    else:
-        monkeypatch.delenv(rehearsal.ENV, raising=False)
-        monkeypatch.delenv(rehearsal.BATCH_ENV, raising=False)
+    _rehearse(monkeypatch, rehearsing)
     image = np.random.default_rng(0).random((16, 16, 3))
     test = PixelRegressionDataset(image, "test")  # an 8 x 8 grid
     history = [{"train_psnr": 10.0, "test_psnr": 9.0, "steps": [{"time": 0.1}]}]
