@@ -83,7 +83,7 @@ def _fake_executed(folder, results, profile="paper"):
     catalogue = claims.load_catalogue()
     for nb in HOMOODE:
         ids = [c for c, claim in catalogue.items() if claim.notebook == nb]
-        cells = [nbformat.v4.new_markdown_cell(f"# {nb}")]
+        cells = [nbformat.v4.new_markdown_cell(f"# {nb}\n\nAfter {{doc}}`01_homotopy_link`.")]
         cells += [nbformat.v4.new_markdown_cell(f"## Evidence {c}") for c in ids]
         nbformat.write(nbformat.v4.new_notebook(cells=cells), str(folder / f"{nb}.ipynb"))
         (folder / f"{nb}.run.json").write_text(json.dumps({
@@ -115,6 +115,14 @@ def test_assemble_stages_the_chapter_alone_and_labels_it(cifar_only, tmp_path):
     assert config["html"]["announcement"] == "rehearsal: not results"
     ledger = (stage / "book" / "claims.md").read_text()
     assert claims.NOT_RUN in ledger  # the claims of the other chapters
+    # no link to a notebook outside the build (jupyter-book -W would stop on it)
+    assert "../notebooks/11_nag_classification.ipynb" not in ledger
+    assert f"11_nag_classification {build.NOT_IN_BUILD}" in ledger
+    assert "../notebooks/02_homoode_main.ipynb#" in ledger  # the built ones keep theirs
+    page = (stage / "book" / "homoode.md").read_text()
+    assert "../notebooks/01_homotopy_link`" not in page and "../notebooks/02_homoode_main`" in page
+    staged = nbformat.read(str(stage / "notebooks" / "02_homoode_main.ipynb"), as_version=4)
+    assert staged.cells[0].source.endswith(f"After 01_homotopy_link {build.NOT_IN_BUILD}.")
 
 
 def test_assemble_without_a_plan_still_wants_every_notebook(tmp_path):

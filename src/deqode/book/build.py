@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import re
 import shutil
 import sys
 import time
@@ -296,6 +297,42 @@ def built_section(label: str | None, not_built: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+#: What a link to a notebook outside the build becomes (after the link's text).
+NOT_IN_BUILD = "(not in this build)"
+
+
+def unlink_unbuilt(text: str, unbuilt: set[str]) -> str:
+    """``text`` (MyST) with its links to the notebooks ``unbuilt`` made plain text marked
+    :data:`NOT_IN_BUILD`: ``{doc}`` roles (``../notebooks/NAME`` or ``NAME``, with or without a
+    title) and Markdown links to ``../notebooks/NAME.ipynb`` (a partial build has no such page,
+    and jupyter-book -W stops on a link to none)."""
+    if not unbuilt:
+        return text
+    names = "|".join(map(re.escape, sorted(unbuilt)))
+    text = re.sub(rf"\{{doc\}}`(?:([^`<]*?)\s*<)?(?:\.\./notebooks/)?({names})>?`",
+                  lambda m: f"{m.group(1) or m.group(2)} {NOT_IN_BUILD}", text)
+    return re.sub(rf"\[([^\]]*)\]\(\.\./notebooks/(?:{names})\.ipynb(?:#[^)]*)?\)",
+                  lambda m: f"{m.group(1)} {NOT_IN_BUILD}", text)
+
+
+def _unlink_staged(stage: Path, unbuilt: set[str]) -> None:
+    """:func:`unlink_unbuilt` on every staged page and notebook's Markdown cells."""
+    import nbformat
+
+    for page in sorted((stage / "book").rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        if (changed := unlink_unbuilt(text, unbuilt)) != text:
+            write_text_atomic(page, changed)
+    for path in sorted((stage / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        cells = [c for c in nb.cells if c.cell_type == "markdown"]
+        texts = [unlink_unbuilt(c.source, unbuilt) for c in cells]
+        if any(t != c.source for t, c in zip(texts, cells, strict=True)):
+            for cell, text in zip(cells, texts, strict=True):
+                cell.source = text
+            write_text_atomic(path, nbformat.writes(nb))
+
+
 def _label_config(config: Path, label: str) -> None:
     """Put ``label`` in the site title and in a banner on every page."""
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
@@ -373,6 +410,8 @@ def assemble(profile: str, stage: str | Path, executed_dir: str | Path, *,
     write_text_atomic(page, text)
     write_text_atomic(stage / CLAIMS_PAGE,
                       claims_page(profile, executed_dir, results_dir, notebooks=names))
+    if keep is not None:
+        _unlink_staged(stage, {nb for nbs in CHAPTER_NOTEBOOKS.values() for nb in nbs} - keep)
     return stage
 
 
