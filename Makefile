@@ -4,8 +4,8 @@
 #                              the site readers get in _build/html
 #   make book PROFILE=smoke    the quick check (minutes): does the code run? -> _build/smoke/_build/html
 #   make book PROFILE=paper    the papers' scale (GPU, datasets on disk) -> _build/paper/_build/html
-#   make book PROFILE=paper CHAPTERS="homoode nag"   only these chapters (their datasets only);
-#                              DATA_ROOT=DIR reads the datasets from DIR instead of data/
+#   make book PROFILE=paper CHAPTERS="homoode nag"   only these chapters (their datasets only, no
+#                              benchmark run); DATA_ROOT=DIR reads the datasets from DIR, not data/
 #   make rehearse              every paper experiment and notebook, 2 steps each, on stand-in data
 #   make test                  ruff, unit tests, the smoke book under nbval and in Chromium, rehearsals
 #   make lock                  after changing pyproject.toml's dependencies: write requirements/*.txt
@@ -155,7 +155,9 @@ book: results
 	@echo "book ($(PROFILE)): $(HTML)/index.html"
 
 SELECTED ?= $(EXECUTED)
-$(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BENCH_RESULTS) $(BOOK_SOURCES) $(MATHJAX) $(BOOK_STAMP)
+# A book of some chapters (CHAPTERS=...) runs no benchmark: it shows the tables there are.
+BOOK_BENCH := $(if $(strip $(CHAPTERS)),,$(BENCH_RESULTS))
+$(HTML_STAMP): $(SELECTED) $(wildcard $(PLAN)) $(BOOK_BENCH) $(BOOK_SOURCES) $(MATHJAX) $(BOOK_STAMP)
 	$(PY) -m deqode.book assemble --profile $(PROFILE) --stage $(STAGE) --executed $(EXEC_DIR) \
 		--plan $(PLAN)
 	$(VENV)/bin/jupyter-book build $(STAGE) --toc $(abspath $(STAGE))/book/_toc.yml \

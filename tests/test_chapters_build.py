@@ -83,7 +83,7 @@ def _fake_executed(folder, results, profile="paper"):
     catalogue = claims.load_catalogue()
     for nb in HOMOODE:
         ids = [c for c, claim in catalogue.items() if claim.notebook == nb]
-        cells = [nbformat.v4.new_markdown_cell(f"# {nb}")]
+        cells = [nbformat.v4.new_markdown_cell(f"# {nb}\n\nAfter {{doc}}`01_homotopy_link`.")]
         cells += [nbformat.v4.new_markdown_cell(f"## Evidence {c}") for c in ids]
         nbformat.write(nbformat.v4.new_notebook(cells=cells), str(folder / f"{nb}.ipynb"))
         (folder / f"{nb}.run.json").write_text(json.dumps({
@@ -115,8 +115,40 @@ def test_assemble_stages_the_chapter_alone_and_labels_it(cifar_only, tmp_path):
     assert config["html"]["announcement"] == "rehearsal: not results"
     ledger = (stage / "book" / "claims.md").read_text()
     assert claims.NOT_RUN in ledger  # the claims of the other chapters
+    # no link to a notebook outside the build (jupyter-book -W would stop on it)
+    assert "../notebooks/11_nag_classification.ipynb" not in ledger
+    assert f"11_nag_classification {build.NOT_IN_BUILD}" in ledger
+    assert "../notebooks/02_homoode_main.ipynb#" in ledger  # the built ones keep theirs
+    page = (stage / "book" / "homoode.md").read_text()
+    assert "../notebooks/01_homotopy_link`" not in page and "../notebooks/02_homoode_main`" in page
+    staged = nbformat.read(str(stage / "notebooks" / "02_homoode_main.ipynb"), as_version=4)
+    assert staged.cells[0].source.endswith(f"After 01_homotopy_link {build.NOT_IN_BUILD}.")
 
 
 def test_assemble_without_a_plan_still_wants_every_notebook(tmp_path):
     with pytest.raises(FileNotFoundError, match="01_homotopy_link"):
         build.assemble("paper", tmp_path / "stage", tmp_path / "none")
+
+
+def test_a_book_of_some_chapters_runs_no_benchmark_but_the_whole_book_does():
+    import subprocess
+
+    def planned(*args):
+        stamp = "_build/paper/_build/html/.deqode-built"
+        proc = subprocess.run(["make", "-C", str(repo_root()), "-n", "-B", stamp, "PROFILE=paper",
+                               "SELECTED=", *args], capture_output=True, text=True, check=True)
+        return proc.stdout
+
+    assert "benchmarks/bench_" not in planned("CHAPTERS=homoode")
+    assert "benchmarks/bench_nesterov.py --profile paper" in planned()
+
+
+def test_the_benchmarks_not_run_are_named(tmp_path):
+    (tmp_path / "nesterov.md").write_text("| nesterov table |")
+    text = build.benchmarks_section("paper", tmp_path)
+    assert "| nesterov table |" in text
+    scripts = sorted((repo_root() / "benchmarks").glob("bench_*.py"))
+    missing = [f"`benchmarks/{p.name}`" for p in scripts if p.name != "bench_nesterov.py"]
+    assert f"Not run for this build** ({len(missing)} of {len(scripts)}): " \
+        f"{', '.join(missing)}." in text
+    assert "bench_nesterov.py`" not in text

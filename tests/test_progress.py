@@ -93,6 +93,15 @@ def test_step_lines_come_only_when_logged_and_due(tmp_path):
                         r"elapsed 2m00s  eta 30m00s\n", text), text
 
 
+def test_a_session_with_nothing_to_train_says_so(tmp_path):
+    log = progress.log_to_file(tmp_path / "progress.log")
+    progress.Progress("capped", 157, 2).begin(1, 1)  # a rehearsal resuming its capped run
+    progress.Progress("fresh", 3, 2).begin(0, 3)
+    lines = [line.split(" ", 2)[2] for line in log.read_text().splitlines()]
+    assert lines == ["[capped] nothing to train: 1 of 157 epochs done, this session stops at 1",
+                     "[fresh] training epochs 1-3 of 3, 2 steps per epoch"]
+
+
 def test_fit_logs_every_epoch_and_the_end_even_when_quiet(tmp_path, capsys):
     log = progress.log_to_file(tmp_path / "progress.log")
     result = fit(tiny_config(), profile="smoke", device="cpu", results_dir=tmp_path,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ENV = "DEQODE_REHEARSAL_STEPS"
 BATCH_ENV = "DEQODE_REHEARSAL_BATCH"
@@ -85,3 +85,36 @@ def batch_size(n: int) -> int:
     """A batch size ``n``, or at most ``B`` when rehearsing with a batch cap."""
     cap = batch_cap()
     return n if cap is None else min(n, cap)
+
+
+def first(*batches: Any) -> tuple[Any, ...]:
+    """Evaluation batches of one length (e.g. inputs and labels) as they are, or their first
+    ``B`` items when rehearsing with a batch cap: a probe on a paper batch of 128 images costs
+    minutes per model on a CPU core."""
+    if not batches:
+        return ()
+    n = batch_size(len(batches[0]))
+    return tuple(b[:n] for b in batches)
+
+
+def record() -> dict[str, int] | None:
+    """The caps a run was trained under (``{"steps": N, "batch": B}``, ``batch`` only with the
+    batch cap), or None outside a rehearsal. Recorded with a run's configuration, so that a
+    rehearsal run is never read back or resumed by a real run (:mod:`deqode.train.reuse`)."""
+    cap = step_cap()
+    if cap is None:
+        return None
+    batch = batch_cap()
+    return {"steps": cap, **({} if batch is None else {"batch": batch})}
+
+
+def stop_reason(max_epochs: int | None) -> str:
+    """Why :func:`deqode.train.fit` stopped a run before its last epoch: the rehearsal caps when
+    rehearsing, else ``max_epochs``."""
+    caps = record()
+    if caps is None:
+        return f"max_epochs={max_epochs} reached; continue with resume=True / --resume"
+    batch = f", batches of at most {caps['batch']} ({BATCH_ENV})" if "batch" in caps else ""
+    return (f"rehearsal cap reached: {REHEARSAL_EPOCHS} epoch(s) of at most {caps['steps']} "
+            f"steps ({ENV}={caps['steps']}){batch}; a rehearsal run is not a result and no real "
+            f"run resumes it")

@@ -167,10 +167,17 @@ def run_experiments(names: list[str], profile: str, results: Path, data_root: Pa
 
 
 # ---- notebooks: two papermill executions at a time ---------------------------------------------
+def console_log(executed: Path) -> Path:
+    """Where the console of ``deqode.book execute`` goes for the notebook executed to
+    ``executed``: not ``executed.log``, the progress log that it echoes to its console (one file
+    for both echoed every line again and again, each time with one more prefix)."""
+    return executed.with_suffix(".console.log")
+
+
 def _execute_notebook(notebook: Path, profile: str, out_dir: Path, results: Path,
                       data_root: Path) -> Outcome:
     out = out_dir / f"{notebook.stem}.ipynb"
-    log = out_dir / f"{notebook.stem}.log"
+    log = console_log(out)
     command = [sys.executable, "-m", "deqode.book", "execute", str(notebook), "--profile",
                profile, "--out", str(out), "-p", "results_dir", str(results),
                "-p", "data_root", str(data_root), "-p", "device", "cpu"]
@@ -198,8 +205,8 @@ def run_notebooks(notebooks: list[Path], profile: str, out_dir: Path, results: P
         for future in as_completed(futures):
             outcome = future.result()
             outcomes.append(outcome)
-            state = "ok" if outcome.ok else f"FAILED (log {out_dir / outcome.name}.log):\n" + \
-                outcome.detail
+            state = "ok" if outcome.ok else \
+                f"FAILED (log {console_log(out_dir / outcome.name)}):\n{outcome.detail}"
             _say(f"notebook {len(outcomes)}/{len(order)} {outcome.name}: {state} "
                  f"({outcome.seconds:.1f} s)")
     return outcomes

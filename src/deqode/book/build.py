@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import re
 import shutil
 import sys
 import time
@@ -224,15 +225,26 @@ def toc_notebooks(toc_path: Path) -> list[str]:
     return found
 
 
-def benchmarks_section(profile: str) -> str:
-    """Benchmark tables written by ``benchmarks/*.py`` into results/<profile>/benchmarks/."""
-    bench_dir = repo_root() / "results" / profile / "benchmarks"
+def benchmarks_section(profile: str, bench_dir: Path | None = None) -> str:
+    """Benchmark tables written by ``benchmarks/bench_*.py`` into ``bench_dir``
+    (results/<profile>/benchmarks/), and the benchmarks that have none: a book of some chapters
+    (``make book CHAPTERS=...``) runs no benchmark, it shows the tables there are."""
+    root = repo_root()
+    bench_dir = bench_dir or root / "results" / profile / "benchmarks"
     parts = []
     for md in sorted(bench_dir.glob("*.md")) if bench_dir.is_dir() else []:
         parts.append(md.read_text(encoding="utf-8").strip())
         png = md.with_suffix(".png")
         if png.is_file():
             parts.append(f"```{{figure}} ../figures/benchmarks/{png.name}\n:width: 80%\n```")
+    names = [p.stem.removeprefix("bench_")
+             for p in sorted((root / "benchmarks").glob("bench_*.py"))]
+    missing = [n for n in names if not (bench_dir / f"{n}.md").is_file()]
+    if missing:
+        parts.append(f"**Not run for this build** ({len(missing)} of {len(names)}): "
+                     f"{', '.join(f'`benchmarks/bench_{n}.py`' for n in missing)}. `make book "
+                     f"PROFILE={profile}` without `CHAPTERS` runs every benchmark; `make "
+                     f"benchmarks PROFILE={profile}` runs them alone.")
     if not parts:
         return "No benchmark results have been generated for this profile yet.\n"
     return "\n\n".join(parts) + "\n"
@@ -287,6 +299,42 @@ def built_section(label: str | None, not_built: dict[str, str]) -> str:
         lines += [f"- {chapter}: {reason}" for chapter, reason in not_built.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+#: What a link to a notebook outside the build becomes (after the link's text).
+NOT_IN_BUILD = "(not in this build)"
+
+
+def unlink_unbuilt(text: str, unbuilt: set[str]) -> str:
+    """``text`` (MyST) with its links to the notebooks ``unbuilt`` made plain text marked
+    :data:`NOT_IN_BUILD`: ``{doc}`` roles (``../notebooks/NAME`` or ``NAME``, with or without a
+    title) and Markdown links to ``../notebooks/NAME.ipynb`` (a partial build has no such page,
+    and jupyter-book -W stops on a link to none)."""
+    if not unbuilt:
+        return text
+    names = "|".join(map(re.escape, sorted(unbuilt)))
+    text = re.sub(rf"\{{doc\}}`(?:([^`<]*?)\s*<)?(?:\.\./notebooks/)?({names})>?`",
+                  lambda m: f"{m.group(1) or m.group(2)} {NOT_IN_BUILD}", text)
+    return re.sub(rf"\[([^\]]*)\]\(\.\./notebooks/(?:{names})\.ipynb(?:#[^)]*)?\)",
+                  lambda m: f"{m.group(1)} {NOT_IN_BUILD}", text)
+
+
+def _unlink_staged(stage: Path, unbuilt: set[str]) -> None:
+    """:func:`unlink_unbuilt` on every staged page and notebook's Markdown cells."""
+    import nbformat
+
+    for page in sorted((stage / "book").rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        if (changed := unlink_unbuilt(text, unbuilt)) != text:
+            write_text_atomic(page, changed)
+    for path in sorted((stage / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        cells = [c for c in nb.cells if c.cell_type == "markdown"]
+        texts = [unlink_unbuilt(c.source, unbuilt) for c in cells]
+        if any(t != c.source for t, c in zip(texts, cells, strict=True)):
+            for cell, text in zip(cells, texts, strict=True):
+                cell.source = text
+            write_text_atomic(path, nbformat.writes(nb))
 
 
 def _label_config(config: Path, label: str) -> None:
@@ -367,6 +415,8 @@ def assemble(profile: str, stage: str | Path, executed_dir: str | Path, *,
     write_text_atomic(page, text)
     write_text_atomic(stage / CLAIMS_PAGE,
                       claims_page(profile, executed_dir, results_dir, notebooks=names))
+    if keep is not None:
+        _unlink_staged(stage, {nb for nbs in CHAPTER_NOTEBOOKS.values() for nb in nbs} - keep)
     return stage
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from deqode import rehearsal
 from deqode.choices import check_choice
 from deqode.train.tasks import TASKS, Task
 
@@ -177,6 +178,8 @@ class TrainConfig:
         for key, default in _LATER_FIELDS.items():
             if out[key] == default:
                 del out[key]
+        if (caps := rehearsal.record()) is not None:  # never mistaken for a real run (reuse)
+            out["rehearsal"] = caps
         return out
 
 

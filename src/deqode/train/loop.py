@@ -577,9 +577,7 @@ def _fit(config, profile, device, results_dir, data_root, resume, max_epochs, do
             raise
         if trainer.epoch >= trainer.epochs:
             return trainer.write("completed")
-        return trainer.write(
-            "stopped", f"max_epochs={max_epochs} reached; continue with resume=True / --resume"
-        )
+        return trainer.write("stopped", rehearsal.stop_reason(max_epochs))
     finally:
         trainer.close()
 

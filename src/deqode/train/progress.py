@@ -60,6 +60,10 @@ class Progress:
         """Start the clock for epochs ``first_epoch + 1 … stop_at``; logs the start line."""
         self.first_epoch, self.stop_at = first_epoch, stop_at
         self.started = self.last_line = self.clock()
+        if stop_at <= first_epoch:  # e.g. a rehearsal reading its capped run: nothing to train
+            logger.info("[%s] nothing to train: %d of %d epochs done, this session stops at %d",
+                        self.name, first_epoch, self.epochs, stop_at)
+            return
         resumed = f", resumed after epoch {first_epoch}" if first_epoch else ""
         logger.info("[%s] training epochs %d-%d of %d, %d steps per epoch%s", self.name,
                     first_epoch + 1, stop_at, self.epochs, self.steps_per_epoch, resumed)

@@ -9,7 +9,9 @@
   unfinished run's checkpoint as ``checkpoint.previous.pt``);
 * a finished run of **other** settings under the same name is never shelved or retrained
   outside the smoke profile (it may hold days of work): a ``ValueError`` names the changed
-  fields. Under ``smoke`` (seconds of work) it is replaced by a fresh run.
+  fields. Under ``smoke`` (seconds of work) it is replaced by a fresh run, and so is a run of a
+  rehearsal (:mod:`deqode.rehearsal`: its configuration records the caps, so that it never
+  passes for a real run, finished or unfinished, nor a real run for a rehearsal's).
 
 "The same configuration" ignores the fields that only document a run
 (:data:`deqode.train.checkpoints.DOCUMENTATION_FIELDS`), as resuming does.
@@ -62,8 +64,9 @@ def finished_run(config: TrainConfig, profile: str, results_dir: str | os.PathLi
     status = read_json(out / "status.json")
     if status.get("state") != "completed":
         return None
-    changed = changed_fields(read_json(out / "config.json")["config"], config)
-    if changed and profile == "smoke":
+    recorded = read_json(out / "config.json")["config"]
+    changed = changed_fields(recorded, config)
+    if changed and (profile == "smoke" or "rehearsal" in recorded):
         return None
     if changed:
         raise ValueError(

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deqode import rehearsal
 from deqode.chapters.continuous_deq.reference import paper_cell
 
 # --------------------------------------------------------------------------------------------------
@@ -55,7 +56,9 @@ def parameter_counts() -> list[dict[str, Any]]:
 
 
 def backward_probe(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
-    """One training-mode forward/backward: forward NFE, ‖v‖ and GMRES iterations (C12)."""
+    """One training-mode forward/backward: forward NFE, ‖v‖ and GMRES iterations (C12); when
+    rehearsing, on the first items of the batch only (:func:`deqode.rehearsal.first`)."""
+    x, y = rehearsal.first(x, y)
     model.train()
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
@@ -74,12 +77,14 @@ def solve_outcomes(model: nn.Module, x: Tensor, batch_size: int) -> dict[str, An
     """How the test-mode forward solves of ``model`` on ``x`` (in batches of ``batch_size``)
     ended: why they stopped, how many solver steps they took (accepted integrator steps or
     Broyden updates) and the largest final termination objective, e.g. to check whether an NFE
-    column is spent reaching the tolerance or running into the step cap."""
+    column is spent reaching the tolerance or running into the step cap. When rehearsing: the
+    first few batches, of at most the rehearsal batch cap (:mod:`deqode.rehearsal`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = rehearsal.batch_size(batch_size)
     model.eval()
     infos = []
-    for i in range(0, len(x), batch_size):
+    for i in rehearsal.capped(range(0, len(x), batch_size)):
         model(x[i:i + batch_size])
         info = model.last_stats.get("solver_info")
         if info is None:
@@ -100,8 +105,6 @@ def topk_accuracy(model: nn.Module, dataset: Any, k: int = 5, batch_size: int = 
     :mod:`deqode.rehearsal`)."""
     from torch.utils.data import DataLoader
 
-    from deqode import rehearsal
-
     model.eval()
     hits, total = 0, 0
     loader = DataLoader(dataset, batch_size=rehearsal.batch_size(batch_size), shuffle=False,
@@ -118,7 +121,9 @@ def topk_accuracy(model: nn.Module, dataset: Any, k: int = 5, batch_size: int = 
 def tolerance_probe(model: nn.Module, x: Tensor, y: Tensor,
                     settings: Mapping[str, tuple[float, float]]) -> list[dict[str, Any]]:
     """M3: forward NFE, integration time reached, residual and accuracy of a trained continuous
-    DEQ under different integrator step-size tolerances ``{label: (abstol, reltol)}``."""
+    DEQ under different integrator step-size tolerances ``{label: (abstol, reltol)}``; when
+    rehearsing, on the first items of ``x`` only (:func:`deqode.rehearsal.first`)."""
+    x, y = rehearsal.first(x, y)
     model.eval()
     saved = (model.abstol, model.reltol)
     out = []

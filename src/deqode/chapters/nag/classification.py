@@ -172,12 +172,14 @@ def classification_runs(profile: str, seed: int | None = None,
 @torch.no_grad()
 def evaluate_classifier(model: torch.nn.Module, dataset, batch_size: int = 500,
                         device: torch.device | str = "cpu") -> dict[str, float]:
-    """Test accuracy and forward NFE per batch of ``model`` on ``dataset`` (no augmentation)."""
+    """Test accuracy and forward NFE per batch of ``model`` on ``dataset`` (no augmentation);
+    when rehearsing, the first few batches, of at most the rehearsal batch cap."""
     from torch.utils.data import DataLoader
 
     model.eval()
     correct, total, nfe = 0, 0, []
-    for x, y in rehearsal.capped(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
+    loader = DataLoader(dataset, batch_size=rehearsal.batch_size(batch_size), shuffle=False)
+    for x, y in rehearsal.capped(loader):
         x, y = x.to(device, next(model.parameters()).dtype), y.to(device)
         logits = model(x)
         correct += int((logits.argmax(1) == y).sum())
