@@ -122,9 +122,24 @@ def test_runs_table_lists_notebooks_in_toc_order(tmp_path):
     table = book.runs_table(tmp_path, ["b", "a"])
     lines = table.strip().splitlines()
     assert lines[2].startswith("| [b]") and lines[3].startswith("| [a]")
-    assert "**3.5**" in lines[-1]
+    assert "**3.5**" in lines[4] and lines[4].startswith("| **total**")
+    assert "No list of imported packages in the records of: b, a." in table
     with pytest.raises(FileNotFoundError, match="missing"):
         book.runs_table(tmp_path, ["missing"])
+
+
+def test_imported_packages_table_names_versions_and_notebooks():
+    from deqode.book.build import imported_packages_table
+
+    table = imported_packages_table({
+        "01_x": {"imported_packages": {"torch": "2.14.1", "numpy": "2.4.0"}},
+        "02_y": {"imported_packages": {"torch": "2.14.1", "Pillow": "13.0.0"}},
+        "03_z": {"imported_packages": "unknown"},
+    })
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == ["| numpy | 2.4.0 | 01 |", "| Pillow | 13.0.0 | 02 |",
+                        "| torch | 2.14.1 | 01, 02 |"]
+    assert "records of: 03_z" in table
 
 
 def _fake_papermill(monkeypatch, failures: list[Exception]) -> list[str]:

@@ -29,6 +29,7 @@ import yaml
 from deqode import lock
 from deqode.book.notebook_tags import stage_executed, tag_executed
 from deqode.choices import PROFILES, UnknownChoiceError, check_choice, check_profile
+from deqode.environment import IMPORTED_KEY
 from deqode.paths import repo_root
 from deqode.results import read_json, write_json_atomic, write_text_atomic
 
@@ -140,7 +141,7 @@ def execute(
 
 #: The entries of a notebook's ``run.json`` copied into its execution record.
 RECORD_KEYS = ("python", "torch", "torchdiffeq", "device", "git_commit", "cuda", "cudnn",
-               "gpu_name", "gpu_count")
+               "gpu_name", "gpu_count", IMPORTED_KEY)
 
 
 def book_position(notebook: Path) -> str:
@@ -202,7 +203,30 @@ def runs_table(executed_dir: Path, toc_notebooks: list[str]) -> str:
             f"| `{r['git_commit']}` | {r['executed_at']} |"
         )
     rows.append(f"| **total** | | **{total:.1f}** | | | | | | |")
-    return header + "\n".join(rows) + "\n"
+    records = {name: read_json(executed_dir / f"{name}.run.json") for name in toc_notebooks}
+    return header + "\n".join(rows) + "\n\n" + imported_packages_table(records)
+
+
+def imported_packages_table(records: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: every package a notebook's kernel imported, its exact version and the
+    notebooks (by number) that imported it, from the records' :data:`IMPORTED_KEY`."""
+    users: dict[tuple[str, str], list[str]] = {}
+    missing = []
+    for name, record in records.items():
+        imported = record.get(IMPORTED_KEY)
+        if not isinstance(imported, dict):
+            missing.append(name)
+            continue
+        for package, version in imported.items():
+            users.setdefault((package, version), []).append(name.split("_", 1)[0])
+    lines = ["Packages the notebooks imported, at the versions their kernels loaded:\n",
+             "| package | version | notebooks |", "|---|---|---|"]
+    lines += [f"| {package} | {version} | {', '.join(names)} |"
+              for (package, version), names in sorted(users.items(),
+                                                      key=lambda item: item[0][0].lower())]
+    if missing:
+        lines.append(f"\nNo list of imported packages in the records of: {', '.join(missing)}.")
+    return "\n".join(lines) + "\n"
 
 
 def toc_notebooks(toc_path: Path) -> list[str]:
