@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_benchmarks import load
 
 from deqode.models import build
-from test_benchmarks import load
 
 bench = load("homoode_official")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the quick run sets one thread

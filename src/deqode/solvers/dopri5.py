@@ -100,7 +100,8 @@ def _weighted_sum(terms: Sequence[Tensor], weights: Tensor, used: Sequence[int])
 
 
 def _plus(total: Tensor | None, term: Tensor) -> Tensor:
-    return term if total is None else total + term
+    """``total + term``, in place (``total`` is always a temporary of :func:`_weighted_sum`)."""
+    return term if total is None else total.add_(term)
 
 
 class _Step:
@@ -143,7 +144,7 @@ class LeanDopri5Solver(Dopri5Solver):
         rows = zip(self.tableau.alpha, self.tableau.beta, self._beta_used, self._stage_at_end,
                    strict=True)
         for alpha, beta, used, at_end in rows:
-            y1 = y0 + _weighted_sum(stages, beta * dt, used)
+            y1 = _weighted_sum(stages, beta * dt, used).add_(y0)  # = y0 + Σ, bit for bit
             if at_end:
                 stages.append(self.func(t1, y1, perturb=Perturb.PREV))
             else:
@@ -187,7 +188,7 @@ class LeanDopri5Solver(Dopri5Solver):
         if not isinstance(interp, _Step):
             return interp  # the initial state's constant placeholder
         dt = interp.dt.type_as(interp.y0)
-        y_mid = interp.y0 + _weighted_sum(interp.stages, dt * self.mid, self._mid_used)
+        y_mid = _weighted_sum(interp.stages, dt * self.mid, self._mid_used).add_(interp.y0)
         return _interp_fit(interp.y0, interp.y1, y_mid, interp.stages[0], interp.stages[-1], dt)
 
     def _advance(self, next_t: Tensor) -> Tensor:
