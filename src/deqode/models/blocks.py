@@ -218,7 +218,9 @@ class ConvField(nn.Module):
 
     def forward(self, t: Tensor | float | None, z: Tensor) -> Tensor:
         h = z if self.norm1 is None else self.activation(self.norm1(z))
-        h = self.activation(self.norm2(self.conv1(t, h)))
+        h = self.norm2(self.conv1(t, h))
+        # in place: GroupNorm's backward needs its input, not this output (one state less)
+        h = F.relu_(h) if self.activation is F.relu else self.activation(h)
         if self.injected:
             if self.condition is None:
                 raise RuntimeError("call prepare(reference, condition) before evaluating the field")

@@ -24,6 +24,7 @@ from deqode.models.bases import (
 )
 from deqode.models.blocks import AlternatingInit, ConvBackbone, ConvField, InitLayer
 from deqode.models.settings import ODESolve
+from deqode.solvers.dopri5 import odeint_dopri5
 
 
 class _BackwardDynamics:
@@ -129,7 +130,9 @@ class HomoODE(ODEClassifier):
 
     ``F`` is autonomous (no time channel) and has no ``−z`` term; x̃ is added after the first ReLU
     and before ``Conv_2``; ``m`` is channel dropout, one mask (N, C, 1, 1) per forward solve, reused
-    in the backward/adjoint pass, off in eval mode. Solver: torchdiffeq dopri5, rtol = atol = 1e-3.
+    in the backward/adjoint pass, off in eval mode. Solver: torchdiffeq dopri5, rtol = atol = 1e-3;
+    in backprop mode through :func:`deqode.solvers.dopri5.odeint_dopri5` (torchdiffeq's steps and
+    values with fewer passes over the state; ``tests/test_homoode_equivalence.py``).
 
     Gradient modes (``grad_mode``; the book's gradient chapter):
 
@@ -195,6 +198,10 @@ class HomoODE(ODEClassifier):
         return z1
 
     def integrate(self, z0: Tensor, condition: Tensor | None, times: Tensor) -> Tensor:
+        if self.grad_mode == "backprop" and self.method == "dopri5":
+            with solver_errors_as_failure(f"{type(self).__name__} forward"):
+                return odeint_dopri5(self.func, z0, times, rtol=self.rtol, atol=self.atol,
+                                     options=self.options)[-1]
         if self.grad_mode != "frozen_adjoint":
             return super().integrate(z0, condition, times)
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
