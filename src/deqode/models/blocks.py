@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +171,9 @@ class ConvField(nn.Module):
     two convolutions; the injected condition x̃ must have W channels. ``activation`` (default
     ``"relu"``, as in both papers) may be ``"softplus"`` or ``"tanh"`` for smooth-field checks.
     The condition is an attribute set by :meth:`prepare` (so that torchdiffeq's adjoint can list it
-    in ``adjoint_params``).
+    in ``adjoint_params``). With a condition, ``act(GN_2(·)) + x̃`` is recomputed in the backward
+    pass rather than kept (one state tensor less per evaluation, the same bits:
+    :class:`_NormActivateInject`).
     Parameters: [2S] + 9(S+τ)W + W + 2W + 9(W+τ)S + S + 2S, with τ = 1 if time-dependent.
     """
 
@@ -218,14 +221,59 @@ class ConvField(nn.Module):
 
     def forward(self, t: Tensor | float | None, z: Tensor) -> Tensor:
         h = z if self.norm1 is None else self.activation(self.norm1(z))
-        h = self.norm2(self.conv1(t, h))
-        # in place: GroupNorm's backward needs its input, not this output (one state less)
-        h = F.relu_(h) if self.activation is F.relu else self.activation(h)
+        h = self.conv1(t, h)
         if self.injected:
             if self.condition is None:
                 raise RuntimeError("call prepare(reference, condition) before evaluating the field")
-            h = h + self.condition
+            if torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
+                h = _NormActivateInject.apply(h, self.condition, self.norm2.weight,
+                                              self.norm2.bias, self)
+            else:
+                h = self._inject(h, self.condition, self.norm2.weight, self.norm2.bias)
+        else:
+            h = self._activate(h, self.norm2.weight, self.norm2.bias)
         return self.norm3(self.dropout(self.conv2(t, h)))
+
+    def _activate(self, h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        norm = self.norm2
+        h = F.group_norm(h, norm.num_groups, weight, bias, norm.eps)
+        # in place: GroupNorm's backward needs its input, not this output (one state less)
+        return F.relu_(h) if self.activation is F.relu else self.activation(h)
+
+    def _inject(self, h: Tensor, condition: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        return self._activate(h, weight, bias) + condition
+
+
+class _NormActivateInject(torch.autograd.Function):
+    """``act(GN_2(h)) + x̃`` of an injected :class:`ConvField`, recomputed in the backward pass.
+
+    Saves GN_2's input (which GroupNorm saves anyway) instead of also keeping the activation's
+    output: one state tensor less per evaluation. The recomputation repeats the forward's
+    operations, so values and gradients are bit for bit those of the plain graph; the backward is
+    itself differentiable (``create_graph=True``, as the Jacobian regulariser needs).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, condition: Tensor, weight: Tensor, bias: Tensor,
+                field: ConvField) -> Tensor:
+        ctx.field = field
+        ctx.save_for_backward(h, weight, bias)
+        return field._inject(h, condition, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        saved = ctx.saved_tensors  # h, weight, bias; x̃'s gradient is ``grad`` itself
+        needed = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4])
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            inputs = saved if create_graph else [
+                x.detach().requires_grad_(need) for x, need in zip(saved, needed, strict=True)]
+            out = ctx.field._activate(*inputs)
+            wanted = [x for x, need in zip(inputs, needed, strict=True) if need]
+            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=create_graph)
+                         if wanted else ())
+        h, weight, bias = (next(found) if need else None for need in needed)
+        return h, grad if ctx.needs_input_grad[1] else None, weight, bias, None
 
 
 class DownsamplingStem(nn.Sequential):
