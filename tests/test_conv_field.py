@@ -31,7 +31,8 @@ def make_field(dtype: torch.dtype, activation: str = "relu", seed: int = 0):
 
 def gradients(field, z, condition, forward) -> list[torch.Tensor]:
     out = forward(field, z)
-    weights = torch.randn_like(out, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
+                          dtype=out.dtype).to(out.device)
     return [out, *torch.autograd.grad((out * weights).sum(),
                                       [z, condition, *field.parameters()])]
 
