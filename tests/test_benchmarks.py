@@ -153,7 +153,8 @@ def test_homoode_memory_quick_run_writes_its_files(tmp_path: Path, restore_threa
 
 
 def test_benchmarks_reject_an_unknown_profile(tmp_path: Path) -> None:
-    for name in ("homoode_memory", "deq_solvers", "nesterov", "cdeq"):
+    for name in ("homoode_memory", "deq_solvers", "nesterov", "cdeq", "harness",
+                 "homoode_official"):
         with pytest.raises(UnknownChoiceError, match="'smoke', 'cpu', 'paper'"):
             load(name).main(["--profile", "full", "--out", str(tmp_path)])
 
