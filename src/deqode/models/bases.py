@@ -29,6 +29,7 @@ from deqode.errors import SolverFailure
 from deqode.models.blocks import ConvBackbone, ConvField
 from deqode.models.nfe import CountsNFE
 from deqode.models.settings import ODESolve, ODESolverAttributes, reject_unknown, take_settings
+from deqode.solvers.dopri5 import odeint_dopri5
 
 # --------------------------------------------------------------------------------------------------
 # input check and solver errors
@@ -162,7 +163,9 @@ class ODEClassifier(ODESolverAttributes, ImplicitClassifier):
     condition listed in ``adjoint_params``; constant memory). Solver (``solve``, an
     :class:`~deqode.models.settings.ODESolve`): torchdiffeq ``method`` (default dopri5) with
     ``rtol``/``atol`` and ``options``; more than ``max_num_steps`` steps in a forward or backward
-    solve raises :class:`SolverFailure` (as do dt underflow and a non-finite state). NFE:
+    solve raises :class:`SolverFailure` (as do dt underflow and a non-finite state). Backprop
+    through dopri5 goes through :func:`deqode.solvers.dopri5.odeint_dopri5` (torchdiffeq's steps
+    and values with fewer passes over the state), for every ODE model alike. NFE:
     ``nfe_forward`` and ``nfe_backward`` count evaluations of F for the last batch.
     """
 
@@ -213,6 +216,10 @@ class ODEClassifier(ODESolverAttributes, ImplicitClassifier):
         name = f"{type(self).__name__} forward"
         kwargs = self.solver_kwargs()
         with solver_errors_as_failure(name):
+            if self.grad_mode == "backprop" and self.method == "dopri5":
+                # torchdiffeq's dopri5 step for step, fewer passes (tests/test_dopri5.py)
+                return odeint_dopri5(self.func, z0, times, rtol=self.rtol, atol=self.atol,
+                                     options=self.options)[-1]
             if self.grad_mode == "backprop":
                 return odeint(self.func, z0, times, **kwargs)[-1]
             params: tuple[Tensor, ...] = tuple(self.field.parameters())

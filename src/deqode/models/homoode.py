@@ -24,7 +24,6 @@ from deqode.models.bases import (
 )
 from deqode.models.blocks import AlternatingInit, ConvBackbone, ConvField, InitLayer
 from deqode.models.settings import ODESolve
-from deqode.solvers.dopri5 import odeint_dopri5
 
 
 class _BackwardDynamics:
@@ -198,10 +197,6 @@ class HomoODE(ODEClassifier):
         return z1
 
     def integrate(self, z0: Tensor, condition: Tensor | None, times: Tensor) -> Tensor:
-        if self.grad_mode == "backprop" and self.method == "dopri5":
-            with solver_errors_as_failure(f"{type(self).__name__} forward"):
-                return odeint_dopri5(self.func, z0, times, rtol=self.rtol, atol=self.atol,
-                                     options=self.options)[-1]
         if self.grad_mode != "frozen_adjoint":
             return super().integrate(z0, condition, times)
         kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options)
