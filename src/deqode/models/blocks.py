@@ -248,9 +248,11 @@ class _NormActivateInject(torch.autograd.Function):
     """``act(GN_2(h)) + x̃`` of an injected :class:`ConvField`, recomputed in the backward pass.
 
     Saves GN_2's input (which GroupNorm saves anyway) instead of also keeping the activation's
-    output: one state tensor less per evaluation. The recomputation repeats the forward's
-    operations, so values and gradients are bit for bit those of the plain graph; the backward is
-    itself differentiable (``create_graph=True``, as the Jacobian regulariser needs).
+    output: one state tensor less per evaluation. With ReLU the backward pass repeats GroupNorm's
+    forward kernel (for the mask and the statistics) and calls the two backward kernels autograd
+    would call; otherwise, and under ``create_graph=True`` (the Jacobian regulariser), autograd
+    differentiates a recomputation, itself differentiable. Values and gradients are bit for bit
+    those of the plain graph.
     """
 
     @staticmethod
@@ -264,16 +266,42 @@ class _NormActivateInject(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors  # h, weight, bias; x̃'s gradient is ``grad`` itself
         needed = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:4])
-        create_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            inputs = saved if create_graph else [
-                x.detach().requires_grad_(need) for x, need in zip(saved, needed, strict=True)]
-            out = ctx.field._activate(*inputs)
-            wanted = [x for x, need in zip(inputs, needed, strict=True) if need]
-            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=create_graph)
-                         if wanted else ())
-        h, weight, bias = (next(found) if need else None for need in needed)
+        if torch.is_grad_enabled() or ctx.field.activation is not F.relu:
+            grads = _recomputed_gradients(ctx.field, saved, needed, grad)
+        else:
+            grads = _relu_group_norm_gradients(ctx.field.norm2, *saved, needed, grad)
+        h, weight, bias = grads
         return h, grad if ctx.needs_input_grad[1] else None, weight, bias, None
+
+
+def _recomputed_gradients(field: ConvField, saved: tuple[Tensor, ...],
+                          needed: tuple[bool, ...], grad: Tensor) -> list[Tensor | None]:
+    """Gradients of ``act(GN_2(h))`` by autograd over a recomputation; differentiable again
+    under ``create_graph=True`` (then built on the saved tensors, which carry their graph)."""
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        inputs = saved if create_graph else [
+            x.detach().requires_grad_(need) for x, need in zip(saved, needed, strict=True)]
+        out = field._activate(*inputs)
+        wanted = [x for x, need in zip(inputs, needed, strict=True) if need]
+        found = iter(torch.autograd.grad(out, wanted, grad, create_graph=create_graph)
+                     if wanted else ())
+    return [next(found) if need else None for need in needed]
+
+
+def _relu_group_norm_gradients(norm: nn.GroupNorm, h: Tensor, weight: Tensor, bias: Tensor,
+                               needed: tuple[bool, ...], grad: Tensor) -> list[Tensor | None]:
+    """Gradients of ``relu(GN(h))`` by the kernels autograd itself calls (ReLU's mask, GroupNorm's
+    backward), after one GroupNorm forward that recovers the mask and the statistics: the same
+    bits, without a recorded graph."""
+    h = h.contiguous()
+    n, c = h.shape[:2]
+    spatial = h[0, 0].numel()
+    out, mean, rstd = torch.ops.aten.native_group_norm(h, weight, bias, n, c, spatial,
+                                                       norm.num_groups, norm.eps)
+    grad = torch.ops.aten.threshold_backward(grad, out, 0)  # ReLU's backward, on its output
+    return list(torch.ops.aten.native_group_norm_backward(
+        grad, h, mean, rstd, weight, n, c, spatial, norm.num_groups, list(needed)))
 
 
 class DownsamplingStem(nn.Sequential):
