@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from test_conv_field import gradients, make_field, plain_field
+from test_ddp import _free_port
 from test_train import TinyNet, blobs
 from torchdiffeq import odeint
 
@@ -58,12 +58,6 @@ def test_a_training_run_on_the_gpu_ends_where_the_cpu_run_ends(tmp_path):
     assert history[0]["cuda_peak_mb"] > 0
     config = json.loads((runs["cuda"].out_dir / "config.json").read_text())
     assert config["environment"]["device"].startswith("cuda")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _nccl_worker(rank: int, world: int, port: int, results_dir: str) -> None:
