@@ -1,10 +1,13 @@
 """The Nesterov solver's fast loop (times without gradient) against its general step.
 
 ``NesterovODE.integrate`` takes every step after the first through ``_momentum_step``
-(precomputed step scalars; scratch buffers without autograd) unless the times require grad, when
-every step goes through ``_step_func``, the rule as written. Both must give the same bits, on
-states wide enough for the vectorised kernels (odd sizes for their tails), with and without
-autograd, for outputs and for gradients with respect to the initial state and the parameters.
+(precomputed step scalars; scratch buffers without autograd, one graph node per step with it)
+unless the times require grad, when every step goes through ``_step_func``, the rule as written.
+The outputs must be the same bits, on states wide enough for the vectorised kernels (odd sizes
+for their tails), with and without autograd. The gradients with respect to the initial state
+and the parameters are equal to rounding, not bitwise (relaxed): the fast step's backward
+(``nesterov._MomentumUpdate``) sums in another order than the step-by-step graph; measured
+2.5e-7 (float32) and 6.1e-16 (float64) relative to the largest entry, tolerance :data:`RTOL`.
 The general path itself is pinned by ``test_solver_gradients.py``'s frozen iterates.
 """
 
@@ -20,6 +23,8 @@ from deqode.solvers import nesterov
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+#: dtype -> tolerance of the fast gradients, relative to the largest entry (~3x measured).
+RTOL = {torch.float32: 1e-6, torch.float64: 2e-15}
 OPTIONS = {
     "float32_grid": {"beta": 0.5, "grid_constructor": nesterov.step_grid(1 / 40)},
     "clipped": {"beta": 0.7, "step_size": 0.03},
@@ -58,15 +63,47 @@ def _solve(field, y0, options, dtype, time_grad, graph):
     return [ys.detach(), *grads]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", list(OPTIONS))
-def test_fast_loop_matches_the_general_step_bitwise(case, dtype):
+def _mismatches(case: str, dtype: torch.dtype) -> list[tuple]:
+    """(field, graph, what, difference) for every fast result that differs from the general
+    step's: an output at all, a gradient beyond RTOL of its largest entry."""
+    found = []
     for name, (field, y0) in _fields(dtype).items():
         for graph in (False, True):
             fast = _solve(field, y0, OPTIONS[case], dtype, time_grad=False, graph=graph)
             general = _solve(field, y0, OPTIONS[case], dtype, time_grad=True, graph=graph)
-            for a, b in zip(fast, general, strict=True):
-                assert torch.equal(a, b), (name, graph, (a - b).abs().max().item())
+            for i, (a, b) in enumerate(zip(fast, general, strict=True)):
+                gap = (a - b).abs().max().item()
+                if (not torch.equal(a, b)) if i == 0 else gap > RTOL[dtype] * b.abs().max():
+                    found.append((name, graph, "output" if i == 0 else f"gradient {i}", gap))
+    return found
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", list(OPTIONS))
+def test_fast_loop_matches_the_general_step(case, dtype):
+    """Outputs bitwise, gradients to RTOL."""
+    assert not _mismatches(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_wrong_backward_is_caught(monkeypatch, dtype):
+    """The comparison fails for a fast backward that drops the derivative of the shift
+    β (h_k - H) u_k (the smallest term: it matters on the clipped last step) or that is off by
+    a relative 1e-5 in the look-ahead scale β H."""
+    plan_init = nesterov._StepPlan.__init__
+
+    def without_shift(self, *args):
+        plan_init(self, *args)
+        self.factor_floats = [0.0] * len(self.factor_floats)
+
+    def off_scale(self, *args):
+        plan_init(self, *args)
+        self.scale_float *= 1 + 1e-5
+
+    for wrong in (without_shift, off_scale):
+        monkeypatch.setattr(nesterov._StepPlan, "__init__", wrong)
+        found = _mismatches("clipped", dtype)
+        assert found and all(what.startswith("gradient") for _, _, what, _ in found)
 
 
 def test_the_fast_loop_is_taken(monkeypatch):
