@@ -31,6 +31,10 @@ OPTIONS = {
     "textbook": {"beta": 0.3, "scale": False, "start": "zero", "step_size": 0.05},
     "equal": {"beta": 0.9, "step_size": 0.125},
     "cubic": {"beta": 0.6, "step_size": 0.07, "interp": "cubic"},
+    # unequal steps, the output 0.3 on a grid point: that state is read by the loop as well
+    # (the grid follows t, so that it requires grad, and the general step runs, where t does)
+    "ragged": {"beta": 0.6, "grid_constructor": lambda func, y0, t: t[0] + (t[-1] - t[0])
+               * torch.tensor([0.0, 0.1, 0.2, 0.3, 0.35, 0.5, 0.55, 0.8, 1.0], dtype=t.dtype)},
 }
 
 
@@ -106,6 +110,44 @@ def test_a_wrong_backward_is_caught(monkeypatch, dtype):
         assert found and all(what.startswith("gradient") for _, _, what, _ in found)
 
 
+def test_a_wrong_pairing_is_caught(monkeypatch):
+    """The backward pairs the two derivatives of a shift only where the state before it is
+    read by nothing else; taking the output state at 0.3 for unread is caught."""
+    assert not _mismatches("ragged", torch.float64)
+    monkeypatch.setattr(nesterov, "_states_read", lambda *args: set())
+    found = _mismatches("ragged", torch.float64)
+    assert found and all(what.startswith("gradient") for _, _, what, _ in found)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_states_seen_by_a_callback_get_their_gradient(dtype):
+    """A field with ``callback_step`` sees every state; a loss on them gets the same gradient
+    from the fast loop as from the general step."""
+    field, y0 = _fields(dtype)["mlp"]
+
+    class Watched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.field, self.seen = field, []
+
+        def forward(self, t, y):
+            return self.field(t, y)
+
+        def callback_step(self, t0, y0, dt):
+            self.seen.append(y0)
+
+    results = []
+    for time_grad in (False, True):
+        watched = Watched()
+        start = y0.clone().requires_grad_(True)
+        t = torch.tensor([0.0, 1.0], dtype=dtype).requires_grad_(time_grad)
+        ys = odeint(watched, start, t, method="nesterov", options=OPTIONS["ragged"])
+        loss = ys[-1].pow(2).sum() + sum(y.pow(2).sum() for y in watched.seen[2:])
+        results.append(torch.autograd.grad(loss, start))
+    gap = (results[0][0] - results[1][0]).abs().max()
+    assert gap <= RTOL[dtype] * results[1][0].abs().max()
+
+
 def test_the_fast_loop_is_taken(monkeypatch):
     """Only the first step goes through the general step when the times need no gradient."""
     calls = []
@@ -121,3 +163,19 @@ def test_the_fast_loop_is_taken(monkeypatch):
     assert len(calls) == 1
     _solve(field, y0, OPTIONS["float32_grid"], torch.float32, time_grad=True, graph=True)
     assert len(calls) == 1 + 40
+
+
+@pytest.mark.parametrize("case", ["clipped", "ragged", "cubic"])
+def test_fast_backward_passes_gradcheck(case):
+    """The fast steps' own backward against finite differences (float64), and its backward."""
+    torch.manual_seed(0)
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    y0 = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+
+    def solve(y0, w):
+        return odeint(lambda t, y: torch.tanh(y @ w), y0, t, method="nesterov",
+                      options=OPTIONS[case])
+
+    assert torch.autograd.gradcheck(solve, (y0, w))
+    assert torch.autograd.gradgradcheck(solve, (y0, w))

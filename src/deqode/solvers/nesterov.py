@@ -97,7 +97,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchdiffeq._impl.misc import Perturb, _PerturbFunc
+from torchdiffeq._impl.misc import Perturb, _null_callback, _PerturbFunc
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from deqode.choices import UnknownChoiceError, check_choice
@@ -260,6 +260,8 @@ class NesterovODE(FixedGridODESolver):
         points = grid.unbind()
         if fast:
             plan = _StepPlan(self.beta, self.coefficients(1)[1], grid)
+            if getattr(self.func, "callback_step", None) is _null_callback:
+                plan.pair(_states_read(values, outputs, self.interp))
             field, times = _unwrapped(self.func, self.y0, grid)
             steps = plan.steps
         solution = torch.empty(len(t), *self.y0.shape, dtype=self.y0.dtype, device=self.y0.device)
@@ -407,6 +409,14 @@ class _StepPlan:
                                                                    strict=True)]
         self.next_factors = [*self.factors[1:], None]
         self.shift: Tensor | None = None  # the next step's shift, set by the step before it
+        self.buffer: Tensor | None = None  # where the steps under autograd write it
+        self.paired = [False] * len(sizes)  # see _MomentumUpdate; set by NesterovODE.integrate
+
+    def pair(self, used_states: set[int]) -> None:
+        """Mark the steps k ≥ 2 with a shift whose start y_k is used by nothing but the step
+        nodes (``used_states``: the indices of the states the solver's loop reads otherwise)."""
+        for k in range(2, len(self.paired)):
+            self.paired[k] = self.factor_floats[k] != 0.0 and k not in used_states
 
 
 class _MomentumUpdate(torch.autograd.Function):
@@ -415,7 +425,10 @@ class _MomentumUpdate(torch.autograd.Function):
     (the same bits). The shift s = β (h - H) u of an unequal step is handed over detached in
     ``plan.shift`` and its derivative added here; when the next step is unequal the node also
     forms that step's look-ahead y_{k+1} + s_{k+1} and leaves s_{k+1} in ``plan.shift``.
-    The backward is the transposed linear map in a few passes; it saves no tensor. Its
+    The backward is the transposed linear map in a few passes; it saves no tensor. Where
+    y_{k+1} has no use but the next node and its look-ahead (``plan.paired[k + 1]``), the two
+    derivatives of s_{k+1} (through the look-ahead, and through the next increment) sum to
+    β (h_{k+1} - H) times the gradient of y_{k+1}, and this node adds them in one pass. The
     gradients equal those of the step-by-step graph to rounding, not bitwise (summation order)."""
 
     @staticmethod
@@ -432,7 +445,10 @@ class _MomentumUpdate(torch.autograd.Function):
         if factor is None:
             plan.shift = None
             return y1, new_velocity
-        plan.shift = torch.mul(new_velocity, factor)
+        buffer = plan.buffer  # a shift is read by its step only (above): one buffer for all
+        if buffer is None:
+            buffer = plan.buffer = torch.empty_like(new_velocity)
+        plan.shift = torch.mul(new_velocity, factor, out=buffer)
         return y1, new_velocity, torch.add(y1, plan.shift)
 
     @staticmethod
@@ -444,24 +460,43 @@ class _MomentumUpdate(torch.autograd.Function):
             if grad_velocity is None:
                 return None, None, None, None, None
             grad_y = torch.zeros_like(grad_velocity)
-        # d/d u_{k+1}: the next step's velocity, its shift β (h_{k+1} - H) u_{k+1}, and β H u_{k+1}
+        # d/d u_{k+1}: the next step's velocity, its shift β (h_{k+1} - H) u_{k+1}, and β H u_{k+1}.
+        # grad_velocity is the next node's own grad_u (u_{k+1} has no other use): updated in place.
         scale = plan.scale_float
-        if grad_ahead is not None:
-            grad_v = (torch.mul(grad_ahead, plan.factor_floats[k + 1]) if grad_velocity is None
-                      else torch.add(grad_velocity, grad_ahead, alpha=plan.factor_floats[k + 1]))
-            grad_v.add_(grad_y, alpha=scale)
+        if grad_ahead is not None and plan.paired[k + 1]:  # the next node left φ grad_y1 here
+            scale += plan.factor_floats[k + 1]
+            grad_ahead = None
+        if grad_velocity is None:
+            grad_v = (torch.mul(grad_y, scale) if grad_ahead is None
+                      else torch.mul(grad_ahead, plan.factor_floats[k + 1]).add_(grad_y,
+                                                                                 alpha=scale))
         else:
-            grad_v = (torch.mul(grad_y, scale) if grad_velocity is None
-                      else torch.add(grad_velocity, grad_y, alpha=scale))
+            grad_v = grad_velocity.add_(grad_y, alpha=scale)
+            if grad_ahead is not None:
+                grad_v.add_(grad_ahead, alpha=plan.factor_floats[k + 1])
         needs = ctx.needs_input_grad
         grad_f = torch.mul(grad_y, plan.scaled_floats[k]).add_(grad_v, alpha=plan.c) \
             if needs[2] else None
         grad_u = None
         if needs[1]:
             grad_u = grad_v.mul_(plan.beta)
-            if plan.factor_floats[k] != 0.0:
+            if plan.factor_floats[k] != 0.0 and not plan.paired[k]:
                 grad_u.add_(grad_y, alpha=plan.factor_floats[k])
         return grad_y, grad_u, grad_f, None, None
+
+
+def _states_read(grid: list[float], outputs: list[float], interp: str) -> set[int]:
+    """The indices i of the states y_i that :meth:`NesterovODE.integrate` reads for its outputs
+    (as it is, or to interpolate) on this grid."""
+    read, j = set(), 1
+    for k in range(len(grid) - 1):
+        while j < len(outputs) and grid[k + 1] >= outputs[j]:
+            if interp == "linear" and outputs[j] in (grid[k], grid[k + 1]):
+                read.add(k if outputs[j] == grid[k] else k + 1)
+            else:
+                read.update((k, k + 1))
+            j += 1
+    return read
 
 
 def _unwrapped(func: Any, y0: Tensor, grid: Tensor) -> tuple[Callable, tuple[Tensor, ...]]:
