@@ -7,7 +7,7 @@ The outputs must be the same bits, on states wide enough for the vectorised kern
 for their tails), with and without autograd. The gradients with respect to the initial state
 and the parameters are equal to rounding, not bitwise (relaxed): the fast step's backward
 (``nesterov._MomentumUpdate``) sums in another order than the step-by-step graph; measured
-2.5e-7 (float32) and 6.1e-16 (float64) relative to the largest entry, tolerance :data:`RTOL`.
+2.2e-7 (float32) and 3.8e-16 (float64) relative to the largest entry, tolerance :data:`RTOL`.
 The general path itself is pinned by ``test_solver_gradients.py``'s frozen iterates.
 """
 
@@ -24,7 +24,7 @@ from deqode.solvers import nesterov
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: dtype -> tolerance of the fast gradients, relative to the largest entry (~3x measured).
-RTOL = {torch.float32: 1e-6, torch.float64: 2e-15}
+RTOL = {torch.float32: 1e-6, torch.float64: 1.5e-15}
 OPTIONS = {
     "float32_grid": {"beta": 0.5, "grid_constructor": nesterov.step_grid(1 / 40)},
     "clipped": {"beta": 0.7, "step_size": 0.03},
