@@ -245,7 +245,7 @@ class NesterovODE(FixedGridODESolver):
         self._reference_dt: Tensor | None = None  # H, the first step's length
         self._prev_beta = 0.0  # β_{k-1}
         self._buffers: dict[str, Tensor] = {}  # scratch tensors of the steps without autograd
-        self._ahead: tuple[Tensor, Tensor] | None = None  # (look-ahead, shift) of the next step
+        self._ahead: Tensor | None = None  # the next step's look-ahead, formed by the last node
 
     def integrate(self, t: Tensor) -> Tensor:
         """torchdiffeq's fixed-grid loop (same calls, callbacks and interpolation). Where the
@@ -413,12 +413,13 @@ class _StepPlan:
         self.next_factors = [*self.factors[1:], None]
         self.shift: Tensor | None = None  # the next step's shift, set by the step before it
         self.buffer: Tensor | None = None  # where the steps under autograd write it
-        self.paired = [False] * len(sizes)  # see _MomentumUpdate; set by NesterovODE.integrate
+        # paired[k]: see _MomentumUpdate; set by NesterovODE.integrate (one more, for the end)
+        self.paired = [False] * (len(sizes) + 1)
 
     def pair(self, used_states: set[int]) -> None:
         """Mark the steps k ≥ 2 with a shift whose start y_k is used by nothing but the step
         nodes (``used_states``: the indices of the states the solver's loop reads otherwise)."""
-        for k in range(2, len(self.paired)):
+        for k in range(2, len(self.factor_floats)):
             self.paired[k] = self.factor_floats[k] != 0.0 and k not in used_states
 
 
@@ -466,7 +467,7 @@ class _MomentumUpdate(torch.autograd.Function):
         # d/d u_{k+1}: the next step's velocity, its shift β (h_{k+1} - H) u_{k+1}, and β H u_{k+1}.
         # grad_velocity is the next node's own grad_u (u_{k+1} has no other use): updated in place.
         scale = plan.scale_float
-        if grad_ahead is not None and plan.paired[k + 1]:  # the next node left φ grad_y1 here
+        if plan.paired[k + 1]:  # the next node left φ grad_y1 to this one (φ grad_ahead too)
             scale += plan.factor_floats[k + 1]
             grad_ahead = None
         if grad_velocity is None:
