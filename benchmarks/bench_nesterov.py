@@ -37,11 +37,13 @@ NAME = "nesterov"
 TITLE = "Nesterov solver: per-step cost against euler at equal step count"
 SMOKE_NOTE = "Smoke profile: small sizes on a shared CPU, not a paper-scale measurement."
 SETTINGS = {
-    "smoke": {"steps": 40, "repeats": 9, "threads": 1, "device": "cpu",
-              "linear": (1_000, 100_000), "mlp": (64, 1024), "conv": ((16, 8, 64),)},
+    "smoke": {"steps": 40, "repeats": 15, "threads": 1, "device": "cpu",
+              "linear": (1_000, 100_000), "mlp": (64, 1024), "conv": ((16, 8, 64),),
+              "exact": {"steps": 32, "linear": (1_000, 100_000)}},
     "paper": {"steps": 100, "repeats": 15, "threads": None, "device": "auto",
               "linear": (1_000, 100_000, 1_000_000), "mlp": (64, 1024, 16384),
-              "conv": ((16, 8, 64), (64, 6, 128))},
+              "conv": ((16, 8, 64), (64, 6, 128)),
+              "exact": {"steps": 128, "linear": (100_000, 1_000_000)}},
     "quick": {"steps": 4, "repeats": 1, "threads": 1, "device": "cpu",
               "linear": (100,), "mlp": (8,), "conv": ((4, 4, 2),)},
 }
@@ -61,33 +63,51 @@ class LinearField(nn.Module):
         return -x
 
 
-def cases(setting: dict, device: torch.device) -> list[tuple[str, nn.Module, torch.Tensor]]:
-    """(description, field, initial state) for every benchmarked size."""
-    out: list[tuple[str, nn.Module, torch.Tensor]] = []
+def cases(setting: dict, device: torch.device
+          ) -> list[tuple[str, nn.Module, torch.Tensor, int]]:
+    """(description, field, initial state, steps) for every benchmarked size; the ``exact``
+    rows (added after the first measurements, see the table text) take a power-of-two number
+    of steps, whose float grid on [0, 1] has exactly equal steps."""
+    steps = setting["steps"]
+    out: list[tuple[str, nn.Module, torch.Tensor, int]] = []
     for n in setting["linear"]:
-        out.append((f"linear, n={n:,}", LinearField(), torch.randn(n, device=device)))
+        out.append((f"linear, n={n:,}", LinearField(), torch.randn(n, device=device), steps))
     for batch in setting["mlp"]:
         out.append((f"mlp, batch {batch}x32", MLPField().to(device),
-                    torch.randn(batch, 32, device=device)))
+                    torch.randn(batch, 32, device=device), steps))
     for width, size, batch in setting["conv"]:
         field = ConvField(width, max_groups=min(32, width), time_dependent=True,
                           pre_activation=True).to(device)
         field.prepare(torch.zeros(batch, width, size, size, device=device))
         out.append((f"conv, {batch}x{width}x{size}x{size}", field,
-                    torch.randn(batch, width, size, size, device=device)))
+                    torch.randn(batch, width, size, size, device=device), steps))
+    exact = setting.get("exact", {})
+    for n in exact.get("linear", ()):
+        out.append((f"linear, n={n:,}, {exact['steps']} exact steps", LinearField(),
+                    torch.randn(n, device=device), exact["steps"]))
     return out
+
+
+def clock(device: torch.device):
+    """The clock of a measurement: the calling thread's CPU time where all the work runs on it
+    (CPU, one intra-op thread: the time other processes take on a shared machine is not
+    counted), else the wall clock."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
 
 
 def time_solve(field: nn.Module, x0: torch.Tensor, method: str, steps: int, backward: bool,
                device: torch.device) -> float:
-    """Seconds for one solve of ``steps`` equal steps on [0, 1] (plus backward if asked)."""
+    """Seconds for one solve of ``steps`` steps on [0, 1] (plus backward if asked)."""
     t = torch.tensor([0.0, 1.0], device=device)
     options = {"grid_constructor": step_grid(1.0 / steps)}
     if method == "nesterov":
         options["beta"] = 0.5
     x = x0.detach().requires_grad_(backward)
+    now = clock(device)
     benchmarking.synchronize(device)
-    started = time.perf_counter()
+    started = now()
     if backward:
         out = odeint(field, x, t, method=method, options=options)[-1]
         out.square().mean().backward()
@@ -95,13 +115,13 @@ def time_solve(field: nn.Module, x0: torch.Tensor, method: str, steps: int, back
         with torch.no_grad():
             odeint(field, x, t, method=method, options=options)
     benchmarking.synchronize(device)
-    return time.perf_counter() - started
+    return now() - started
 
 
 def measure(setting: dict, device: torch.device) -> list[dict[str, object]]:
-    steps, repeats = setting["steps"], setting["repeats"]
+    repeats = setting["repeats"]
     rows = []
-    for name, field, x0 in cases(setting, device):
+    for name, field, x0, steps in cases(setting, device):
         for backward in (False, True):
             for method in ("euler", "nesterov"):  # warm-up
                 time_solve(field, x0, method, steps, backward, device)
@@ -120,17 +140,30 @@ def measure(setting: dict, device: torch.device) -> list[dict[str, object]]:
 
 def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device: torch.device,
              seconds: float) -> str:
+    clock_name = ("the thread's CPU time (one intra-op thread: what other processes take of a "
+                  "shared machine is not counted; its caches still are)." if
+                  clock(device) is time.thread_time else "the wall clock.")
+    exact = setting.get("exact")
+    exact_note = "" if not exact else (
+        f" The rows marked exact steps (added after the first runs, to show the equal-step "
+        f"path) take {exact['steps']} steps, a power of two: that float grid is exactly "
+        "uniform.")
     lines = benchmarking.introduction(TITLE, profile, SMOKE_NOTE, (
         f"Both methods take one evaluation of f per step, so the ratio is the cost of the NAG "
         f"momentum update (a few elementwise operations on the state, and their backward) and its "
-        f"Python overhead; it tends to 1 as f gets more expensive. {setting['steps']} equal steps "
-        f"per solve on [0, 1] (beta = 0.5), median of {setting['repeats']} alternating repeats "
-        "after a warm-up, one run. Both are called through torchdiffeq's `odeint`; nesterov runs "
+        f"Python overhead; it tends to 1 as f gets more expensive. {setting['steps']} steps of "
+        f"1/{setting['steps']} per solve on [0, 1] (beta = 0.5), median of "
+        f"{setting['repeats']} alternating repeats after a warm-up, one run, timed by "
+        f"{clock_name} Both are called through torchdiffeq's `odeint`; nesterov runs "
         "its own copy of torchdiffeq's fixed-grid loop (same calls, callbacks and "
         "interpolation) that computes the step scalars once per solve, calls the field below "
         "torchdiffeq's per-call wrapper and, without autograd, reuses its buffers; under "
-        "autograd its graph is the step-by-step one, as the frozen-iterates test pins the "
-        "gradients bitwise."), benchmarking.machine(device), seconds)
+        "autograd each step's update is one graph node with a hand-written backward (iterates "
+        "bitwise, gradients equal to rounding). The float32 grid of "
+        f"{setting['steps']} steps on [0, 1] has steps unequal by an ulp, so nearly every "
+        "nesterov step takes the unequal-step path (three more passes: the shift, the "
+        "look-ahead and the shift's share of the increment)." + exact_note),
+        benchmarking.machine(device), seconds)
     lines += [
         "| case | pass | euler (ms/step) | nesterov (ms/step) | ratio nesterov/euler |",
         "|---|---|---:|---:|---:|",

@@ -1,10 +1,13 @@
 """The Nesterov solver's fast loop (times without gradient) against its general step.
 
 ``NesterovODE.integrate`` takes every step after the first through ``_momentum_step``
-(precomputed step scalars; scratch buffers without autograd) unless the times require grad, when
-every step goes through ``_step_func``, the rule as written. Both must give the same bits, on
-states wide enough for the vectorised kernels (odd sizes for their tails), with and without
-autograd, for outputs and for gradients with respect to the initial state and the parameters.
+(precomputed step scalars; scratch buffers without autograd, one graph node per step with it)
+unless the times require grad, when every step goes through ``_step_func``, the rule as written.
+The outputs must be the same bits, on states wide enough for the vectorised kernels (odd sizes
+for their tails), with and without autograd. The gradients with respect to the initial state
+and the parameters are equal to rounding, not bitwise (relaxed): the fast step's backward
+(``nesterov._MomentumUpdate``) sums in another order than the step-by-step graph; measured
+2.2e-7 (float32) and 3.8e-16 (float64) relative to the largest entry, tolerance :data:`RTOL`.
 The general path itself is pinned by ``test_solver_gradients.py``'s frozen iterates.
 """
 
@@ -20,12 +23,18 @@ from deqode.solvers import nesterov
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+#: dtype -> tolerance of the fast gradients, relative to the largest entry (~3x measured).
+RTOL = {torch.float32: 1e-6, torch.float64: 1.5e-15}
 OPTIONS = {
     "float32_grid": {"beta": 0.5, "grid_constructor": nesterov.step_grid(1 / 40)},
     "clipped": {"beta": 0.7, "step_size": 0.03},
     "textbook": {"beta": 0.3, "scale": False, "start": "zero", "step_size": 0.05},
     "equal": {"beta": 0.9, "step_size": 0.125},
     "cubic": {"beta": 0.6, "step_size": 0.07, "interp": "cubic"},
+    # unequal steps, the output 0.3 on a grid point: that state is read by the loop as well
+    # (the grid follows t, so that it requires grad, and the general step runs, where t does)
+    "ragged": {"beta": 0.6, "grid_constructor": lambda func, y0, t: t[0] + (t[-1] - t[0])
+               * torch.tensor([0.0, 0.1, 0.2, 0.3, 0.35, 0.5, 0.55, 0.8, 1.0], dtype=t.dtype)},
 }
 
 
@@ -58,15 +67,85 @@ def _solve(field, y0, options, dtype, time_grad, graph):
     return [ys.detach(), *grads]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", list(OPTIONS))
-def test_fast_loop_matches_the_general_step_bitwise(case, dtype):
+def _mismatches(case: str, dtype: torch.dtype) -> list[tuple]:
+    """(field, graph, what, difference) for every fast result that differs from the general
+    step's: an output at all, a gradient beyond RTOL of its largest entry."""
+    found = []
     for name, (field, y0) in _fields(dtype).items():
         for graph in (False, True):
             fast = _solve(field, y0, OPTIONS[case], dtype, time_grad=False, graph=graph)
             general = _solve(field, y0, OPTIONS[case], dtype, time_grad=True, graph=graph)
-            for a, b in zip(fast, general, strict=True):
-                assert torch.equal(a, b), (name, graph, (a - b).abs().max().item())
+            for i, (a, b) in enumerate(zip(fast, general, strict=True)):
+                gap = (a - b).abs().max().item()
+                if (not torch.equal(a, b)) if i == 0 else gap > RTOL[dtype] * b.abs().max():
+                    found.append((name, graph, "output" if i == 0 else f"gradient {i}", gap))
+    return found
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", list(OPTIONS))
+def test_fast_loop_matches_the_general_step(case, dtype):
+    """Outputs bitwise, gradients to RTOL."""
+    assert not _mismatches(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_wrong_backward_is_caught(monkeypatch, dtype):
+    """The comparison fails for a fast backward that drops the derivative of the shift
+    β (h_k - H) u_k (the smallest term: it matters on the clipped last step) or that is off by
+    a relative 1e-5 in the look-ahead scale β H."""
+    plan_init = nesterov._StepPlan.__init__
+
+    def without_shift(self, *args):
+        plan_init(self, *args)
+        self.factor_floats = [0.0] * len(self.factor_floats)
+
+    def off_scale(self, *args):
+        plan_init(self, *args)
+        self.scale_float *= 1 + 1e-5
+
+    for wrong in (without_shift, off_scale):
+        monkeypatch.setattr(nesterov._StepPlan, "__init__", wrong)
+        found = _mismatches("clipped", dtype)
+        assert found and all(what.startswith("gradient") for _, _, what, _ in found)
+
+
+def test_a_wrong_pairing_is_caught(monkeypatch):
+    """The backward pairs the two derivatives of a shift only where the state before it is
+    read by nothing else; taking the output state at 0.3 for unread is caught."""
+    assert not _mismatches("ragged", torch.float64)
+    monkeypatch.setattr(nesterov, "_states_read", lambda *args: set())
+    found = _mismatches("ragged", torch.float64)
+    assert found and all(what.startswith("gradient") for _, _, what, _ in found)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_states_seen_by_a_callback_get_their_gradient(dtype):
+    """A field with ``callback_step`` sees every state; a loss on them gets the same gradient
+    from the fast loop as from the general step."""
+    field, y0 = _fields(dtype)["mlp"]
+
+    class Watched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.field, self.seen = field, []
+
+        def forward(self, t, y):
+            return self.field(t, y)
+
+        def callback_step(self, t0, y0, dt):
+            self.seen.append(y0)
+
+    results = []
+    for time_grad in (False, True):
+        watched = Watched()
+        start = y0.clone().requires_grad_(True)
+        t = torch.tensor([0.0, 1.0], dtype=dtype).requires_grad_(time_grad)
+        ys = odeint(watched, start, t, method="nesterov", options=OPTIONS["ragged"])
+        loss = ys[-1].pow(2).sum() + sum(y.pow(2).sum() for y in watched.seen[2:])
+        results.append(torch.autograd.grad(loss, start))
+    gap = (results[0][0] - results[1][0]).abs().max()
+    assert gap <= RTOL[dtype] * results[1][0].abs().max()
 
 
 def test_the_fast_loop_is_taken(monkeypatch):
@@ -84,3 +163,24 @@ def test_the_fast_loop_is_taken(monkeypatch):
     assert len(calls) == 1
     _solve(field, y0, OPTIONS["float32_grid"], torch.float32, time_grad=True, graph=True)
     assert len(calls) == 1 + 40
+
+
+@pytest.mark.parametrize("case", ["clipped", "ragged", "cubic"])
+def test_fast_backward_passes_gradcheck(case):
+    """The fast steps' own backward against finite differences (float64), and its backward."""
+    torch.manual_seed(0)
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    y0 = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
+
+    def solve(y0, w):
+        return odeint(lambda t, y: torch.tanh(y @ w), y0, t, method="nesterov",
+                      options=OPTIONS[case])
+
+    def solve_blind(y0, w):  # a field that ignores the state: no gradient at the look-ahead
+        return odeint(lambda t, y: torch.tanh(w.sum(0) * (1 + t)).expand_as(y), y0, t,
+                      method="nesterov", options=OPTIONS[case])
+
+    for function in (solve, solve_blind):
+        assert torch.autograd.gradcheck(function, (y0, w))
+        assert torch.autograd.gradgradcheck(function, (y0, w))

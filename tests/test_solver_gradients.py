@@ -20,6 +20,13 @@ it was before the time-gradient fix (written by :func:`write_fixture` from that 
 ``requires_grad`` on the times. The test field uses only ``+`` and ``*`` so that its values round
 alike on every CPU. Regenerate the file (``python tests/test_solver_gradients.py``) only for an
 intended change of the rule.
+
+Relaxed: the backprop *gradients* in the fixture (``backprop_grad_*``, times without gradient)
+are compared to a relative :data:`GRADIENT_RTOL` of the largest frozen entry, not bitwise. Since
+the solver's fast steps under autograd are one graph node with their own backward
+(``nesterov._MomentumUpdate``), those gradients are summed in another order and differ from the
+frozen ones by rounding: measured 3.2e-7 (float32) and 8.8e-16 (float64) relative. The iterates,
+and every gradient with times that require grad (the general step), stay bitwise.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ import deqode  # noqa: F401  (registers method="nesterov")
 from deqode.solvers import nesterov
 
 FIXTURE = Path(__file__).parent / "data" / "nesterov_iterates_v1.pt"
+#: dtype -> relative tolerance of the backprop gradients against the fixture (~3x measured).
+GRADIENT_RTOL = {torch.float32: 1e-6, torch.float64: 3e-15}
 SCALAR_WARNING = "Converting a tensor with requires_grad=True to a scalar"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -149,16 +158,44 @@ def test_the_warning_check_can_fail():
             float(torch.ones((), requires_grad=True) * 2)
 
 
+def _changed(now: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor]) -> list[str]:
+    """Keys whose tensors differ: bitwise, except the backprop gradients (to GRADIENT_RTOL)."""
+    changed = []
+    for key, old in frozen.items():
+        new = now[key]
+        if new.dtype != old.dtype or new.shape != old.shape:
+            changed.append(key)
+        elif key.startswith("backprop_grad_"):
+            if (new - old).abs().max() > GRADIENT_RTOL[old.dtype] * old.abs().max():
+                changed.append(key)
+        elif not torch.equal(new, old):
+            changed.append(key)
+    return changed
+
+
 @pytest.mark.parametrize("time_grad", [False, True])
 def test_iterates_are_unchanged(time_grad):
     """Bit for bit the outputs of the solver before the time-gradient fix (the saved fixture),
-    whether or not the times require grad."""
+    whether or not the times require grad; the backprop gradients to rounding (module doc)."""
     frozen = torch.load(FIXTURE, weights_only=True)
     now = compute_iterates(time_grad)
     assert now.keys() == frozen.keys()
-    changed = [k for k in frozen if not (now[k].dtype == frozen[k].dtype
-                                         and torch.equal(now[k], frozen[k]))]
+    changed = _changed(now, frozen)
     assert not changed, f"iterates changed: {changed}"
+
+
+def test_the_gradient_comparison_can_fail():
+    """The relaxed comparison still catches a wrong gradient: a relative error of 1e-5 in a
+    gradient entry, and a change of one ulp in an iterate."""
+    frozen = torch.load(FIXTURE, weights_only=True)
+    for key in ("backprop_grad_y0/float32", "backprop_grad_w/float64", "beta0/float32"):
+        now = dict(frozen)
+        wrong = frozen[key].clone()
+        flat = wrong.view(-1)
+        flat[-1] = (torch.nextafter(flat[-1], flat[-1] + 1) if key.startswith("beta0")
+                    else flat[-1] * (1 + 1e-5))
+        now[key] = wrong
+        assert _changed(now, frozen) == [key]
 
 
 # ---- torchdiffeq's "constant" problem: exact for the solver, so the adjoint passes gradcheck -
