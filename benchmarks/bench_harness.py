@@ -305,7 +305,10 @@ def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device:
         "the book's rows** (`judged` = yes): a fixed cost per step matters relative to the "
         "steps it wraps, and these are the steps the book's runs take. This choice was made "
         "before the book's rows were first measured; the micro rows had been measured before "
-        "(about 10 % and 2-10 %).",
+        "(about 10 % and 2-10 %). Changed after seeing results, for their noise and not their "
+        "direction: the lockstep (whole runs timed one after the other scattered the book's "
+        "rows by 5-10 % from run to run at a load of 2-3 on 2 cores) and the book's repeats "
+        "(3, then 7).",
         "",
         "| case | bare CPU (ms/step) | harness CPU (ms/step) | overhead CPU | repeats | "
         "bare wall (ms/step) | harness wall (ms/step) | overhead wall | same parameters | "
