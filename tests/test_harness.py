@@ -139,8 +139,13 @@ def test_bench_harness_quick_run_writes_its_files(tmp_path: Path, restore_thread
     spec.loader.exec_module(bench)
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "harness.md").read_text()
-    assert text.startswith("### ") and text.count("| yes |") == 2  # same parameters, both cases
+    # same parameters in every case; judged: the book's row, not the micro ones
+    assert text.startswith("### ") and text.count("| yes | no |") == 2
+    assert text.count("| yes | yes |") == 1
     rows = read_json(tmp_path / "harness.json")["rows"]
-    assert [r["steps"] for r in rows] == [6, 6]
+    # the two micro cases and HomoODE (its initial-point update in both loops)
+    assert [r["steps"] for r in rows] == [6, 6, 3]
+    assert all(r["same_parameters"] for r in rows)
+    assert [r["judged"] for r in rows] == [False, False, True]
     assert all(r["bare_cpu_ms"] > 0 and r["harness_cpu_ms"] > 0 for r in rows)
     assert (tmp_path / "harness.png").read_bytes()[:4] == b"\x89PNG"

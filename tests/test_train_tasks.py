@@ -48,6 +48,37 @@ def test_classification_loss_and_metrics_on_a_tiny_model():
                        "last_train_loss": 1.0}
 
 
+def test_unflooded_loss_is_abs_ce_bit_for_bit_also_at_zero_loss():
+    """Without flooding the loss is CE itself unless CE = 0, where |CE| (the released
+    formula) zeroes the gradient; values and gradients equal |CE|'s bit for bit."""
+    task, y = Classification(), torch.tensor([0, 1, 2])
+    x = torch.eye(3)
+    for scale in (1.0, 20.0):  # CE > 0; CE = 0 in float32 (e^-20 is lost next to 1)
+        weight = (scale * torch.eye(3)).requires_grad_()
+        reference = weight.detach().clone().requires_grad_()
+        plain = weight.detach().clone().requires_grad_()
+        loss, _ = task.loss(lambda inputs, w=weight: inputs @ w, (x, y), Flood())
+        expected = F.cross_entropy(x @ reference, y).abs()
+        loss.backward()
+        expected.backward()
+        F.cross_entropy(x @ plain, y).backward()
+        assert torch.equal(loss, expected) and torch.equal(weight.grad, reference.grad)
+        assert (loss.item() == 0.0) == (scale > 1.0)
+        assert (weight.grad.abs().sum() == 0) == (scale > 1.0)
+        assert plain.grad.abs().sum() > 0  # plain CE keeps a gradient at CE = 0; |CE| does not
+
+
+def test_logit_check_reads_the_largest_magnitude_of_either_sign():
+    task, limit = Classification(), type("C", (Flood,), {"max_abs_logit": 10.0})()
+    for logits, reported in ((torch.tensor([[-30.0, 2.0]]), "3.000e+01"),
+                             (torch.tensor([[-3.0, 20.0]]), "2.000e+01")):
+        assert f"max |logit| = {reported} > max_abs_logit = 10" in task.check(0.5, logits, limit)
+    assert task.check(0.5, torch.tensor([[-9.0, 9.0]]), limit) is None
+    for bad in (float("inf"), -float("inf"), float("nan")):
+        assert "non-finite logits" in task.check(0.5, torch.tensor([[bad, 1.0]]), limit)
+    assert task.check(float("nan"), torch.tensor([[1.0, 2.0]]), limit) == "non-finite loss (nan)"
+
+
 def test_task_names_are_checked():
     assert set(TASKS) >= {"classification"}
     with pytest.raises(UnknownChoiceError, match="valid choices"):

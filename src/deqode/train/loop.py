@@ -257,12 +257,12 @@ class Trainer:
                 loss, outputs = task.loss(self.model, batch, cfg)
                 seconds = timer.add("forward", started) - started
                 self._held = None
-                failure = task.check(loss, outputs, cfg)
+                loss_value = loss.item()
+                failure = task.check(loss_value, outputs, cfg)
             except SolverFailure as err:
                 failure = f"solver failure in forward: {err}"
             self.agree(failure)
             nfe_forward, _ = metrics.read_nfe(net)
-            loss_value = loss.item()
             try:
                 started = timer.now()
                 loss.backward()

@@ -39,9 +39,10 @@ class Task:
         :meth:`train_metrics`)."""
         raise NotImplementedError
 
-    def check(self, loss: Tensor, outputs: Any, config: Any) -> str | None:
-        """Why this step must not be applied (None when it is fine)."""
-        value = loss.item()
+    def check(self, loss: Tensor | float, outputs: Any, config: Any) -> str | None:
+        """Why this step must not be applied (None when it is fine); ``loss``: the loss or its
+        value (the loop passes the value it has read)."""
+        value = loss.item() if isinstance(loss, Tensor) else float(loss)
         return None if math.isfinite(value) else f"non-finite loss ({value})"
 
     def train_metrics(self, acc: Accumulator, batch: Any, outputs: Any, loss: float) -> None:
@@ -93,18 +94,21 @@ class Classification(Task):
         x, y = batch
         logits = model(x)
         loss = F.cross_entropy(logits, y)
-        # |CE - b| + b; with b = 0 the same bits, forward and backward, in one operation
         flood = config.flood_level
-        loss = (loss - flood).abs() + flood if flood else loss.abs()
+        if flood:
+            loss = (loss - flood).abs() + flood
+        elif not loss.item() > 0:  # |CE| is CE, forward and backward, unless CE = 0 (or NaN)
+            loss = loss.abs()  # the zero gradient of |CE| at CE = 0
         if config.entropy_weight:
             log_p = F.log_softmax(logits, dim=1)
             loss = loss + config.entropy_weight * (log_p.exp() * log_p).sum(dim=1).mean()
         return loss, logits
 
-    def check(self, loss: Tensor, outputs: Tensor, config: Any) -> str | None:
-        largest = float(outputs.detach().abs().max())  # NaN or inf if any logit is
-        if not math.isfinite(largest):
+    def check(self, loss: Tensor | float, outputs: Tensor, config: Any) -> str | None:
+        low, high = (float(v) for v in outputs.detach().aminmax())  # NaN if any logit is
+        if not (math.isfinite(low) and math.isfinite(high)):
             return "non-finite logits (exploding or NaN state)"
+        largest = max(-low, high)  # max |logit|
         if largest > config.max_abs_logit:
             return (f"exploding state: max |logit| = {largest:.3e} > max_abs_logit = "
                     f"{config.max_abs_logit:g}")
