@@ -56,4 +56,8 @@ def test_quick_run_against_the_peer(tmp_path: Path) -> None:
     assert summary["equal_nfe"]
     assert record["peer"]["commit"] == "37df358"
     assert (tmp_path / "homoode_official.png").stat().st_size > 0
-    assert "ours ÷ official" in (tmp_path / "homoode_official.md").read_text()
+    text = (tmp_path / "homoode_official.md").read_text()
+    assert "ours ÷ official" in text and "mmap threshold fixed" in text
+    fixed = record["raw"]["memory_fixed_mmap"]  # a second pair of workers, memory steps only
+    assert [len(fixed[side]) for side in bench.SIDES] == [record["setting"]["memory_steps"]] * 2
+    assert all(summary[side]["rss_growth_fixed_mmap_mb"] is not None for side in bench.SIDES)
