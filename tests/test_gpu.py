@@ -1,8 +1,8 @@
 """The GPU code paths, where CUDA is present (skipped on a machine without a GPU, as in CI).
 
 Device selection, a training run on the GPU against the same run on the CPU, DistributedDataParallel
-over nccl, one training step of every registered model with an image input, the recomputed
-ConvField node's bits, and the Nesterov fast loop against its general step. Run on a GPU machine:
+over nccl, one training step of every registered model with an image input, ConvField's plain
+graph on the GPU, and the Nesterov fast loop against its general step. Run on a GPU machine:
 
     PYTHONPATH=src python -m pytest -q tests/test_gpu.py
 """
@@ -16,13 +16,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from test_conv_field import gradients, make_field, plain_field
+from test_conv_field import gradients, make_field
 from test_ddp import _free_port
 from test_train import TinyNet, blobs
 from torchdiffeq import odeint
 
 from deqode.devices import describe_device, resolve_device
-from deqode.models import build
+from deqode.models import blocks, build
 from deqode.models.zoo import entry, names
 from deqode.solvers import nesterov
 from deqode.train import InitPointConfig, TrainConfig, fit
@@ -77,8 +77,10 @@ def _nccl_worker(rank: int, world: int, port: int, results_dir: str) -> None:
     assert backends == ["nccl"], backends
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason="DDP over nccl needs two GPUs (nccl refuses two ranks on one device)")
 def test_ddp_over_nccl_matches_a_single_gpu_process(tmp_path):
-    """One rank per GPU (nccl refuses two ranks on one device), so the world is the GPU count."""
+    """One rank per GPU, as many ranks as GPUs."""
     world = torch.cuda.device_count()
     single = fit(CONFIG, profile="smoke", device="cuda", results_dir=tmp_path / "single",
                  progress=False, quiet=True)
@@ -105,16 +107,18 @@ def test_every_image_model_trains_a_step_on_the_gpu(name):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_recomputed_conv_field_node_keeps_its_bits_on_the_gpu(dtype):
-    field, z, condition = make_field(dtype)
+def test_conv_field_keeps_the_plain_graph_on_the_gpu(monkeypatch):
+    """The recomputed node is a CPU memory saving; on a GPU its Python work costs more time."""
+    def refuse(*args):
+        raise AssertionError("the recomputed node ran on the GPU")
+
+    monkeypatch.setattr(blocks._NormActivateInject, "apply", refuse)
+    field, z, condition = make_field(torch.float32)
     field = field.cuda()
     z, condition = (v.detach().cuda().requires_grad_() for v in (z, condition))
     field.prepare(z, condition)
     ours = gradients(field, z, condition, lambda f, x: f(None, x))
-    reference = gradients(field, z, condition, plain_field)
-    for a, b in zip(ours, reference, strict=True):
-        assert torch.equal(a, b)
+    assert all(torch.isfinite(g).all() for g in ours)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

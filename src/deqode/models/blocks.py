@@ -171,8 +171,8 @@ class ConvField(nn.Module):
     two convolutions; the injected condition x̃ must have W channels. ``activation`` (default
     ``"relu"``, as in both papers) may be ``"softplus"`` or ``"tanh"`` for smooth-field checks.
     The condition is an attribute set by :meth:`prepare` (so that torchdiffeq's adjoint can list it
-    in ``adjoint_params``). With a condition, ``act(GN_2(·)) + x̃`` is recomputed in the backward
-    pass rather than kept (one state tensor less per evaluation, the same bits:
+    in ``adjoint_params``). With a condition, on the CPU, ``act(GN_2(·)) + x̃`` is recomputed in
+    the backward pass rather than kept (one state tensor less per evaluation, the same bits:
     :class:`_NormActivateInject`).
     Parameters: [2S] + 9(S+τ)W + W + 2W + 9(W+τ)S + S + 2S, with τ = 1 if time-dependent.
     """
@@ -225,7 +225,11 @@ class ConvField(nn.Module):
         if self.injected:
             if self.condition is None:
                 raise RuntimeError("call prepare(reference, condition) before evaluating the field")
-            if torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
+            # On the CPU only: on a GPU the step is bound by kernel launches, and the node's
+            # Python work cost more time (~10 % of a HomoODE step on an H200) than its memory
+            # is worth there.
+            if (h.device.type == "cpu" and torch.is_grad_enabled()
+                    and not torch._C._are_functorch_transforms_active()):
                 h = _NormActivateInject.apply(h, self.condition, self.norm2.weight,
                                               self.norm2.bias, self)
             else:
