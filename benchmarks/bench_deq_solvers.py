@@ -263,16 +263,16 @@ def markdown(rows: list[Row], setting: dict[str, Any], profile: str, device: tor
         "ratio: median over repeats of deqode / torchdeq (below 1: deqode faster)."),
         benchmarking.machine(device, "torchdeq"), seconds)
     lines += [
-        "| case | method | tol / budget | NFE deqode | NFE torchdeq | residual deqode | "
-        "residual torchdeq | time deqode (ms) | time torchdeq (ms) | time ratio deqode/torchdeq |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | method, tol / budget | NFE, deqode / torchdeq | residual, deqode / torchdeq | "
+        "time (ms), deqode / torchdeq | time ratio deqode/torchdeq |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.case} | {r.method} | {r.tol:.0e} / {r.max_iter} | {r.nfe['deqode']} | "
-            f"{r.nfe['torchdeq']} | {r.residual['deqode']:.2e} | {r.residual['torchdeq']:.2e} | "
-            f"{1e3 * r.time_s['deqode']:.1f} | {1e3 * r.time_s['torchdeq']:.1f} | "
-            f"{r.ratio:.2f} |")
+            f"| {r.case} | {r.method}, {r.tol:.0e} / {r.max_iter} | {r.nfe['deqode']} / "
+            f"{r.nfe['torchdeq']} | {r.residual['deqode']:.2e} / {r.residual['torchdeq']:.2e} | "
+            f"{1e3 * r.time_s['deqode']:.1f} / {1e3 * r.time_s['torchdeq']:.1f} | "
+            f"**{r.ratio:.2f}** |")
     lines += [
         "",
         "Stopping rules that still differ: deqode stops when every sample's best iterate meets "

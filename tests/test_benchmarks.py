@@ -195,7 +195,7 @@ def test_deq_solvers_quick_run_writes_its_files(tmp_path: Path, restore_threads)
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "deq_solvers.md").read_text()
     assert text.startswith("### ") and "torchdeq 0.1.0" in text
-    assert text.count("| broyden |") == 2 and text.count("| anderson |") == 2
+    assert text.count("| broyden, ") == 2 and text.count("| anderson, ") == 2
     assert (tmp_path / "deq_solvers.png").read_bytes()[:4] == b"\x89PNG"
     from deqode.results import read_json
 
