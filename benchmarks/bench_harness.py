@@ -305,10 +305,11 @@ def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device:
         "The target of issue 14, an overhead of at most 2 %, is **judged on the book's rows** "
         "(marked ✓; not the micro rows): a fixed cost per step matters relative to the steps it "
         "wraps, and these are the steps the book's runs take. This choice was made before the "
-        "book's rows were first measured; the micro rows had been measured before (about 10 % and "
-        "2-10 %). Changed after seeing results, for their noise and not their direction: the "
-        "lockstep (whole runs timed one after the other scattered the book's rows by 5-10 % from "
-        "run to run at a load of 2-3 on 2 cores) and the book's repeats (3, then 7).",
+        "book's rows were first measured; the micro rows had been measured before. Changed after "
+        "seeing results, for their noise and not their direction: the lockstep (whole runs timed "
+        "one after the other scattered the book's rows by more than the target from run to run "
+        "on a loaded 2-core machine; book/developer_notes.md gives the numbers) and the book's "
+        "repeats (3, then 7).",
         "",
         "| case | bare (ms/step, CPU) | harness (ms/step, CPU) | overhead, CPU | over the "
         "repeats | overhead, wall | same parameters |",

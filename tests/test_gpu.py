@@ -53,7 +53,8 @@ def test_a_training_run_on_the_gpu_ends_where_the_cpu_run_ends(tmp_path):
     assert all(r.state == "completed" for r in runs.values())
     cpu, gpu = (_weights(runs[d]) for d in ("cpu", "cuda"))
     diff = max(float((cpu[k] - gpu[k]).abs().max()) for k in cpu)
-    assert diff < 1e-9, diff  # float64: the two devices differ only in summation order
+    # float64: the devices differ only in summation order (measured 1.1e-16 on an H200)
+    assert diff < 5e-16, diff
     history = json.loads((runs["cuda"].out_dir / "metrics.json").read_text())["history"]
     assert history[0]["cuda_peak_mb"] > 0
     config = json.loads((runs["cuda"].out_dir / "config.json").read_text())
@@ -90,7 +91,7 @@ def test_ddp_over_nccl_matches_a_single_gpu_process(tmp_path):
     ddp = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
     one = _weights(single)
     diff = max(float((one[k] - ddp[k]).abs().max()) for k in one)
-    assert diff < 1e-9, diff
+    assert diff < 1e-9, diff  # not yet measured: no machine with two GPUs was lent
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert summary["world_size"] == world
 
