@@ -31,6 +31,7 @@ from torchdiffeq import odeint
 import deqode  # noqa: F401  (registers method="nesterov")
 from deqode.book import benchmarking
 from deqode.models.layers import ConvField
+from deqode.solvers import nesterov_kernel
 from deqode.solvers.nesterov import step_grid
 
 NAME = "nesterov"
@@ -144,6 +145,8 @@ def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device:
                   "shared machine is not counted; its caches still are)." if
                   clock(device) is time.thread_time else "the wall clock.")
     exact = setting.get("exact")
+    kernel_note = (" (built and bitwise on this machine)" if nesterov_kernel.available() else
+                   " (not on this machine: no C compiler, switched off, or not bitwise here)")
     exact_note = "" if not exact else (
         f" The rows marked exact steps (added after the first runs, to show the equal-step "
         f"path) take {exact['steps']} steps, a power of two: that float grid is exactly "
@@ -156,13 +159,15 @@ def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device:
         f"{setting['repeats']} alternating repeats after a warm-up, one run, timed by "
         f"{clock_name} Both are called through torchdiffeq's `odeint`; nesterov runs "
         "its own copy of torchdiffeq's fixed-grid loop (same calls, callbacks and "
-        "interpolation) that computes the step scalars once per solve, calls the field below "
-        "torchdiffeq's per-call wrapper and, without autograd, reuses its buffers; under "
-        "autograd each step's update is one graph node with a hand-written backward (iterates "
-        "bitwise, gradients equal to rounding). The float32 grid of "
+        "interpolation) that computes the step scalars once per solve and calls the field below "
+        "torchdiffeq's per-call wrapper. On the CPU (one thread) the momentum update and the "
+        f"next look-ahead are one fused C loop{kernel_note}, instead of five to eight "
+        "elementwise torch calls (the same roundings: a self-check and the tests compare the "
+        "bits); under autograd each step's update is one graph node with a hand-written "
+        "backward (iterates bitwise, gradients equal to rounding). The float32 grid of "
         f"{setting['steps']} steps on [0, 1] has steps unequal by an ulp, so nearly every "
-        "nesterov step takes the unequal-step path (three more passes: the shift, the "
-        "look-ahead and the shift's share of the increment)." + exact_note),
+        "nesterov step takes the unequal-step rule (the shift, the look-ahead and the shift's "
+        "share of the increment: three more passes without the kernel)." + exact_note),
         benchmarking.machine(device), seconds)
     lines += [
         "| case | pass | euler (ms/step) | nesterov (ms/step) | ratio nesterov/euler |",

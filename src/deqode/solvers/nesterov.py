@@ -84,8 +84,15 @@ same operations). The gradients are equal to rounding only, not bitwise (the bac
 another order): measured up to 3.2e-7 (float32) and 8.8e-16 (float64) relative to the largest
 entry; ``tests/test_nesterov_fast_path.py`` and the frozen-iterates test of
 ``tests/test_solver_gradients.py`` hold them to a few times that (and check that a wrong backward
-fails, and gradcheck it). No fused kernel is used for the values: ``torch.addcmul`` and ``add``
-with ``alpha`` round once (FMA) on this CPU's vectorised kernels, not as a product then a sum.
+fails, and gradcheck it).
+
+Fused kernel: on the CPU, without autograd and inside a step node's forward, the update and the
+next look-ahead are one loop in C (:mod:`deqode.solvers.nesterov_kernel`) instead of five to
+eight elementwise torch calls, each a pass over the state. It rounds where those calls round
+(``add`` with ``alpha`` and ``addcmul`` as one FMA, every other product and sum apart), checks
+that on random states when first used, and is left out where it would not give torch's bits,
+where no C compiler is found, with ``DEQODE_FUSED_KERNEL=0``, and where torch would spread the
+calls over several threads. The tests run the fast loop both ways.
 
 Registration: :func:`register` adds ``"nesterov"`` to torchdiffeq's private ``SOLVERS`` table,
 which ``odeint`` and ``odeint_adjoint`` share; ``import deqode`` calls it.
@@ -104,6 +111,7 @@ from torchdiffeq._impl.misc import Perturb, _null_callback, _PerturbFunc
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from deqode.choices import UnknownChoiceError, check_choice
+from deqode.solvers import nesterov_kernel
 
 METHOD_NAME = "nesterov"
 DEFAULT_BETA = 0.5
@@ -245,7 +253,8 @@ class NesterovODE(FixedGridODESolver):
         self._reference_dt: Tensor | None = None  # H, the first step's length
         self._prev_beta = 0.0  # β_{k-1}
         self._buffers: dict[str, Tensor] = {}  # scratch tensors of the steps without autograd
-        self._ahead: Tensor | None = None  # the next step's look-ahead, formed by the last node
+        self._ahead: Tensor | None = None  # the next step's look-ahead, formed by the last step
+        self._fused: bool | None = None  # whether the fused kernel takes this solve's steps
 
     def integrate(self, t: Tensor) -> Tensor:
         """torchdiffeq's fixed-grid loop (same calls, callbacks and interpolation). Where the
@@ -324,11 +333,20 @@ class NesterovODE(FixedGridODESolver):
             self._ahead = outs[2] if len(outs) > 2 else None
             return outs[0], f0
         into = self._scratch
-        if factor is not None:
+        ahead, self._ahead = self._ahead, None  # formed by the fused kernel of the last step
+        shift = None
+        if factor is not None and ahead is None:
             shift = torch.mul(velocity, factor, out=into("shift", y0))
-            f0 = field(time, torch.add(y0, shift, out=into("ahead", y0)))
-        else:
-            f0 = field(time, y0)
+            ahead = torch.add(y0, shift, out=into("ahead", y0))
+        f0 = field(time, y0 if factor is None else ahead)
+        if self._fused is None:  # decided once per solve
+            self._fused = nesterov_kernel.usable(y0, velocity)
+        if self._fused:
+            y1 = self._fused_step(y0, velocity, f0, ahead, plan, k)
+            if y1 is not None:
+                return y1, f0
+        if factor is not None and shift is None:  # the look-ahead came from the kernel
+            shift = torch.mul(velocity, factor, out=into("shift", y0))
         if velocity is self._buffers.get("velocity"):
             velocity.mul_(self.beta).add_(f0, alpha=plan.c)
         else:
@@ -343,6 +361,33 @@ class NesterovODE(FixedGridODESolver):
             dy = torch.add(shift, dy, out=dy)
         dy.addcmul_(velocity, plan.scale)
         return torch.add(y0, dy, out=dy), f0
+
+    def _fused_step(self, y0: Tensor, velocity: Tensor, f0: Tensor, ahead: Tensor | None,
+                    plan: _StepPlan, k: int) -> Tensor | None:
+        """The update of :meth:`_momentum_step` without autograd by the fused kernel
+        (:mod:`deqode.solvers.nesterov_kernel`: the same bits), which also forms the next step's
+        look-ahead; None (nothing written) where the field's output does not suit it."""
+        if not (f0.dtype == y0.dtype and f0.shape == y0.shape and f0.device == y0.device
+                and f0.is_contiguous()):
+            return None
+        into = self._scratch
+        u_out = velocity if velocity is self._buffers.get("velocity") else into("velocity", y0)
+        state = into("state", y0)
+        if state is y0:
+            state = into("other state", y0)
+        next_ahead = None
+        if plan.next_factors[k] is not None:
+            next_ahead = into("ahead", y0)
+            if next_ahead is ahead:
+                next_ahead = into("other ahead", y0)
+        if any(out is not None and nesterov_kernel.overlaps(f0, out)
+               for out in (u_out, state, next_ahead)):
+            return None
+        nesterov_kernel.step(y0, velocity, f0, u_out, state, next_ahead, self.beta, plan.c,
+                             plan.kernel_scaled[k], plan.kernel_factors[k], plan.kernel_scale,
+                             plan.kernel_factors[k + 1])
+        self._velocity, self._ahead = u_out, next_ahead
+        return state
 
     def _scratch(self, name: str, like: Tensor) -> Tensor:
         """The buffer ``name`` (shaped like the state), allocated on first use in a solve."""
@@ -411,8 +456,13 @@ class _StepPlan:
         self.factor_floats = [0.0 if same else f for same, f in zip(equal, factors.tolist(),
                                                                    strict=True)]
         self.next_factors = [*self.factors[1:], None]
+        # the forward's numbers for the fused kernel (None: no shift), apart from the backward's
+        self.kernel_scaled, self.kernel_scale = list(self.scaled_floats), self.scale_float
+        self.kernel_factors = [None if same else f for same, f in zip(equal, factors.tolist(),
+                                                                     strict=True)] + [None]
         self.shift: Tensor | None = None  # the next step's shift, set by the step before it
         self.buffer: Tensor | None = None  # where the steps under autograd write it
+        self.fused: bool | None = None  # whether the fused kernel takes the steps' forward
         # paired[k]: see _MomentumUpdate; set by NesterovODE.integrate (one more, for the end)
         self.paired = [False] * (len(sizes) + 1)
 
@@ -439,13 +489,26 @@ class _MomentumUpdate(torch.autograd.Function):
     def forward(ctx, y0, velocity, f0, plan, k):
         ctx.set_materialize_grads(False)
         ctx.plan, ctx.k = plan, k
+        factor = plan.next_factors[k]
+        if plan.fused is None:  # decided once per solve
+            plan.fused = nesterov_kernel.usable(y0, velocity)
+        if plan.fused and f0.is_contiguous() and f0.dtype == y0.dtype and f0.shape == y0.shape:
+            new_velocity, y1 = torch.empty_like(velocity), torch.empty_like(y0)
+            ahead = None if factor is None else torch.empty_like(y0)
+            nesterov_kernel.step(y0, velocity, f0, new_velocity, y1, ahead, plan.beta, plan.c,
+                                 plan.kernel_scaled[k], plan.kernel_factors[k],
+                                 plan.kernel_scale, plan.kernel_factors[k + 1])
+            plan.shift = None  # the next step's shift is inside its look-ahead (the same bits)
+            return (y1, new_velocity) if ahead is None else (y1, new_velocity, ahead)
+        shift = plan.shift
+        if shift is None and plan.factors[k] is not None:  # the kernel formed the look-ahead
+            shift = torch.mul(velocity, plan.factors[k])
         new_velocity = torch.mul(velocity, plan.beta).add_(f0, alpha=plan.c)
         dy = torch.mul(f0, plan.scaled[k])
-        if plan.shift is not None:
-            dy = torch.add(plan.shift, dy, out=dy)
+        if shift is not None:
+            dy = torch.add(shift, dy, out=dy)
         dy.addcmul_(new_velocity, plan.scale)
         y1 = torch.add(y0, dy, out=dy)
-        factor = plan.next_factors[k]
         if factor is None:
             plan.shift = None
             return y1, new_velocity
