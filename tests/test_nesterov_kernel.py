@@ -15,6 +15,7 @@ import shutil
 import pytest
 import torch
 
+from deqode import native
 from deqode.solvers import nesterov_kernel
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
 def fresh_kernel(monkeypatch, tmp_path):
     """A kernel state of its own, built into ``tmp_path`` (the process's kernel is restored)."""
     monkeypatch.setattr(nesterov_kernel, "_state", {})
+    monkeypatch.setattr(native, "_cache", {})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     return tmp_path
 
@@ -74,7 +76,7 @@ def test_the_kernel_updates_the_velocity_in_place():
     ("if (shift) d = ui * phi + d;", "if (shift) d = FMA(ui, phi, d);"),  # one where torch has two
 ])
 def test_the_self_check_rejects_other_roundings(fresh_kernel, monkeypatch, change):
-    monkeypatch.setattr(nesterov_kernel, "_SOURCE", nesterov_kernel._SOURCE.replace(*change))
+    monkeypatch.setattr(native, "SOURCE", native.SOURCE.replace(*change))
     with pytest.warns(RuntimeWarning, match="does not reproduce torch's bits"):
         assert not nesterov_kernel.available()
     assert not nesterov_kernel.usable(torch.zeros(8), torch.zeros(8))
@@ -82,12 +84,16 @@ def test_the_self_check_rejects_other_roundings(fresh_kernel, monkeypatch, chang
 
 def test_the_kernel_is_built_once_and_cached(fresh_kernel):
     assert nesterov_kernel.available()
-    built = list((fresh_kernel / "deqode" / "kernels").glob("nesterov_*.so"))
-    assert len(built) == 1
+    built = list(native.cache_dir().glob("deqode_*.so"))
+    assert len(built) == 1 and native.cache_dir().is_relative_to(fresh_kernel)
+    nesterov_kernel._state.clear()
+    native._cache.clear()
+    assert nesterov_kernel.available()
+    assert list(native.cache_dir().glob("deqode_*.so")) == built
 
 
 def test_the_switch_turns_it_off(fresh_kernel, monkeypatch):
-    monkeypatch.setenv(nesterov_kernel.ENV_SWITCH, "0")
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
     assert not nesterov_kernel.available()
     assert not list(fresh_kernel.glob("**/*.so"))
 

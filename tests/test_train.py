@@ -267,6 +267,29 @@ def test_accumulator_means():
     assert acc.mean("loss") == 2.0 and acc.mean("nfe") == 26.0 and acc.mean("absent") is None
 
 
+@pytest.mark.parametrize("steps", [5, 64, 150])
+def test_deferred_accuracy_equals_the_per_step_count(steps):
+    """The training accuracy counted later in batches of steps (no per-step read) is the per-step
+    count, across the batching bound; the sum is read by mean(), keys exist before it."""
+    from deqode.train.tasks import correct, correct_percent
+
+    gen = torch.Generator().manual_seed(steps)
+    now, later = metrics.Accumulator(), metrics.Accumulator()
+    for i in range(steps):
+        logits = torch.randn(7 + i % 3, 10, generator=gen)
+        labels = torch.randint(0, 10, (len(logits),), generator=gen)
+        now.add("acc", float(correct(logits, labels)), len(labels))
+        now.add("pct", 100.0 * float(correct(logits, labels)), len(labels))
+        later.add_deferred("acc", correct, (logits, labels), len(labels))
+        later.add_deferred("pct", correct_percent, (logits, labels), len(labels))
+    assert set(later.sums) == {"acc", "pct"}
+    waiting = sum(len(pending) for _, pending in later._deferred.values())
+    assert waiting == 2 * steps if steps < later.DEFER_STEPS else waiting < 2 * later.DEFER_STEPS
+    for name in ("acc", "pct"):
+        assert later.mean(name) == now.mean(name) and later.counts[name] == now.counts[name]
+
+
+
 
 def test_step_schedule_multiplies_lr_by_gamma_at_each_milestone(tmp_path):
     with pytest.raises(ValueError, match="milestones"):

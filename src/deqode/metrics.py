@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -215,18 +215,46 @@ class Accumulator:
     the sum of per-sample losses over the number of samples seen by all ranks.
     """
 
+    #: deferred tensors are reduced once this many steps of a quantity are waiting
+    DEFER_STEPS = 64
+
     def __init__(self) -> None:
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, float] = defaultdict(float)
+        self._deferred: dict[str, tuple[Callable[..., torch.Tensor], list[tuple]]] = {}
 
     def add(self, name: str, total: float, count: float = 1.0) -> None:
         self.sums[name] += float(total)
         self.counts[name] += float(count)
 
+    def add_deferred(self, name: str, reduce: Callable[..., torch.Tensor],
+                     tensors: tuple[torch.Tensor, ...], count: float) -> None:
+        """Add ``reduce(*tensors)`` (a one-element tensor) to ``name``, computed later in one go
+        with the other steps' tensors (each concatenated along dim 0), so that a training step
+        neither runs the reduction nor reads a device value (a synchronisation on a GPU). The
+        total must be additive over the rows (a count of correct predictions is); it is read at
+        :meth:`settle`, which :meth:`mean` and :meth:`all_reduce` call, or after
+        :attr:`DEFER_STEPS` steps (bounded memory)."""
+        self.sums[name] += 0.0
+        self.counts[name] += float(count)
+        entry = self._deferred.setdefault(name, (reduce, []))
+        entry[1].append(tensors)
+        if len(entry[1]) >= self.DEFER_STEPS:
+            self.settle()
+
+    def settle(self) -> None:
+        """Reduce the deferred tensors into the sums."""
+        for name, (reduce, pending) in self._deferred.items():
+            if pending:
+                self.sums[name] += float(reduce(*(torch.cat(c) for c in zip(*pending,
+                                                                              strict=True))))
+                pending.clear()
+
     def all_reduce(self, device: torch.device) -> None:
         """Sum every (sum, count) over the process group (no-op when not distributed)."""
         import torch.distributed as dist
 
+        self.settle()
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         names = sorted(self.sums)
@@ -241,6 +269,7 @@ class Accumulator:
             self.counts[name] = values[len(names) + i]
 
     def mean(self, name: str) -> float | None:
+        self.settle()
         count = self.counts.get(name, 0.0)
         return self.sums[name] / count if count else None
 

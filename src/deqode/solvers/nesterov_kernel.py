@@ -13,125 +13,43 @@ where the torch kernel itself fuses them into one rounding (an FMA): ``add`` wit
 
 Whether this reproduces torch's bits is not taken on trust. On first use in a process, the kernel
 is checked against the torch calls on random states of several sizes (odd sizes too, for the
-vector kernels' scalar tails) and both float dtypes. If any bit differs, or no C compiler is
-found, or ``DEQODE_FUSED_KERNEL=0`` is set, :func:`available` is False and the solver keeps its
-torch calls. Tests compare the two paths bit for bit as well.
+vector kernels' scalar tails) and both float dtypes. If any bit differs, or the loop is not built
+(:mod:`deqode.native`: no C compiler, or ``DEQODE_NATIVE=0``), :func:`available` is False and
+the solver keeps its torch calls. Tests compare the two paths bit for bit as well.
 
 The kernel is single-threaded: it is used where torch's elementwise calls would be too (one
 intra-op thread, or a state under torch's parallel grain), contiguous float32/float64 CPU
 tensors, without autograd.
 
-Built with the system C compiler (``cc``; ``CC`` overrides it) for the host CPU
-(``-march=native``). The shared library is cached under ``$XDG_CACHE_HOME/deqode/kernels`` (or
-``~/.cache``), keyed by the source, compiler and CPU, written atomically.
+The C source (``nag_step_float`` / ``nag_step_double``) is in :data:`deqode.native.SOURCE`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import warnings
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-ENV_SWITCH = "DEQODE_FUSED_KERNEL"
+from deqode import native
+
 #: torch's elementwise kernels split work over threads only above this many elements.
 PARALLEL_GRAIN = 32768
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
-
-_SOURCE = r"""
-#include <math.h>
-#include <stdint.h>
-
-/* One Nesterov step of n elements (see deqode/solvers/nesterov_kernel.py):
-   u_out = fma(f, c, u*beta); d = f*ch; [d = u*phi + d]; d = fma(u_out, bh, d); y_out = y + d;
-   [ahead = y_out + u_out*phi_next]. u_out may be u (in place); other outputs must not overlap
-   the inputs. */
-#define NAG_STEP(NAME, T, FMA)                                                                \
-void NAME(int64_t n, const T *y, const T *u, const T *f, T *u_out, T *restrict y_out,       \
-          T *restrict ahead, T beta, T c, T ch, T phi, int shift, T bh, T phi_next,          \
-          int next) {                                                                        \
-    for (int64_t i = 0; i < n; i++) {                                                        \
-        T ui = u[i], fi = f[i];                                                              \
-        T un = FMA(fi, c, ui * beta);                                                        \
-        T d = fi * ch;                                                                       \
-        if (shift) d = ui * phi + d;                                                         \
-        d = FMA(un, bh, d);                                                                  \
-        T yn = y[i] + d;                                                                     \
-        u_out[i] = un;                                                                       \
-        y_out[i] = yn;                                                                       \
-        if (next) ahead[i] = yn + un * phi_next;                                             \
-    }                                                                                        \
-}
-
-NAG_STEP(nag_step_float, float, fmaf)
-NAG_STEP(nag_step_double, double, fma)
-"""
-
 _FUNCTIONS = {torch.float32: ("nag_step_float", ctypes.c_float),
               torch.float64: ("nag_step_double", ctypes.c_double)}
 _state: dict[str, object] = {}
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "deqode" / "kernels"
-
-
-def _cpu_signature() -> str:
-    """What ``-march=native`` depends on: the CPU model and its flags (Linux), else the
-    platform's processor string."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags"))]
-    return "\n".join(sorted(set(keep)))
-
-
-def _compile() -> ctypes.CDLL | None:
-    """The compiled library (built on first use, then cached), or None without a compiler or
-    when the build fails (a warning says why)."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        return None
-    try:
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
-                                 timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    key = hashlib.sha256("\0".join([_SOURCE, compiler, version, " ".join(FLAGS),
-                                    _cpu_signature()]).encode()).hexdigest()[:20]
-    target = _cache_dir() / f"nesterov_{key}.so"
-    if not target.exists():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as work:
-                source = Path(work) / "nesterov.c"
-                source.write_text(_SOURCE)
-                built = Path(work) / "nesterov.so"
-                subprocess.run([compiler, *FLAGS, "-o", str(built), str(source)],
-                               capture_output=True, text=True, timeout=120, check=True)
-                os.replace(built, target)  # atomic: a concurrent build writes the same file
-        except (OSError, subprocess.SubprocessError) as err:
-            detail = getattr(err, "stderr", "") or err
-            warnings.warn(f"deqode: the fused Nesterov kernel did not build ({detail}); the "
-                          "solver uses torch's elementwise calls", RuntimeWarning, stacklevel=3)
-            return None
-    library = ctypes.CDLL(str(target))
-    for name, scalar in _FUNCTIONS.values():
+def _bind(library: ctypes.CDLL) -> dict[torch.dtype, object]:
+    functions = {}
+    for dtype, (name, scalar) in _FUNCTIONS.items():
         function = getattr(library, name)
         function.restype = None
         function.argtypes = ([ctypes.c_int64] + [ctypes.c_void_p] * 6
                              + [scalar] * 4 + [ctypes.c_int, scalar, scalar, ctypes.c_int])
-    return library
+        functions[dtype] = function
+    return functions
 
 
 def reference_step(y: Tensor, u: Tensor, f: Tensor, beta: float, c: float, ch: Tensor,
@@ -148,12 +66,12 @@ def reference_step(y: Tensor, u: Tensor, f: Tensor, beta: float, c: float, ch: T
     return un, yn, None if phi_next is None else torch.add(yn, torch.mul(un, phi_next))
 
 
-def _agrees(library: ctypes.CDLL) -> bool:
+def _agrees(functions: dict) -> bool:
     """Whether the kernel gives the bits of :func:`reference_step` on random states (sizes with
     and without a vector tail, both dtypes), with and without shifts, for the scalars of a float
     grid (shifts of an ulp) and of a clipped last step (shifts of a third of a step)."""
     gen = torch.Generator().manual_seed(0)
-    _state["library"] = library
+    _state["functions"] = functions
     try:
         for dtype in _FUNCTIONS:
             grid = torch.linspace(0, 1, 41, dtype=dtype)
@@ -179,24 +97,22 @@ def _agrees(library: ctypes.CDLL) -> bool:
                         return False
         return True
     finally:
-        _state.pop("library", None)
+        _state.pop("functions", None)
 
 
 def available() -> bool:
     """Whether the kernel is built and reproduces torch's bits here (checked once per process;
-    ``DEQODE_FUSED_KERNEL=0`` turns it off)."""
+    ``DEQODE_NATIVE=0`` turns it off)."""
     if "ok" not in _state:
-        ok = False
-        if os.environ.get(ENV_SWITCH, "1") != "0":
-            library = _compile()
-            if library is not None:
-                ok = _agrees(library)
-                if not ok:
-                    warnings.warn("deqode: the fused Nesterov kernel does not reproduce torch's "
-                                  "bits on this machine; the solver uses torch's elementwise "
-                                  "calls", RuntimeWarning, stacklevel=2)
-                else:
-                    _state["library"] = library
+        library = native.library()
+        functions = None if library is None else _bind(library)
+        ok = functions is not None and _agrees(functions)
+        if functions is not None and not ok:
+            warnings.warn("deqode: the fused Nesterov kernel does not reproduce torch's bits on "
+                          "this machine; the solver uses torch's elementwise calls",
+                          RuntimeWarning, stacklevel=2)
+        if ok:
+            _state["functions"] = functions
         _state["ok"] = ok
     return bool(_state["ok"])
 
@@ -223,8 +139,7 @@ def step(y: Tensor, u: Tensor, f: Tensor, u_out: Tensor, y_out: Tensor, ahead: T
     """One fused step into ``u_out`` (may be ``u``), ``y_out`` and ``ahead`` (the next
     look-ahead, when ``phi_next`` is given): the values of :func:`reference_step`. The caller
     checks :func:`usable` and that the outputs overlap no input (``u_out`` may be ``u``)."""
-    name, _ = _FUNCTIONS[y.dtype]
-    function = getattr(_state["library"], name)
+    function = _state["functions"][y.dtype]
     function(y.numel(), y.data_ptr(), u.data_ptr(), f.data_ptr(), u_out.data_ptr(),
              y_out.data_ptr(), 0 if ahead is None else ahead.data_ptr(), beta, c, ch,
              0.0 if phi is None else phi, phi is not None, bh,
@@ -239,4 +154,4 @@ def overlaps(a: Tensor, b: Tensor) -> bool:
     return start_a < end_b and start_b < end_a
 
 
-__all__ = ["ENV_SWITCH", "available", "overlaps", "reference_step", "step", "usable"]
+__all__ = ["available", "overlaps", "reference_step", "step", "usable"]

@@ -26,6 +26,7 @@ from deqode.environment import environment_record, write_package_list
 from deqode.errors import SolverFailure
 from deqode.paths import resolve
 from deqode.results import read_json, write_json_atomic
+from deqode.train import gradient_norm
 from deqode.train.batches import Stream, StreamEpochs, TensorBatches
 from deqode.train.checkpoints import resume_checkpoint, save_checkpoint, shelve_for_fresh_start
 from deqode.train.config import DTYPES, RunResult, TrainConfig
@@ -302,17 +303,13 @@ class Trainer:
         return loss_value
 
     def _grad_norm(self) -> float:
-        """The 2-norm of all gradients, as ``nn.utils.get_total_norm`` computes it; when every
-        parameter has one device and dtype (:attr:`uniform_params`), its single foreach group
-        directly, without the per-step grouping."""
+        """The 2-norm of all gradients: :func:`deqode.train.gradient_norm.total_norm` (one C loop
+        on the CPU) when every parameter has one device and dtype (:attr:`uniform_params`), else
+        ``nn.utils.get_total_norm``."""
         grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return 0.0
-        if not self.uniform_params:
+        if not self.uniform_params and grads:
             return float(nn.utils.get_total_norm(grads))
-        with torch.no_grad():
-            return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)),
-                                                  2.0))
+        return gradient_norm.total_norm(grads)
 
     def apply_update(self) -> None:
         """The main optimiser's step on the current gradients and the schedule's step."""

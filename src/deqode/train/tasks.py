@@ -17,6 +17,16 @@ from torch import Tensor, nn
 from deqode.metrics import Accumulator
 
 
+def correct(logits: Tensor, labels: Tensor) -> Tensor:
+    """The number of rows whose largest logit is at the label."""
+    return (logits.argmax(1) == labels).sum()
+
+
+def correct_percent(logits: Tensor, labels: Tensor) -> Tensor:
+    """:func:`correct` times 100 (a sum of percentages over the rows)."""
+    return correct(logits, labels) * 100  # an integer: exact
+
+
 class Task:
     """The objective and metrics of one kind of run (subclasses override what differs).
 
@@ -118,7 +128,7 @@ class Classification(Task):
         y = batch[1]
         n = y.numel()
         acc.add("train_loss", loss * n, n)
-        acc.add("train_acc", float((outputs.argmax(1) == y).sum()), n)
+        acc.add_deferred("train_acc", correct, (outputs.detach(), y), n)
 
     def evaluate(self, model: nn.Module, batch: Any, acc: Accumulator) -> None:
         x, y = batch
@@ -151,7 +161,7 @@ class Sequence(Classification):
         target = batch[1].flatten()
         n = target.numel()
         acc.add("train_loss", loss * n, n)
-        acc.add("train_acc", 100.0 * float((outputs.argmax(1) == target).sum()), n)
+        acc.add_deferred("train_acc", correct_percent, (outputs.detach(), target), n)
 
     def step_record(self, batch: Any, outputs: Tensor) -> dict[str, float]:
         target = batch[1].flatten()
