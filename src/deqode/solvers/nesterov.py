@@ -91,7 +91,7 @@ next look-ahead are one loop in C (:mod:`deqode.solvers.nesterov_kernel`) instea
 eight elementwise torch calls, each a pass over the state. It rounds where those calls round
 (``add`` with ``alpha`` and ``addcmul`` as one FMA, every other product and sum apart), checks
 that on random states when first used, and is left out where it would not give torch's bits,
-where no C compiler is found, with ``DEQODE_FUSED_KERNEL=0``, and where torch would spread the
+where no C compiler is found, with ``DEQODE_NATIVE=0``, and where torch would spread the
 calls over several threads. The tests run the fast loop both ways.
 
 Registration: :func:`register` adds ``"nesterov"`` to torchdiffeq's private ``SOLVERS`` table,
