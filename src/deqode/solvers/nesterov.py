@@ -368,7 +368,7 @@ class NesterovODE(FixedGridODESolver):
         (:mod:`deqode.solvers.nesterov_kernel`: the same bits), which also forms the next step's
         look-ahead; None (nothing written) where the field's output does not suit it."""
         if not (f0.dtype == y0.dtype and f0.shape == y0.shape and f0.device == y0.device
-                and f0.is_contiguous()):
+                and f0.is_contiguous() and y0.is_contiguous() and velocity.is_contiguous()):
             return None
         into = self._scratch
         u_out = velocity if velocity is self._buffers.get("velocity") else into("velocity", y0)
@@ -492,7 +492,8 @@ class _MomentumUpdate(torch.autograd.Function):
         factor = plan.next_factors[k]
         if plan.fused is None:  # decided once per solve
             plan.fused = nesterov_kernel.usable(y0, velocity)
-        if plan.fused and f0.is_contiguous() and f0.dtype == y0.dtype and f0.shape == y0.shape:
+        if (plan.fused and f0.dtype == y0.dtype and f0.shape == y0.shape and f0.is_contiguous()
+                and y0.is_contiguous() and velocity.is_contiguous()):  # a fallback may permute
             new_velocity, y1 = torch.empty_like(velocity), torch.empty_like(y0)
             ahead = None if factor is None else torch.empty_like(y0)
             nesterov_kernel.step(y0, velocity, f0, new_velocity, y1, ahead, plan.beta, plan.c,
