@@ -165,17 +165,16 @@ def markdown(record: dict[str, Any]) -> str:
         "termination on the whole batch. NFE = evaluations of f per batch (solver + the extra "
         "application)."), record["machine"], record["seconds"], " (training included)")
     lines += [
-        "| tol | solver | NFE | time / batch (s) | residual | met tol | rejected | t reached "
+        "| tol | solver | NFE | ms / batch | residual, met tol | rejected, t reached "
         "| accuracy (%) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---:|---:|---|---|---:|",
     ]
     for r in rows:
         discrete = r["solver"].startswith("discrete")
-        rejected = "-" if discrete else f"{r['rejected']:.1f}"
-        t_reached = "-" if discrete else f"{r['t']:.2f}"
-        lines.append(f"| {r['tol']:g} | {r['solver']} | {r['nfe']:.1f} | {r['time_s']:.4f} | "
-                     f"{r['residual']:.2e} | {r['converged']} | {rejected} | {t_reached} | "
-                     f"{r['accuracy']:.1f} |")
+        steps = "-" if discrete else f"{r['rejected']:.1f}, {r['t']:.2f}"
+        lines.append(f"| {r['tol']:g} | {r['solver']} | {r['nfe']:.1f} | "
+                     f"{1e3 * r['time_s']:.1f} | {r['residual']:.2e}, {r['converged']} | "
+                     f"{steps} | {r['accuracy']:.1f} |")
     base = {r["tol"]: r for r in rows if r["solver"].startswith("discrete")}
     lines += ["", "Residual: the largest final objective over the batches; rejected and t reached: "
               "means per batch. A \"met tol\" below the number of batches means the solver ran "
