@@ -102,9 +102,11 @@ def test_make_rejects_an_unknown_profile_at_once():
 
 
 def test_runs_table_lists_notebooks_in_toc_order(tmp_path):
+    """Rows in book order with a total; what every record shares is said once above the table,
+    what differs (here the commit) is a column."""
     from deqode.results import write_json_atomic
 
-    for name, wall in (("a", 1.5), ("b", 2.0)):
+    for name, wall, commit in (("a", 1.5, "abc"), ("b", 2.0, "def")):
         write_json_atomic(
             tmp_path / f"{name}.run.json",
             {
@@ -115,14 +117,18 @@ def test_runs_table_lists_notebooks_in_toc_order(tmp_path):
                 "torch": "2",
                 "torchdiffeq": "0.2.5",
                 "device": "cpu",
-                "git_commit": "abc",
+                "git_commit": commit,
                 "executed_at": "now",
             },
         )
     table = book.runs_table(tmp_path, ["b", "a"])
     lines = table.strip().splitlines()
-    assert lines[2].startswith("| [b]") and lines[3].startswith("| [a]")
-    assert "**3.5**" in lines[4] and lines[4].startswith("| **total**")
+    assert lines[0] == ("Every notebook ran with the same profile: smoke; Python: 3.11; torch: 2; "
+                        "torchdiffeq: 0.2.5; device: cpu.")
+    assert lines[2] == "| notebook | wall time (s) | git commit | executed |"
+    assert lines[4] == "| [b](../notebooks/b.ipynb) | 2.0 | `def` | now |"
+    assert lines[5].startswith("| [a]")
+    assert lines[6] == "| **total** | **3.5** | | |"
     assert "No list of imported packages in the records of: b, a." in table
     with pytest.raises(FileNotFoundError, match="missing"):
         book.runs_table(tmp_path, ["missing"])

@@ -183,28 +183,44 @@ def _papermill(notebook: Path, target: Path, parameters: dict[str, Any]) -> None
                   file=sys.stderr, flush=True)
 
 
+#: (record key, column title) of the execution records, in the runs table's order
+RUN_FIELDS = (("profile", "profile"), ("python", "Python"), ("torch", "torch"),
+              ("torchdiffeq", "torchdiffeq"), ("device", "device"), ("git_commit", "git commit"))
+
+
 def runs_table(executed_dir: Path, toc_notebooks: list[str]) -> str:
-    """Markdown table of the execution records, in book order."""
-    header = (
-        "| notebook | profile | wall time (s) | Python | torch | torchdiffeq | device | git commit "
-        "| executed |\n|---|---|---:|---|---|---|---|---|---|\n"
-    )
-    rows = []
-    total = 0.0
+    """Markdown table of the execution records, in book order. A field with one value in every
+    record (the profile, the versions, the device, the commit, as a rule) is stated once above
+    the table rather than repeated in a column: a table of nine columns ran off the page."""
+    records = {}
     for name in toc_notebooks:
         path = executed_dir / f"{name}.run.json"
         if not path.is_file():
             raise FileNotFoundError(f"no execution record {path}; run the notebook first")
-        r = read_json(path)
+        records[name] = read_json(path)
+    shared = [(key, title) for key, title in RUN_FIELDS
+              if len({str(r[key]) for r in records.values()}) == 1]
+    varying = [(key, title) for key, title in RUN_FIELDS if (key, title) not in shared]
+
+    def cell(key: str, value: Any) -> str:
+        return f"`{value}`" if key == "git_commit" else str(value)
+
+    first = next(iter(records.values()), {})
+    lines = []
+    if shared and records:
+        lines += ["Every notebook ran with the same " + "; ".join(
+            f"{title}: {cell(key, first[key])}" for key, title in shared) + ".", ""]
+    lines += ["| notebook | wall time (s) | " + "".join(f"{t} | " for _, t in varying)
+              + "executed |",
+              "|---|---:|" + "---|" * len(varying) + "---|"]
+    total = 0.0
+    for name, r in records.items():
         total += float(r["wall_seconds"])
-        rows.append(
-            f"| [{name}](../notebooks/{name}.ipynb) | {r['profile']} | {r['wall_seconds']:.1f} "
-            f"| {r['python']} | {r['torch']} | {r['torchdiffeq']} | {r['device']} "
-            f"| `{r['git_commit']}` | {r['executed_at']} |"
-        )
-    rows.append(f"| **total** | | **{total:.1f}** | | | | | | |")
-    records = {name: read_json(executed_dir / f"{name}.run.json") for name in toc_notebooks}
-    return header + "\n".join(rows) + "\n\n" + imported_packages_table(records)
+        lines.append(f"| [{name}](../notebooks/{name}.ipynb) | {r['wall_seconds']:.1f} | "
+                     + "".join(f"{cell(key, r[key])} | " for key, _ in varying)
+                     + f"{r['executed_at']} |")
+    lines.append(f"| **total** | **{total:.1f}** | " + "| " * len(varying) + "|")
+    return "\n".join(lines) + "\n\n" + imported_packages_table(records)
 
 
 def imported_packages_table(records: dict[str, dict[str, Any]]) -> str:
