@@ -114,3 +114,15 @@ def test_overlaps():
     x = torch.zeros(10)
     assert nesterov_kernel.overlaps(x[2:6], x[5:9]) and not nesterov_kernel.overlaps(x[:5],
                                                                                       x[5:])
+
+
+def test_a_damaged_cached_library_is_dropped_with_a_warning(fresh_kernel, monkeypatch):
+    monkeypatch.setattr(native, "SOURCE", native.SOURCE + "/* a library of its own */\n")
+    target = native.library_path()
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not a shared library")
+    with pytest.warns(RuntimeWarning, match="did not load"):
+        assert native.library() is None
+    assert not target.exists()
+    native._cache.clear()
+    assert native.library() is not None and target.exists()  # built again

@@ -114,8 +114,13 @@ def library() -> ctypes.CDLL | None:
     return built
 
 
-def _build() -> ctypes.CDLL | None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def library_path() -> Path | None:
+    """Where the library for this source, compiler and CPU is cached (None without a compiler)."""
+    compiler = _compiler()
     if compiler is None:
         return None
     try:
@@ -125,7 +130,13 @@ def _build() -> ctypes.CDLL | None:
         return None
     key = hashlib.sha256("\0".join([SOURCE, compiler, version, " ".join(FLAGS),
                                     _cpu_signature()]).encode()).hexdigest()[:20]
-    target = cache_dir() / f"deqode_{key}.so"
+    return cache_dir() / f"deqode_{key}.so"
+
+
+def _build() -> ctypes.CDLL | None:
+    target, compiler = library_path(), _compiler()
+    if target is None or compiler is None:
+        return None
     if not target.exists():
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +152,13 @@ def _build() -> ctypes.CDLL | None:
             warnings.warn(f"deqode: the native loops did not build ({detail}); torch's calls "
                           "are used instead", RuntimeWarning, stacklevel=3)
             return None
-    return ctypes.CDLL(str(target))
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError as err:  # a cached file this process cannot load: build it afresh next time
+        target.unlink(missing_ok=True)
+        warnings.warn(f"deqode: the native loops did not load ({err}); torch's calls are used "
+                      "instead", RuntimeWarning, stacklevel=3)
+        return None
 
 
-__all__ = ["ENV_SWITCH", "FLAGS", "SOURCE", "cache_dir", "enabled", "library"]
+__all__ = ["ENV_SWITCH", "FLAGS", "SOURCE", "cache_dir", "enabled", "library", "library_path"]
