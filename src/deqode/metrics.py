@@ -41,11 +41,18 @@ def _attribute(obj: object, name: str) -> object:
     return getattr(obj, name, None)
 
 
-def reset_nfe(model: nn.Module) -> None:
-    """Zero the model's NFE counters (:class:`deqode.models.nfe.CountsNFE`); a module outside
-    the protocol is reset if it has a ``reset_nfe`` method."""
+def nfe_resetter(model: nn.Module) -> Callable[[], None] | None:
+    """The model's ``reset_nfe`` (:class:`deqode.models.nfe.CountsNFE`, or a module outside the
+    protocol with such a method), or None: what :func:`reset_nfe` calls, for a loop to look up
+    once."""
     reset = _attribute(model, "reset_nfe")
-    if callable(reset):
+    return reset if callable(reset) else None
+
+
+def reset_nfe(model: nn.Module) -> None:
+    """Zero the model's NFE counters (:func:`nfe_resetter`; nothing where it has none)."""
+    reset = nfe_resetter(model)
+    if reset is not None:
         reset()
 
 

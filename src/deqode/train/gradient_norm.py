@@ -42,11 +42,16 @@ def torch_norm(grads: list[Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0))
 
 
-def _sum_of_squares(function, grads: list[Tensor]) -> float:
+def _sum_of_squares(function, grads: list[Tensor]) -> float | None:
+    """The C sum of squares of ``grads``; None if one of them is not contiguous."""
+    pointers, sizes = [], []
+    for g in grads:
+        if not g.is_contiguous():
+            return None
+        pointers.append(g.data_ptr())
+        sizes.append(g.numel())
     count = len(grads)
-    buffers = (ctypes.c_void_p * count)(*[g.data_ptr() for g in grads])
-    sizes = (ctypes.c_int64 * count)(*[g.numel() for g in grads])
-    return function(count, buffers, sizes)
+    return function(count, (ctypes.c_void_p * count)(*pointers), (ctypes.c_int64 * count)(*sizes))
 
 
 def _agrees(functions: dict) -> bool:
@@ -86,9 +91,10 @@ def total_norm(grads: list[Tensor]) -> float:
     if not grads:
         return 0.0
     first = grads[0]
-    if (first.device.type == "cpu" and first.dtype in _FUNCTIONS and native_available()
-            and all(g.is_contiguous() for g in grads)):
-        return math.sqrt(_sum_of_squares(_state["functions"][first.dtype], grads))
+    if first.device.type == "cpu" and first.dtype in _FUNCTIONS and native_available():
+        total = _sum_of_squares(_state["functions"][first.dtype], grads)
+        if total is not None:
+            return math.sqrt(total)
     return torch_norm(grads)
 
 

@@ -121,6 +121,7 @@ class Trainer:
         self.uniform_params = first is not None and first.device.type in ("cpu", "cuda") and all(
             type(p.data) is torch.Tensor and p.device == first.device and p.dtype == first.dtype
             for p in self.params)
+        self.reset_nfe = metrics.nfe_resetter(self.net)  # looked up once, called every step
         sync = getattr(self.net, "sync_nfe", None)
         self.sync_nfe = sync if callable(sync) else None
         self._held: Any = None
@@ -249,7 +250,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.update_optimizer is not None:
             self.update_optimizer.zero_grad(set_to_none=True)
-        metrics.reset_nfe(net)
+        if self.reset_nfe is not None:
+            self.reset_nfe()
         failure = None
         meter = self.meter.track(exclude=self.params) if cfg.measure_memory else nullcontext()
         with meter:
@@ -306,7 +308,7 @@ class Trainer:
         """The 2-norm of all gradients: :func:`deqode.train.gradient_norm.total_norm` (one C loop
         on the CPU) when every parameter has one device and dtype (:attr:`uniform_params`), else
         ``nn.utils.get_total_norm``."""
-        grads = [p.grad for p in self.params if p.grad is not None]
+        grads = [g for g in (p.grad for p in self.params) if g is not None]
         if not self.uniform_params and grads:
             return float(nn.utils.get_total_norm(grads))
         return gradient_norm.total_norm(grads)
