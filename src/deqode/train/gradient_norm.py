@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -79,6 +80,9 @@ def native_available() -> bool:
         library = native.library()
         functions = None if library is None else _bind(library)
         ok = functions is not None and _agrees(functions)
+        if functions is not None and not ok:
+            warnings.warn("deqode: the native gradient norm does not match torch's here; the "
+                          "training loop uses torch's reduction", RuntimeWarning, stacklevel=2)
         if ok:
             _state["functions"] = functions
         _state["ok"] = ok

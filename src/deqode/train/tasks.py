@@ -17,14 +17,14 @@ from torch import Tensor, nn
 from deqode.metrics import Accumulator
 
 
-def correct(logits: Tensor, labels: Tensor) -> Tensor:
-    """The number of rows whose largest logit is at the label."""
-    return (logits.argmax(1) == labels).sum()
+def correct(predictions: Tensor, labels: Tensor) -> Tensor:
+    """The number of predicted classes (``logits.argmax(1)``) equal to their labels."""
+    return (predictions == labels).sum()
 
 
-def correct_percent(logits: Tensor, labels: Tensor) -> Tensor:
+def correct_percent(predictions: Tensor, labels: Tensor) -> Tensor:
     """:func:`correct` times 100 (a sum of percentages over the rows)."""
-    return correct(logits, labels) * 100  # an integer: exact
+    return correct(predictions, labels) * 100  # an integer: exact
 
 
 class Task:
@@ -128,7 +128,8 @@ class Classification(Task):
         y = batch[1]
         n = y.numel()
         acc.add("train_loss", loss * n, n)
-        acc.add_deferred("train_acc", correct, (outputs.detach(), y), n)
+        # the predictions now (a model may reuse its output's memory), counted later
+        acc.add_deferred("train_acc", correct, (outputs.detach().argmax(1), y), n)
 
     def evaluate(self, model: nn.Module, batch: Any, acc: Accumulator) -> None:
         x, y = batch
@@ -161,7 +162,7 @@ class Sequence(Classification):
         target = batch[1].flatten()
         n = target.numel()
         acc.add("train_loss", loss * n, n)
-        acc.add_deferred("train_acc", correct_percent, (outputs.detach(), target), n)
+        acc.add_deferred("train_acc", correct_percent, (outputs.detach().argmax(1), target), n)
 
     def step_record(self, batch: Any, outputs: Tensor) -> dict[str, float]:
         target = batch[1].flatten()
