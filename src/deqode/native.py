@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 ENV_SWITCH = "DEQODE_NATIVE"
@@ -114,6 +115,23 @@ def library() -> ctypes.CDLL | None:
     return built
 
 
+def checked(state: dict, bind: Callable[[ctypes.CDLL], dict],
+            agrees: Callable[[dict], bool], refusal: str) -> dict | None:
+    """The library's functions as ``bind`` types them, once ``agrees`` has accepted them, or
+    None (not built, switched off, or refused: then ``refusal`` is warned). Checked once per
+    process: ``state`` (the caller's module dict) keeps the outcome."""
+    if "ok" not in state:
+        built = library()
+        functions = None if built is None else bind(built)
+        ok = functions is not None and agrees(functions)
+        if functions is not None and not ok:
+            warnings.warn(f"deqode: {refusal}", RuntimeWarning, stacklevel=3)
+        if ok:
+            state["functions"] = functions
+        state["ok"] = ok
+    return state.get("functions") if state["ok"] else None
+
+
 def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
@@ -161,4 +179,5 @@ def _build() -> ctypes.CDLL | None:
         return None
 
 
-__all__ = ["ENV_SWITCH", "FLAGS", "SOURCE", "cache_dir", "enabled", "library", "library_path"]
+__all__ = ["ENV_SWITCH", "FLAGS", "SOURCE", "cache_dir", "checked", "enabled", "library",
+           "library_path"]

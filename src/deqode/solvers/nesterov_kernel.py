@@ -27,7 +27,6 @@ The C source (``nag_step_float`` / ``nag_step_double``) is in :data:`deqode.nati
 from __future__ import annotations
 
 import ctypes
-import warnings
 
 import torch
 from torch import Tensor
@@ -103,18 +102,9 @@ def _agrees(functions: dict) -> bool:
 def available() -> bool:
     """Whether the kernel is built and reproduces torch's bits here (checked once per process;
     ``DEQODE_NATIVE=0`` turns it off)."""
-    if "ok" not in _state:
-        library = native.library()
-        functions = None if library is None else _bind(library)
-        ok = functions is not None and _agrees(functions)
-        if functions is not None and not ok:
-            warnings.warn("deqode: the fused Nesterov kernel does not reproduce torch's bits on "
-                          "this machine; the solver uses torch's elementwise calls",
-                          RuntimeWarning, stacklevel=2)
-        if ok:
-            _state["functions"] = functions
-        _state["ok"] = ok
-    return bool(_state["ok"])
+    return native.checked(_state, _bind, _agrees, "the fused Nesterov kernel does not reproduce "
+                          "torch's bits on this machine; the solver uses torch's elementwise "
+                          "calls") is not None
 
 
 def usable(*tensors: Tensor) -> bool:

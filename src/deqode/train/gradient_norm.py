@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import warnings
 
 import torch
 from torch import Tensor
@@ -76,17 +75,8 @@ def _agrees(functions: dict) -> bool:
 
 def native_available() -> bool:
     """Whether the C loop is built and agrees with torch here (checked once per process)."""
-    if "ok" not in _state:
-        library = native.library()
-        functions = None if library is None else _bind(library)
-        ok = functions is not None and _agrees(functions)
-        if functions is not None and not ok:
-            warnings.warn("deqode: the native gradient norm does not match torch's here; the "
-                          "training loop uses torch's reduction", RuntimeWarning, stacklevel=2)
-        if ok:
-            _state["functions"] = functions
-        _state["ok"] = ok
-    return bool(_state["ok"])
+    return native.checked(_state, _bind, _agrees, "the native gradient norm does not match "
+                          "torch's here; the training loop uses torch's reduction") is not None
 
 
 def total_norm(grads: list[Tensor]) -> float:
