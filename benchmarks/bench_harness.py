@@ -313,9 +313,10 @@ def markdown(rows: list[dict[str, object]], setting: dict, profile: str, device:
         "one after the other scattered the book's rows by more than the target from run to run "
         "on a loaded 2-core machine; book/developer_notes.md gives the numbers) and the book's "
         "repeats (3, then 7). Also changed after seeing results, and in the harness's favour: "
-        "the bare model has a no-op forward pre-hook (added after a quiet run put SIM at "
-        "+2.2 %), so that Module.__call__'s path for hooks, through which the lockstep runs, is "
-        "paid by both loops instead of being charged to the harness.",
+        "the bare model has a no-op forward pre-hook (added after a quiet run put one book row "
+        "above the target; book/developer_notes.md gives the numbers), so that "
+        "Module.__call__'s path for hooks, through which the lockstep runs, is paid by both "
+        "loops instead of being charged to the harness.",
         "",
         "| case | bare (ms/step, CPU) | harness (ms/step, CPU) | overhead, CPU | over the "
         "repeats | overhead, wall | same parameters |",
